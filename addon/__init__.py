@@ -1,0 +1,1 @@
+"""Nezabyt's core: settings, storage, pure status rules, the portal client and the web app."""

@@ -1,0 +1,51 @@
+"""Settings read from the environment: the one place that knows the environment variables."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+
+def default_database_url() -> str:
+    """A SQLite file in the per-user data folder (created on first use)."""
+    from platformdirs import user_data_dir
+
+    folder = Path(user_data_dir("nezabyt", appauthor=False))
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'nezabyt.sqlite3'}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    secret_key: str
+    client_id: str = ""
+    client_secret: str = ""
+    public_url: str = "http://127.0.0.1:8000"
+    # Requests per second the add-on allows itself per portal (Bitrix24 drains 2/s; keep headroom).
+    portal_rps: float = 1.8
+    portal_burst: int = 45
+    worker_id: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
+    max_event_body: int = 64 * 1024
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
+        env = dict(os.environ if env is None else env)
+        secret = env.get("NEZABYT_SECRET_KEY", "")
+        if not secret:
+            # A development default keeps the quick start to one command; production sets its own.
+            secret = "nezabyt-development-secret-change-me"
+        settings = cls(
+            database_url=env.get("DATABASE_URL") or default_database_url(),
+            secret_key=secret,
+            client_id=env.get("NEZABYT_CLIENT_ID", ""),
+            client_secret=env.get("NEZABYT_CLIENT_SECRET", ""),
+            public_url=env.get("NEZABYT_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
+            portal_rps=float(env.get("NEZABYT_PORTAL_RPS", "1.8")),
+            portal_burst=int(env.get("NEZABYT_PORTAL_BURST", "45")),
+        )
+        return replace(settings, **overrides) if overrides else settings
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

@@ -1,0 +1,29 @@
+"""The composition root: builds the engine, sessions and helpers from Settings, once per process."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from addon.config import Settings
+from addon.crypto import TokenCipher
+from addon.db import make_engine, make_session_factory
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    cipher: TokenCipher
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def build_services(settings: Settings | None = None) -> Services:
+    settings = settings or Settings.from_env()
+    engine = make_engine(settings.database_url)
+    return Services(settings=settings, engine=engine, sessions=make_session_factory(engine),
+                    cipher=TokenCipher(settings.secret_key))

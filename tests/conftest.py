@@ -1,0 +1,77 @@
+"""Shared fixtures: a real database (SQLite by default, PostgreSQL when NEZABYT_TEST_DATABASE_URL
+points at one), migrated once per session and emptied after each test."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from addon.config import Settings
+from addon.db import make_engine, upgrade_database
+from addon.models import Base
+from addon.services import Services, build_services
+
+TEST_SECRET = "test-secret-key"
+
+
+def _test_database_url(tmp_path_factory) -> str:
+    url = os.environ.get("NEZABYT_TEST_DATABASE_URL", "")
+    if url:
+        return url
+    return f"sqlite:///{tmp_path_factory.mktemp('db') / 'nezabyt-test.sqlite3'}"
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory) -> str:
+    url = _test_database_url(tmp_path_factory)
+    if not url.startswith("sqlite"):
+        engine = make_engine(url)
+        with engine.begin() as conn:  # a clean schema for this run
+            conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+        engine.dispose()
+    upgrade_database(url)
+    return url
+
+
+@pytest.fixture
+def settings(database_url) -> Settings:
+    return Settings.from_env(env={"DATABASE_URL": database_url, "NEZABYT_SECRET_KEY": TEST_SECRET,
+                                  "NEZABYT_CLIENT_ID": "local.nezabyt.test",
+                                  "NEZABYT_CLIENT_SECRET": "test-client-secret",
+                                  "NEZABYT_PUBLIC_URL": "http://127.0.0.1:8000"})
+
+
+@pytest.fixture
+def services(settings) -> Services:
+    svc = build_services(settings)
+    yield svc
+    empty_database(svc)
+    svc.dispose()
+
+
+def empty_database(svc: Services) -> None:
+    tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+    with svc.engine.begin() as conn:
+        if svc.settings.is_sqlite:
+            for name in tables:
+                conn.execute(text(f'DELETE FROM "{name}"'))
+        else:
+            conn.execute(text("TRUNCATE " + ", ".join(f'"{n}"' for n in tables) + " RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture
+def session(services):
+    with services.sessions() as s:
+        yield s
+
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS

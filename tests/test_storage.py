@@ -1,0 +1,70 @@
+"""Storage: migrations agree with the models, one head, tokens never stored in clear."""
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import select
+
+from addon.db import alembic_config
+from addon.models import Base, Portal, TrackedEntity
+
+
+def test_models_and_migrations_agree(services):
+    with services.engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        diff = compare_metadata(ctx, Base.metadata)
+    assert diff == []
+
+
+def test_exactly_one_head(database_url):
+    script = ScriptDirectory.from_config(alembic_config(database_url))
+    assert len(script.get_heads()) == 1
+
+
+def test_tokens_are_encrypted_at_rest(services):
+    access, refresh = "ACCESS-abcdef0123456789", "REFRESH-0123456789abcdef"
+    with services.sessions.begin() as s:
+        s.add(Portal(member_id="m1", domain="a.bitrix24.ru", client_endpoint="https://a.bitrix24.ru/rest/",
+                     server_endpoint="https://oauth.bitrix.info/rest/",
+                     access_token_enc=services.cipher.encrypt(access),
+                     refresh_token_enc=services.cipher.encrypt(refresh),
+                     application_token_enc=services.cipher.encrypt("APPTOKEN-xyz")))
+    with services.sessions() as s:
+        p = s.scalars(select(Portal)).one()
+        assert services.cipher.decrypt(p.access_token_enc) == access
+        assert services.cipher.decrypt(p.refresh_token_enc) == refresh
+    if services.settings.is_sqlite:
+        path = Path(services.engine.url.database)
+        raw = path.read_bytes() + (Path(str(path) + "-wal").read_bytes() if Path(str(path) + "-wal").exists() else b"")
+        assert access.encode() not in raw and refresh.encode() not in raw
+        assert b"APPTOKEN-xyz" not in raw
+    else:
+        with services.engine.connect() as conn:
+            dump = " ".join(str(r) for r in conn.exec_driver_sql("SELECT * FROM portal").all())
+        assert access not in dump and refresh not in dump
+
+
+def test_due_today_uses_the_index(services):
+    with services.sessions.begin() as s:
+        p = Portal(member_id="m2", domain="b.bitrix24.ru", client_endpoint="x", server_endpoint="y")
+        s.add(p)
+        s.flush()
+        for i in range(50):
+            s.add(TrackedEntity(portal_id=p.id, entity_type="contact", entity_id=i, status="NEW",
+                                due_on=dt.date(2026, 1, 1) + dt.timedelta(days=i)))
+    with services.engine.connect() as conn:
+        if services.settings.is_sqlite:
+            plan = conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN SELECT id FROM tracked_entity WHERE portal_id = 1 AND due_on <= '2026-01-05'"
+            ).all()
+            assert any("ix_tracked_entity_due" in str(row) for row in plan), plan
+        else:
+            conn.exec_driver_sql("ANALYZE tracked_entity")
+            conn.exec_driver_sql("SET enable_seqscan = off")
+            plan = conn.exec_driver_sql(
+                "EXPLAIN SELECT id FROM tracked_entity WHERE portal_id = 1 AND due_on <= '2026-01-05'").all()
+            assert any("ix_tracked_entity_due" in str(row) for row in plan), plan

@@ -1,0 +1,1 @@
+"""The worker process: the schedule and its jobs (events, reconcile, daily run, reindex, imports)."""
