@@ -296,3 +296,34 @@ class ImportRow(Base):
     status: Mapped[str | None] = mapped_column(String(32))
     state: Mapped[str] = mapped_column(String(16), default="pending")  # pending|invalid|applied|failed
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class RobotState(Base):
+    """Per-portal state of the pipeline robots, by key: a pool's rotation cursor and credits,
+    the admin's absence marks, a month's ranking shares."""
+
+    __tablename__ = "robot_state"
+
+    portal_id: Mapped[int] = mapped_column(ForeignKey("portal.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)  # e.g. pool:default, absent, ranking:2026-11
+    value: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class RobotRecord(Base):
+    """What the pipeline robots observed and did, for reports: an item assigned to a manager,
+    a ranking stage reached, a close reason, an item stuck in a stage."""
+
+    __tablename__ = "robot_record"
+    __table_args__ = (Index("ix_robot_record_kind", "portal_id", "kind", "at"),
+                      Index("ix_robot_record_document", "portal_id", "document_id"))
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    portal_id: Mapped[int] = mapped_column(ForeignKey("portal.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))  # assigned | reached | close_reason | stuck
+    document_id: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[int | None] = mapped_column(Integer)
+    value: Mapped[str | None] = mapped_column(String(255))
+    at: Mapped[dt.datetime] = mapped_column(DateTime)
+    # Set once the record was listed in a message (e.g. the stuck-in-stage digest).
+    reported_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
