@@ -1,0 +1,188 @@
+"""What each recipient is told for a day (DESIGN §1 "Notifications"): digest items from the day's
+steps and warnings, rendered from the portal's templates in its language, merged into one message
+per recipient per day or kept one per item. Pure: names and the day are passed in.
+
+Message keys are the exactly-once keys of the notification log (and the TAG of the portal
+notification), so the same inputs always give the same keys and the same texts.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from addon.options import LOST, Options
+
+from .ladder import Entity, Step, dates, next_status, should_warn
+from .loss import LossPlan
+
+DIGEST_KINDS = ("loss_supervisor", "loss", "transfer", "revert", "decay", "warning")
+# The template each digest kind is written with (options.TEMPLATE_KINDS).
+TEMPLATE_OF = {"warning": "warning", "decay": "decay", "loss": "loss_manager",
+               "loss_supervisor": "loss_supervisor", "transfer": "transfer", "revert": "revert"}
+ENTITY_PATHS = {"contact": "/crm/contact/details/{id}/", "company": "/crm/company/details/{id}/"}
+NO_NAME = {"ru": {"contact": "Контакт №{id}", "company": "Компания №{id}"},
+           "en": {"contact": "Contact #{id}", "company": "Company #{id}"}}
+PROBLEM_TEXT = {
+    "ru": {"no_call": "нет звонка клиенту за последние {days} дн.",
+           "reason_required": "не указана причина",
+           "unknown_status": "такого статуса нет в настройках"},
+    "en": {"no_call": "no call to the client in the last {days} days",
+           "reason_required": "a reason is required",
+           "unknown_status": "this status is not in the settings"},
+}
+
+
+@dataclass(frozen=True)
+class DigestItem:
+    kind: str  # one of DIGEST_KINDS
+    recipient_id: int
+    entity_type: str  # contact | company
+    entity_id: int
+    title: str | None
+    manager_id: int | None
+    from_status: str | None = None
+    to_status: str | None = None
+    due_on: dt.date | None = None
+    reason: str | None = None  # revert: a Verdict problem code or a free text
+
+
+@dataclass(frozen=True)
+class Message:
+    recipient_id: int
+    key: str  # the exactly-once key (notification log, notification TAG)
+    kind: str  # "digest" when merged, else the item's kind
+    text: str
+
+
+def _lang(opts: Options) -> str:
+    return opts.language if opts.language in NO_NAME else "en"
+
+
+def format_date(opts: Options, day: dt.date | None) -> str:
+    if day is None:
+        return ""
+    return day.strftime("%d.%m.%Y") if _lang(opts) == "ru" else day.isoformat()
+
+
+def entity_link(opts: Options, item: DigestItem) -> str:
+    """A BB-code link to the entity's card; brackets in the title would break the BB code."""
+    title = (item.title or "").strip() or NO_NAME[_lang(opts)].get(
+        item.entity_type, "#{id}").format(id=item.entity_id)
+    title = title.replace("[", "(").replace("]", ")")
+    return f"[URL={entity_url(item.entity_type, item.entity_id)}]{title}[/URL]"
+
+
+def entity_url(entity_type: str, entity_id: int) -> str:
+    return ENTITY_PATHS.get(entity_type, "/crm/{t}/details/{id}/").format(t=entity_type, id=entity_id)
+
+
+def _reason_text(opts: Options, reason: str | None) -> str:
+    if not reason:
+        return ""
+    known = PROBLEM_TEXT[_lang(opts)].get(reason)
+    return known.format(days=opts.call_lookback_days) if known else reason
+
+
+def item_text(opts: Options, day: dt.date, item: DigestItem, user_names: dict[int, str]) -> str:
+    """One item rendered from its template with every placeholder filled."""
+    manager = ""
+    if item.manager_id is not None:
+        manager = user_names.get(item.manager_id) or f"#{item.manager_id}"
+    values = {
+        "entity": entity_link(opts, item),
+        "status": opts.name_of(item.from_status),
+        "next_status": opts.name_of(item.to_status),
+        "from_status": opts.name_of(item.from_status),
+        "to_status": opts.name_of(item.to_status),
+        "due_date": format_date(opts, item.due_on),
+        "manager": manager,
+        "reason": _reason_text(opts, item.reason),
+        "date": format_date(opts, day),
+        "link": entity_url(item.entity_type, item.entity_id),
+    }
+    return opts.template(TEMPLATE_OF[item.kind]).format_map(values)
+
+
+def item_key(day: dt.date, item: DigestItem) -> str:
+    return f"{item.kind}:{item.recipient_id}:{day.isoformat()}:{item.entity_type}:{item.entity_id}"
+
+
+def _order(item: DigestItem) -> tuple:
+    return (DIGEST_KINDS.index(item.kind), item.entity_type, item.entity_id)
+
+
+def build_messages(opts: Options, day: dt.date, items: Iterable[DigestItem],
+                   user_names: dict[int, str]) -> list[Message]:
+    """The day's messages. Merged (opts.merge_notifications): ONE per recipient, the header
+    then one line per item (losses first, warnings last). Else one message per item.
+    Repeated identical items are sent once; the output order is deterministic."""
+    unique: dict[tuple, DigestItem] = {}
+    for item in items:
+        if item.kind not in DIGEST_KINDS:
+            raise ValueError(f"unknown digest item kind {item.kind!r}")
+        unique.setdefault((item.kind, item.recipient_id, item.entity_type, item.entity_id), item)
+    ordered = sorted(unique.values(), key=lambda i: (i.recipient_id, _order(i)))
+    if not opts.merge_notifications:
+        return [Message(i.recipient_id, item_key(day, i), i.kind, item_text(opts, day, i, user_names))
+                for i in ordered]
+    header = opts.template("digest_header").format_map(
+        {"date": format_date(opts, day), **{k: "" for k in ("entity", "status", "next_status", "due_date",
+                                                           "from_status", "to_status", "manager",
+                                                           "reason", "link")}})
+    messages: list[Message] = []
+    by_recipient: dict[int, list[DigestItem]] = {}
+    for i in ordered:
+        by_recipient.setdefault(i.recipient_id, []).append(i)
+    for recipient, its in by_recipient.items():
+        lines = [f"[B]{header}[/B]"] + [f"• {item_text(opts, day, i, user_names)}" for i in its]
+        messages.append(Message(recipient, f"digest:{recipient}:{day.isoformat()}", "digest", "\n".join(lines)))
+    return messages
+
+
+# --- from the day's rules to digest items ------------------------------------------------------
+
+def items_for_steps(opts: Options, steps: list[Step], *, entity_type: str, entity_id: int,
+                    title: str | None, manager_id: int | None,
+                    plan: LossPlan | None = None) -> list[DigestItem]:
+    """The items a daily run's decay of one entity produces. Several steps in one catch-up are
+    told as one change (first status → last); ending in LOST tells the manager and the
+    supervisor per `plan`, and the new assignee of a transfer."""
+    decays = [s for s in steps if s.cause == "decay"]
+    if not decays:
+        return []
+    first, last = decays[0], decays[-1]
+    common = dict(entity_type=entity_type, entity_id=entity_id, title=title, manager_id=manager_id,
+                  from_status=first.from_status, to_status=last.to_status, due_on=last.on)
+    items: list[DigestItem] = []
+    if last.to_status != LOST:
+        if manager_id is not None:
+            items.append(DigestItem("decay", manager_id, **common))
+        return items
+    if plan is None or plan.notify_manager:
+        if manager_id is not None:
+            items.append(DigestItem("loss", manager_id, **common))
+    if plan is not None and plan.supervisor_id is not None:
+        items.append(DigestItem("loss_supervisor", plan.supervisor_id, **common))
+    if plan is not None and plan.new_assignee is not None:
+        items.append(DigestItem("transfer", plan.new_assignee, **common))
+    return items
+
+
+def warning_item(opts: Options, e: Entity, day: dt.date, *, entity_type: str, entity_id: int,
+                 title: str | None, manager_id: int | None,
+                 last_run_on: dt.date | None = None) -> DigestItem | None:
+    """A warning for the manager when the run of `day` must warn (see `should_warn`)."""
+    if manager_id is None or not should_warn(opts, e, day, last_run_on):
+        return None
+    due, _ = dates(opts, e)
+    return DigestItem("warning", manager_id, entity_type, entity_id, title, manager_id,
+                      from_status=e.status, to_status=next_status(opts, e.status), due_on=due)
+
+
+def revert_item(opts: Options, *, entity_type: str, entity_id: int, title: str | None,
+                manager_id: int, rejected_status: str | None, restored_status: str | None,
+                problem: str | None) -> DigestItem:
+    """The immediate warning to a manager whose change was reverted."""
+    return DigestItem("revert", manager_id, entity_type, entity_id, title, manager_id,
+                      from_status=rejected_status, to_status=restored_status, reason=problem)

@@ -1,0 +1,62 @@
+"""The reference model of one entity's life: events and daily runs applied in date order with
+the pure rules. Tests use it as the oracle, and so does the worker's end-to-end simulation."""
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from typing import Any
+
+from addon.options import Options
+
+from .ladder import (Entity, Step, apply_deals, apply_manual_change, check_manual_change,
+                     decay_through, record_call, revert_step, set_status)
+
+EVENT_KINDS = ("call", "manual", "deal", "import")
+
+
+def apply_event(opts: Options, e: Entity, day: dt.date, kind: str,
+                data: dict[str, Any]) -> tuple[Entity, list[Step]]:
+    """One event dated `day`:
+    "call" {}; "manual" {status, reason?} (checked: allowed → recorded, else a revert step and
+    nothing changes); "deal" {open_deals, outcome?}; "import" {status} (set without checks)."""
+    if kind == "call":
+        return record_call(opts, e, day)
+    if kind == "manual":
+        e, steps = decay_through(opts, e, day)
+        status = data.get("status")
+        verdict = check_manual_change(opts, e, status, day, e.last_call_on, data.get("reason"))
+        if not verdict.allowed:
+            return e, steps + [revert_step(e, status, day)]
+        e, more = apply_manual_change(opts, e, status, day)
+        return e, steps + more
+    if kind == "deal":
+        return apply_deals(opts, e, data.get("open_deals", 0), data.get("outcome"), day)
+    if kind == "import":
+        return set_status(opts, e, data.get("status"), day, "import")
+    raise ValueError(f"unknown event kind {kind!r}")
+
+
+def simulate(opts: Options, initial: Entity, events: Iterable[tuple[dt.date, str, dict[str, Any]]],
+             run_days: Iterable[dt.date], until: dt.date) -> tuple[Entity, list[Step]]:
+    """The entity's state on `until` and every step on the way. Events are applied in date order
+    (stable for one day); a daily run on day D decays everything due on or before D and runs
+    before that day's events — the order must not matter, and the property tests check it."""
+    timeline: list[tuple[dt.date, int, int, str, dict[str, Any]]] = []
+    for n, day in enumerate(sorted(set(run_days))):
+        if day <= until:
+            timeline.append((day, 0, n, "run", {}))
+    for n, (day, kind, data) in enumerate(events):
+        if kind not in EVENT_KINDS:
+            raise ValueError(f"unknown event kind {kind!r}")
+        if day <= until:
+            timeline.append((day, 1, n, kind, data))
+    timeline.sort(key=lambda t: t[:3])
+    e, steps = initial, []
+    for day, _, _, kind, data in timeline:
+        if kind == "run":
+            e, more = decay_through(opts, e, day)
+        else:
+            e, more = apply_event(opts, e, day, kind, data)
+        steps += more
+    e, more = decay_through(opts, e, until)
+    return e, steps + more
