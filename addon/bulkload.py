@@ -1,0 +1,486 @@
+"""Bulk load of statuses: read a CSV/XLSX file, validate each row, match it to a CRM client, store
+the rows of an ImportJob for preview; the worker applies them later (worker.imports)."""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Protocol
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from addon.models import ImportJob, ImportRow
+from addon.options import IN_WORK, Options
+
+# Header words we recognise, in the product's two languages (lower-cased, spaces collapsed).
+COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
+    "id": ("id", "ид", "entity_id", "id клиента", "id контакта", "id компании", "идентификатор"),
+    "phone": ("phone", "телефон", "тел", "тел.", "номер телефона", "phone number"),
+    "email": ("email", "e-mail", "почта", "эл. почта", "электронная почта", "mail"),
+    "status": ("status", "статус", "статус клиента"),
+    "date": ("date", "дата", "дата статуса", "status date", "date set", "дата установки"),
+    "entity_type": ("entity_type", "type", "entity", "тип", "сущность", "тип клиента"),
+}
+ENTITY_WORDS = {"contact": "contact", "контакт": "contact", "contacts": "contact", "контакты": "contact",
+                "company": "company", "компания": "company", "companies": "company", "компании": "company"}
+DATE_FORMATS = ("%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M", "%d.%m.%Y", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S",
+                "%Y-%m-%d")
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+TEMPLATE_HEADER = ("ID", "Phone", "Email", "Status", "Date", "Type")
+FINDBYCOMM_VALUES = 20  # crm.duplicate.findbycomm takes at most 20 values per call
+BATCH_SIZE = 50  # commands per `batch` call
+STAGE_CHUNK = 1000  # rows inserted per INSERT
+
+
+class BulkLoadError(ValueError):
+    """The file as a whole cannot be read (not a single row is the problem)."""
+
+
+class Batcher(Protocol):
+    """The part of addon.portal_client.PortalClient that matching needs."""
+
+    def batch(self, commands: dict[str, tuple[str, dict]], halt: bool = False) -> Any: ...
+
+
+@dataclass
+class RowDraft:
+    """One row of the file, validated, before it is stored as an ImportRow."""
+
+    row_no: int
+    data: dict[str, str]
+    entity_type: str | None = None
+    match_by: str | None = None  # id | phone | email
+    match_value: str | None = None
+    entity_id: int | None = None
+    status: str | None = None
+    status_on: dt.date | None = None
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        return not self.errors
+
+
+# --- reading the file -------------------------------------------------------------------------
+def read_table(filename: str, content: bytes) -> tuple[list[str], Iterator[list[str]]]:
+    """The header and the data rows of a CSV or XLSX file, every cell as text."""
+    name = (filename or "").lower()
+    if name.endswith((".xlsx", ".xlsm")) or content[:2] == b"PK":
+        return _read_xlsx(content)
+    if name.endswith(".xls"):
+        raise BulkLoadError("old .xls files are not supported: save the sheet as .xlsx or .csv")
+    return _read_csv(content)
+
+
+def _read_csv(content: bytes) -> tuple[list[str], Iterator[list[str]]]:
+    for encoding in ("utf-8-sig", "cp1251"):  # Excel in Russia saves CSV in Windows-1251
+        try:
+            text = content.decode(encoding)
+            break
+        except UnicodeDecodeError:
+            continue
+    else:  # pragma: no cover - cp1251 decodes any byte string
+        raise BulkLoadError("the file is neither UTF-8 nor Windows-1251 text")
+    sample = text[:8192]
+    try:
+        dialect = csv.Sniffer().sniff(sample, delimiters=";,\t")
+    except csv.Error:
+        dialect = csv.excel
+    reader = csv.reader(io.StringIO(text), dialect)
+    header = next(reader, None)
+    if not header:
+        raise BulkLoadError("the file is empty")
+    return [h.strip() for h in header], ([c.strip() for c in row] for row in reader)
+
+
+def _read_xlsx(content: bytes) -> tuple[list[str], Iterator[list[str]]]:
+    from openpyxl import load_workbook
+
+    try:
+        book = load_workbook(io.BytesIO(content), read_only=True, data_only=True)
+    except Exception as exc:  # openpyxl raises many kinds for a damaged file
+        raise BulkLoadError(f"cannot read the spreadsheet: {exc}") from exc
+    sheet = book.worksheets[0]
+    rows = sheet.iter_rows(values_only=True)
+    header = next(rows, None)
+    if not header:
+        raise BulkLoadError("the file is empty")
+
+    def cells() -> Iterator[list[str]]:
+        for row in rows:
+            yield [_cell_text(v) for v in row]
+        book.close()
+
+    return [_cell_text(h) for h in header], cells()
+
+
+def _cell_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        return value.strftime("%d.%m.%Y %H:%M:%S") if value.time() != dt.time() else value.strftime("%d.%m.%Y")
+    if isinstance(value, dt.date):
+        return value.strftime("%d.%m.%Y")
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # an ID or a phone typed as a number
+    return str(value).strip()
+
+
+def map_columns(header: list[str]) -> dict[str, int]:
+    """Which column holds what (id, phone, email, status, date, entity_type)."""
+    found: dict[str, int] = {}
+    for index, title in enumerate(header):
+        key = " ".join(str(title).lower().split())
+        for column, aliases in COLUMN_ALIASES.items():
+            if key in aliases and column not in found:
+                found[column] = index
+    if "status" not in found:
+        raise BulkLoadError("the file needs a Status column (Статус)")
+    if not {"id", "phone", "email"} & found.keys():
+        raise BulkLoadError("the file needs an ID, Phone or Email column to find the client")
+    return found
+
+
+# --- validating a row -------------------------------------------------------------------------
+def status_lookup(options: Options) -> dict[str, str]:
+    """Status code or name (any case, ё = е) → code; IN_WORK is held by deals and never loaded."""
+    table: dict[str, str] = {}
+    for s in options.statuses:
+        if s.code == IN_WORK:
+            continue
+        table[_fold(s.code)] = s.code
+        table[_fold(s.name)] = s.code
+    return table
+
+
+def _fold(text: str) -> str:
+    return " ".join(text.lower().replace("ё", "е").split())
+
+
+def parse_date(text: str) -> dt.date:
+    """`01.01.2000 12:34:00` or `01.01.2000` (also ISO); the day is what counts."""
+    for fmt in DATE_FORMATS:
+        try:
+            return dt.datetime.strptime(text, fmt).date()
+        except ValueError:
+            continue
+    raise ValueError(text)
+
+
+def normalize_import_phone(raw: str, region: str) -> str | None:
+    """E.164 for any common way of writing a number; also numbers that are possible but not
+    (yet) allocated, e.g. `81234657885`, because the CRM holds whatever managers typed."""
+    import phonenumbers
+
+    from addon.phones import normalize_phone
+
+    number = normalize_phone(raw, region)
+    if number:
+        return number
+    text = str(raw).strip()
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    try:
+        parsed = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(parsed):
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def validate_row(row_no: int, data: dict[str, str], options: Options, statuses: dict[str, str],
+                 default_entity_type: str, region: str, today: dt.date) -> RowDraft:
+    draft = RowDraft(row_no=row_no, data=data)
+    raw_type = data.get("entity_type", "").strip()
+    entity_type = ENTITY_WORDS.get(_fold(raw_type)) if raw_type else default_entity_type
+    if entity_type is None:
+        draft.errors.append(f"unknown type «{raw_type}» (contact or company)")
+    elif entity_type not in options.entity_types:
+        draft.errors.append(f"{entity_type} is not tracked in the settings")
+    draft.entity_type = entity_type
+
+    raw_status = data.get("status", "").strip()
+    if not raw_status:
+        draft.errors.append("status is empty")
+    else:
+        draft.status = statuses.get(_fold(raw_status))
+        if draft.status is None:
+            draft.errors.append(f"unknown status «{raw_status}»")
+
+    raw_date = data.get("date", "").strip()
+    if raw_date:
+        try:
+            draft.status_on = parse_date(raw_date)
+        except ValueError:
+            draft.errors.append(f"date «{raw_date}» is not like 01.01.2000 or 01.01.2000 12:34:00")
+        else:
+            if draft.status_on > today:
+                draft.errors.append(f"date {raw_date} is in the future")
+
+    raw_id, raw_phone, raw_email = (data.get(k, "").strip() for k in ("id", "phone", "email"))
+    if raw_id:
+        if raw_id.isdigit() and int(raw_id) > 0:
+            draft.match_by, draft.match_value, draft.entity_id = "id", raw_id, int(raw_id)
+        else:
+            draft.errors.append(f"ID «{raw_id}» is not a number")
+    elif raw_phone:
+        phone = normalize_import_phone(raw_phone, region)
+        if phone:
+            draft.match_by, draft.match_value = "phone", phone
+        else:
+            draft.errors.append(f"phone «{raw_phone}» is not a phone number")
+    elif raw_email:
+        if EMAIL_RE.match(raw_email):
+            draft.match_by, draft.match_value = "email", raw_email.lower()
+        else:
+            draft.errors.append(f"e-mail «{raw_email}» is not an address")
+    else:
+        draft.errors.append("no ID, phone or e-mail to find the client")
+    return draft
+
+
+def parse_rows(filename: str, content: bytes, options: Options, default_entity_type: str = "contact",
+               region: str = "RU", today: dt.date | None = None) -> Iterator[RowDraft]:
+    """Every data row of the file, validated (row_no counts from 2: row 1 is the header)."""
+    today = today or dt.date.today()
+    header, rows = read_table(filename, content)
+    columns = map_columns(header)
+    statuses = status_lookup(options)
+    for offset, cells in enumerate(rows):
+        if not any(cells) or str(cells[0]).startswith("#"):
+            continue  # blank lines and the template's notes are not rows
+        data = {name: (cells[i] if i < len(cells) else "") for name, i in columns.items()}
+        yield validate_row(offset + 2, data, options, statuses, default_entity_type, region, today)
+
+
+# --- matching rows to clients -----------------------------------------------------------------
+def match_drafts(client: Batcher, drafts: list[RowDraft]) -> None:
+    """Resolve phones and e-mails to client IDs (batched crm.duplicate.findbycomm, 20 values a
+    command, then the candidates' PHONE/EMAIL read back to know which value is whose), and check
+    that IDs exist. Rows that match nothing, or several clients, get an error."""
+    for entity_type in ("contact", "company"):
+        rows = [d for d in drafts if d.valid and d.entity_type == entity_type]
+        if not rows:
+            continue
+        by_comm: dict[str, dict[str, list[RowDraft]]] = {"phone": {}, "email": {}}
+        for d in rows:
+            if d.match_by in by_comm:
+                by_comm[d.match_by].setdefault(d.match_value, []).append(d)
+        candidates: set[int] = set()
+        for kind, values in by_comm.items():
+            candidates |= _find_by_comm(client, entity_type, kind, list(values))
+        wanted_ids = {d.entity_id for d in rows if d.match_by == "id"} | candidates
+        found = _read_comms(client, entity_type, sorted(wanted_ids))
+        owners: dict[tuple[str, str], set[int]] = {}
+        for entity_id, comms in found.items():
+            for kind_value in comms:
+                owners.setdefault(kind_value, set()).add(entity_id)
+        for d in rows:
+            if d.match_by == "id":
+                if d.entity_id not in found:
+                    d.errors.append(f"no {entity_type} with ID {d.entity_id}")
+                continue
+            ids = owners.get((d.match_by, d.match_value), set())
+            if not ids:
+                d.errors.append(f"no {entity_type} with {d.match_by} {d.match_value}")
+            elif len(ids) > 1:
+                d.errors.append(f"several {entity_type}s have {d.match_by} {d.match_value}: IDs "
+                                + ", ".join(str(i) for i in sorted(ids)))
+            else:
+                d.entity_id = next(iter(ids))
+
+
+def _find_by_comm(client: Batcher, entity_type: str, kind: str, values: list[str]) -> set[int]:
+    commands = {}
+    for i in range(0, len(values), FINDBYCOMM_VALUES):
+        chunk = values[i:i + FINDBYCOMM_VALUES]
+        commands[f"f{i // FINDBYCOMM_VALUES}"] = ("crm.duplicate.findbycomm", {
+            "type": kind.upper(), "values": chunk, "entity_type": entity_type.upper()})
+    ids: set[int] = set()
+    for part in _chunks(commands, BATCH_SIZE):
+        result = client.batch(part)
+        for key, value in result.results.items():
+            if isinstance(value, dict):
+                ids.update(int(v) for v in value.get(entity_type.upper(), []) or [])
+        _raise_first_error(result)
+    return ids
+
+
+def _read_comms(client: Batcher, entity_type: str, ids: list[int]) -> dict[int, set[tuple[str, str]]]:
+    """{entity ID: {("phone", E.164), ("email", lower-case)}} for the IDs that exist."""
+    method = f"crm.{entity_type}.list"
+    commands = {}
+    for i in range(0, len(ids), 50):  # a list page holds 50 rows
+        commands[f"l{i // 50}"] = (method, {"filter": {"@ID": ids[i:i + 50]},
+                                            "select": ["ID", "PHONE", "EMAIL"], "start": -1})
+    found: dict[int, set[tuple[str, str]]] = {}
+    for part in _chunks(commands, BATCH_SIZE):
+        result = client.batch(part)
+        _raise_first_error(result)
+        for rows in result.results.values():
+            for item in rows or []:
+                comms: set[tuple[str, str]] = set()
+                for entry in item.get("PHONE") or []:
+                    phone = normalize_import_phone(entry.get("VALUE", ""), "RU")
+                    if phone:
+                        comms.add(("phone", phone))
+                for entry in item.get("EMAIL") or []:
+                    if entry.get("VALUE"):
+                        comms.add(("email", str(entry["VALUE"]).strip().lower()))
+                found[int(item["ID"])] = comms
+    return found
+
+
+def _raise_first_error(result: Any) -> None:
+    errors = getattr(result, "errors", None) or {}
+    if errors:
+        raise next(iter(errors.values()))
+
+
+def _chunks(commands: dict, size: int) -> Iterator[dict]:
+    items = list(commands.items())
+    for i in range(0, len(items), size):
+        yield dict(items[i:i + size])
+
+
+def mark_duplicates(drafts: Iterable[RowDraft]) -> None:
+    """One client, one row: a later row for a client already in the file is refused."""
+    first: dict[tuple[str, int], int] = {}
+    for d in drafts:
+        if not d.valid or d.entity_id is None:
+            continue
+        key = (d.entity_type, d.entity_id)
+        if key in first:
+            d.errors.append(f"the same {d.entity_type} {d.entity_id} is already in row {first[key]}")
+        else:
+            first[key] = d.row_no
+
+
+# --- storing the job --------------------------------------------------------------------------
+@dataclass
+class StagedImport:
+    job_id: int
+    total_rows: int
+    valid_rows: int
+    invalid_rows: int
+
+
+def stage_import(session: Session, portal_id: int, filename: str, drafts: list[RowDraft],
+                 created_by: int | None, now: dt.datetime) -> StagedImport:
+    """Store the validated rows as an ImportJob in `preview` (the caller commits)."""
+    valid = sum(1 for d in drafts if d.valid)
+    job = ImportJob(portal_id=portal_id, filename=filename[:255], status="preview", total_rows=len(drafts),
+                    valid_rows=valid, applied_rows=0, created_by=created_by, created_at=now)
+    session.add(job)
+    session.flush()
+    rows = [{
+        "job_id": job.id, "row_no": d.row_no,
+        "data": dict(d.data, **({"status_on": d.status_on.isoformat()} if d.status_on else {}),
+                     **({"match_by": d.match_by, "match_value": d.match_value} if d.match_by else {})),
+        "entity_type": d.entity_type, "entity_id": d.entity_id, "status": d.status,
+        "state": "pending" if d.valid else "invalid", "error": "; ".join(d.errors) or None,
+    } for d in drafts]
+    for i in range(0, len(rows), STAGE_CHUNK):
+        session.execute(insert(ImportRow), rows[i:i + STAGE_CHUNK])
+    return StagedImport(job.id, len(drafts), valid, len(drafts) - valid)
+
+
+def prepare_import(session: Session, client: Batcher | None, portal_id: int, filename: str, content: bytes,
+                   options: Options, created_by: int | None, now: dt.datetime, today: dt.date,
+                   default_entity_type: str = "contact", region: str = "RU") -> StagedImport:
+    """Read, validate, match (when a client is given) and stage a file; nothing reaches the portal."""
+    drafts = list(parse_rows(filename, content, options, default_entity_type, region, today))
+    if not drafts:
+        raise BulkLoadError("the file has a header but no rows")
+    if client is not None:
+        match_drafts(client, drafts)
+    mark_duplicates(drafts)
+    return stage_import(session, portal_id, filename, drafts, created_by, now)
+
+
+def queue_import(session: Session, job: ImportJob, now: dt.datetime) -> int:
+    """Queue an import for the worker: the job goes `queued` and a JobRun(kind="import") is added.
+    Returns the JobRun id (the one the progress bar polls); queuing twice returns the same run."""
+    from addon.models import JobRun
+
+    key = f"import:{job.id}"
+    run = session.scalars(select(JobRun).where(JobRun.key == key)).first()
+    if run is None:
+        run = JobRun(portal_id=job.portal_id, kind="import", key=key, status="queued", as_of=now,
+                     params={"import_job_id": job.id}, progress_done=0, progress_total=job.valid_rows,
+                     created_at=now)
+        session.add(run)
+    if job.status == "preview":
+        session.execute(update(ImportJob).where(ImportJob.id == job.id).values(status="queued"))
+    session.flush()
+    return run.id
+
+
+def preview_errors(session: Session, job_id: int, limit: int = 200) -> list[ImportRow]:
+    return list(session.scalars(select(ImportRow).where(ImportRow.job_id == job_id, ImportRow.state == "invalid")
+                                .order_by(ImportRow.row_no).limit(limit)))
+
+
+def report_csv(session: Session, job_id: int) -> Iterator[str]:
+    """The result report, row by row (streamed: a load may hold 100,000 rows)."""
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=";")
+    writer.writerow(["Row", "Type", "Matched by", "Value", "Client ID", "Status", "Date", "Result", "Error"])
+    yield _drain(out)
+    last = 0
+    while True:
+        rows = list(session.scalars(select(ImportRow).where(ImportRow.job_id == job_id, ImportRow.row_no > last)
+                                    .order_by(ImportRow.row_no).limit(2000)))
+        if not rows:
+            break
+        for r in rows:
+            data = r.data or {}
+            writer.writerow([r.row_no, r.entity_type or "", data.get("match_by", ""), data.get("match_value", ""),
+                             r.entity_id or "", r.status or "", data.get("status_on", ""), r.state, r.error or ""])
+        last = rows[-1].row_no
+        yield _drain(out)
+
+
+def _drain(buffer: io.StringIO) -> str:
+    text = buffer.getvalue()
+    buffer.seek(0)
+    buffer.truncate()
+    return text
+
+
+def template_rows(options: Options) -> list[list[str]]:
+    """Example rows of the downloadable template: one per way of finding a client."""
+    names = [s.name for s in options.statuses if s.code != IN_WORK]
+    first = names[0] if names else "NEW"
+    second = names[2] if len(names) > 2 else first
+    return [["123", "", "", first, "01.01.2000", "contact"],
+            ["", "+7 (999) 125-99-99", "", second, "01.01.2000 12:34:00", "contact"],
+            ["", "", "client@example.com", first, "", "company"]]
+
+
+def template_csv(options: Options) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=";")
+    writer.writerow(TEMPLATE_HEADER)
+    writer.writerows(template_rows(options))
+    return out.getvalue().encode("utf-8-sig")  # with a BOM so Excel opens Cyrillic right
+
+
+def template_xlsx(options: Options) -> bytes:
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    sheet.title = "Statuses"
+    sheet.append(list(TEMPLATE_HEADER))
+    for row in template_rows(options):
+        sheet.append(row)
+    sheet.append([])
+    sheet.append(["# Statuses:"] + [f"{s.code} = {s.name}" for s in options.statuses if s.code != IN_WORK])
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()

@@ -1,0 +1,355 @@
+"""Applying a staged bulk load of statuses (addon.bulkload) to the portal: in batches of 50,
+resumable after a crash, every valid row written exactly once; and `nezabyt import FILE`."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import click
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from addon.models import (
+    ImportJob,
+    ImportRow,
+    JobRun,
+    Lease,
+    Portal,
+    PortalSettings,
+    StatusHistory,
+    TrackedEntity,
+    utcnow,
+)
+from addon.options import IN_WORK, Options, parse_time_zone
+
+STATUS_FIELD = "UF_CRM_NEZABYT_STATUS"
+BATCH_SIZE = 50
+LEASE_KIND = "import"
+LEASE_SECONDS = 120
+
+
+@dataclass
+class ImportSummary:
+    job_id: int
+    applied: int
+    failed: int
+    invalid: int
+    status: str
+
+
+def portal_today(options: Options, now: dt.datetime) -> dt.date:
+    """The portal's calendar day at `now` (naive datetimes are UTC, as we store them)."""
+    tz = parse_time_zone(options.time_zone) or dt.timezone.utc
+    aware = now if now.tzinfo else now.replace(tzinfo=dt.timezone.utc)
+    return aware.astimezone(tz).date()
+
+
+def import_run(session: Session, job: ImportJob, now: dt.datetime) -> JobRun:
+    """The JobRun that carries the job's progress (created when the CLI applies directly)."""
+    from addon.bulkload import queue_import
+
+    run_id = queue_import(session, job, now)
+    return session.get(JobRun, run_id)
+
+
+def apply_import(services, job_id: int, now: dt.datetime, client=None, progress=None) -> ImportSummary:
+    """Apply every pending row of ImportJob `job_id`, 50 to a batch call.
+
+    A row is marked `sending` (and the service table learns what we are about to write, so the
+    echo event is not mistaken for a manager's change) and committed BEFORE its batch goes out;
+    after the batch the rows become `applied`/`failed` in one commit. A crash in between leaves
+    rows `sending`: the rerun reads those clients back and writes only the ones that do not
+    already hold the value, so no row is written twice and applied rows are never touched again.
+    """
+    from addon.portal_client import PortalClient
+
+    with services.sessions() as session:
+        job = session.get(ImportJob, job_id)
+        if job is None:
+            raise LookupError(f"no import job {job_id}")
+        portal_id = job.portal_id
+        ps = session.get(PortalSettings, portal_id)
+        options = Options.from_dict(ps.data if ps else None)
+        field_items = dict(ps.field_items or {}) if ps else {}
+        run = import_run(session, job, now)
+        run.status, run.started_at = "running", run.started_at or utcnow()
+        run.progress_total = job.valid_rows
+        job.status = "running"
+        created_by = job.created_by
+        run_id = run.id
+        session.commit()
+
+    today = portal_today(options, now)
+    own_client = client is None
+    client = client or PortalClient(services, portal_id)
+    try:
+        while True:
+            with services.sessions() as session:
+                rows = list(session.scalars(
+                    select(ImportRow).where(ImportRow.job_id == job_id, ImportRow.state.in_(("pending", "sending")))
+                    .order_by(ImportRow.row_no).limit(BATCH_SIZE)))
+                if not rows:
+                    break
+                already = _already_written(client, [r for r in rows if r.state == "sending"], field_items)
+                outcome: dict[int, tuple[str, str | None]] = {r.id: ("applied", None) for r in rows
+                                                              if r.id in already}
+                to_send = _prepare(session, portal_id, rows, outcome, field_items, options, now)
+                session.commit()  # the rows are `sending` before anything leaves
+                if to_send:
+                    answer = client.batch(to_send)
+                    for key in to_send:
+                        row_id = int(key[1:])
+                        error = answer.errors.get(key)
+                        outcome[row_id] = ("failed", _error_text(error)) if error else ("applied", None)
+                _finish_rows(session, portal_id, rows, outcome, options, today, now, created_by)
+                applied = sum(1 for state, _ in outcome.values() if state == "applied")
+                session.execute(update(ImportJob).where(ImportJob.id == job_id)
+                                .values(applied_rows=ImportJob.applied_rows + applied))
+                session.execute(update(JobRun).where(JobRun.id == run_id)
+                                .values(progress_done=JobRun.progress_done + len(outcome)))
+                session.commit()
+                if progress is not None:
+                    progress(len(outcome))
+        return _close_job(services, job_id, run_id)
+    finally:
+        if own_client:
+            client.close()
+
+
+def _prepare(session: Session, portal_id: int, rows: list[ImportRow], outcome: dict, field_items: dict,
+             options: Options, now: dt.datetime) -> dict[str, tuple[str, dict]]:
+    """Mark the rows `sending`, note the value we write in the service table, and build commands."""
+    tracked = _tracked(session, portal_id, rows)
+    commands: dict[str, tuple[str, dict]] = {}
+    for r in rows:
+        if r.id in outcome:
+            continue
+        item_id = (field_items.get(r.entity_type) or {}).get(r.status)
+        entity = tracked.get((r.entity_type, r.entity_id))
+        if not item_id:
+            outcome[r.id] = ("failed", f"the status field on the portal has no item for {r.status}: "
+                                       "save the settings to re-sync it")
+            continue
+        if entity is not None and entity.status == IN_WORK and entity.open_deals > 0:
+            outcome[r.id] = ("failed", "the client has an open deal: its status is IN_WORK until the deal closes")
+            continue
+        if entity is None:
+            entity = TrackedEntity(portal_id=portal_id, entity_type=r.entity_type, entity_id=r.entity_id,
+                                   status=None, open_deals=0)
+            session.add(entity)
+            tracked[(r.entity_type, r.entity_id)] = entity
+        entity.written_status, entity.written_at = r.status, utcnow()
+        r.state = "sending"
+        commands[f"r{r.id}"] = (f"crm.{r.entity_type}.update", {
+            "id": r.entity_id, "fields": {STATUS_FIELD: item_id},
+            "params": {"REGISTER_SONET_EVENT": "N"}})
+    return commands
+
+
+def _finish_rows(session: Session, portal_id: int, rows: list[ImportRow], outcome: dict, options: Options,
+                 today: dt.date, now: dt.datetime, created_by: int | None) -> None:
+    from addon.rules import Entity, dates
+
+    tracked = _tracked(session, portal_id, rows)
+    for r in rows:
+        state, error = outcome.get(r.id, ("pending", None))
+        r.state, r.error = state, error
+        if state != "applied":
+            continue
+        e = tracked.get((r.entity_type, r.entity_id))
+        if e is None:  # applied on an earlier run whose service-table row was since removed
+            e = TrackedEntity(portal_id=portal_id, entity_type=r.entity_type, entity_id=r.entity_id, open_deals=0)
+            session.add(e)
+        set_on = dt.date.fromisoformat(r.data["status_on"]) if (r.data or {}).get("status_on") else today
+        previous = e.status
+        e.previous_status = previous if previous != r.status else e.previous_status
+        e.status, e.status_set_on = r.status, set_on
+        e.due_on, e.warn_on = dates(options, Entity(status=e.status, status_set_on=set_on,
+                                                    last_call_on=e.last_call_on, open_deals=e.open_deals or 0))
+        e.written_status = r.status
+        session.add(StatusHistory(portal_id=portal_id, entity_type=r.entity_type, entity_id=r.entity_id,
+                                  from_status=previous, to_status=r.status, changed_on=set_on,
+                                  recorded_at=utcnow(), cause="import", by_user_id=created_by,
+                                  assigned_by_id=e.assigned_by_id, note=f"import row {r.row_no}"))
+
+
+def _tracked(session: Session, portal_id: int, rows: list[ImportRow]) -> dict[tuple[str, int], TrackedEntity]:
+    out: dict[tuple[str, int], TrackedEntity] = {}
+    for entity_type in {r.entity_type for r in rows}:
+        ids = [r.entity_id for r in rows if r.entity_type == entity_type]
+        for e in session.scalars(select(TrackedEntity).where(
+                TrackedEntity.portal_id == portal_id, TrackedEntity.entity_type == entity_type,
+                TrackedEntity.entity_id.in_(ids))):
+            out[(entity_type, e.entity_id)] = e
+    return out
+
+
+def _already_written(client, rows: list[ImportRow], field_items: dict) -> set[int]:
+    """Rows left `sending` by a crash whose client already holds the value we were writing."""
+    if not rows:
+        return set()
+    commands = {}
+    for entity_type in {r.entity_type for r in rows}:
+        ids = [r.entity_id for r in rows if r.entity_type == entity_type]
+        commands[entity_type] = (f"crm.{entity_type}.list", {
+            "filter": {"@ID": ids}, "select": ["ID", STATUS_FIELD], "start": -1})
+    answer = client.batch(commands)
+    if answer.errors:
+        raise next(iter(answer.errors.values()))
+    current: dict[tuple[str, int], str] = {}
+    for entity_type, items in answer.results.items():
+        for item in items or []:
+            current[(entity_type, int(item["ID"]))] = str(item.get(STATUS_FIELD) or "")
+    done = set()
+    for r in rows:
+        item_id = str((field_items.get(r.entity_type) or {}).get(r.status) or "")
+        if item_id and current.get((r.entity_type, r.entity_id)) == item_id:
+            done.add(r.id)
+    return done
+
+
+def _error_text(error: Any) -> str:
+    description = getattr(error, "description", "") or ""
+    code = getattr(error, "code", "") or ""
+    return (f"{code}: {description}" if code else description or str(error))[:500]
+
+
+def _close_job(services, job_id: int, run_id: int) -> ImportSummary:
+    from sqlalchemy import func
+
+    with services.sessions() as session:
+        counts = dict(session.execute(select(ImportRow.state, func.count()).where(ImportRow.job_id == job_id)
+                                      .group_by(ImportRow.state)).all())
+        job = session.get(ImportJob, job_id)
+        run = session.get(JobRun, run_id)
+        job.status, job.finished_at = "done", utcnow()
+        job.applied_rows = counts.get("applied", 0)
+        summary = {"applied": counts.get("applied", 0), "failed": counts.get("failed", 0),
+                   "invalid": counts.get("invalid", 0)}
+        run.status, run.finished_at, run.summary = "done", utcnow(), summary
+        run.progress_done = run.progress_total
+        session.commit()
+        return ImportSummary(job_id, summary["applied"], summary["failed"], summary["invalid"], "done")
+
+
+# --- queued imports (the worker's schedule calls this) ------------------------------------------
+def run_queued_imports(services, now: dt.datetime, owner: str | None = None) -> list[ImportSummary]:
+    """Apply every queued or interrupted import whose portal lease we can take. A lease (one per
+    portal, expiring) keeps two workers off the same load; a dead worker's lease runs out."""
+    owner = owner or services.settings.worker_id
+    with services.sessions() as session:
+        pending = list(session.execute(
+            select(JobRun.id, JobRun.portal_id, JobRun.params).where(
+                JobRun.kind == "import", JobRun.status.in_(("queued", "running"))).order_by(JobRun.id)))
+    done = []
+    for run_id, portal_id, params in pending:
+        if not _take_lease(services, portal_id, owner):
+            continue
+        try:
+            done.append(apply_import(services, int(params["import_job_id"]), now))
+        except Exception as exc:
+            with services.sessions() as session:
+                session.execute(update(JobRun).where(JobRun.id == run_id).values(error=str(exc)[:2000]))
+                session.commit()
+            raise
+        finally:
+            _drop_lease(services, portal_id, owner)
+    return done
+
+
+def _take_lease(services, portal_id: int, owner: str) -> bool:
+    from sqlalchemy.exc import IntegrityError
+
+    clock = utcnow()
+    with services.sessions() as session:
+        lease = session.get(Lease, (portal_id, LEASE_KIND), with_for_update=True)
+        if lease is not None and lease.owner not in (None, owner) and lease.expires_at and lease.expires_at > clock:
+            return False
+        if lease is None:
+            session.add(Lease(portal_id=portal_id, kind=LEASE_KIND, owner=owner,
+                              expires_at=clock + dt.timedelta(seconds=LEASE_SECONDS)))
+        else:
+            lease.owner, lease.expires_at = owner, clock + dt.timedelta(seconds=LEASE_SECONDS)
+        try:
+            session.commit()
+        except IntegrityError:
+            return False
+    return True
+
+
+def _drop_lease(services, portal_id: int, owner: str) -> None:
+    with services.sessions() as session:
+        session.execute(update(Lease).where(Lease.portal_id == portal_id, Lease.kind == LEASE_KIND,
+                                            Lease.owner == owner).values(owner=None, expires_at=None))
+        session.commit()
+
+
+# --- the command --------------------------------------------------------------------------------
+def find_portal(session: Session, key: str) -> Portal:
+    portal = session.scalars(select(Portal).where((Portal.member_id == key) | (Portal.domain == key))).first()
+    if portal is None:
+        raise click.ClickException(f"no portal with member_id or domain {key!r}")
+    return portal
+
+
+@click.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--portal", "portal_key", required=True, help="the portal's member_id or domain")
+@click.option("--apply", "do_apply", is_flag=True, help="write the statuses to the portal (else preview only)")
+@click.option("--entity-type", default="contact", type=click.Choice(["contact", "company"]),
+              help="for rows without a Type column")
+@click.option("--now", "now_text", default=None, help="ISO instant the load is dated by (default: now)")
+def import_command(file: str, portal_key: str, do_apply: bool, entity_type: str, now_text: str | None) -> None:
+    """Load statuses from a CSV/XLSX FILE: preview, and with --apply write them.
+
+    Running the same command again after an interruption continues the unfinished load of the
+    same file instead of starting a new one."""
+    from addon.bulkload import BulkLoadError, prepare_import, preview_errors
+    from addon.phones import phone_region_for
+    from addon.portal_client import PortalClient
+    from addon.services import build_services
+
+    now = dt.datetime.fromisoformat(now_text) if now_text else dt.datetime.now(dt.timezone.utc)
+    now = now.astimezone(dt.timezone.utc).replace(tzinfo=None) if now.tzinfo else now
+    services = build_services()
+    filename = os.path.basename(file)
+    try:
+        with services.sessions() as session:
+            portal = find_portal(session, portal_key)
+            portal_id, language = portal.id, portal.language
+            job = session.scalars(select(ImportJob).where(
+                ImportJob.portal_id == portal_id, ImportJob.filename == filename,
+                ImportJob.status.in_(("queued", "running"))).order_by(ImportJob.id.desc())).first()
+            ps = session.get(PortalSettings, portal_id)
+            options = Options.from_dict(ps.data if ps else None)
+        if job is not None and do_apply:
+            job_id = job.id
+            click.echo(f"continuing import {job_id} of {filename}: {job.applied_rows} of {job.valid_rows} applied")
+        else:
+            with open(file, "rb") as fh:
+                content = fh.read()
+            with services.sessions() as session, PortalClient(services, portal_id) as client:
+                try:
+                    staged = prepare_import(session, client, portal_id, filename, content, options, None, now,
+                                            portal_today(options, now), entity_type, phone_region_for(language))
+                except BulkLoadError as exc:
+                    raise click.ClickException(str(exc)) from exc
+                session.commit()
+                job_id = staged.job_id
+                click.echo(f"import {job_id}: {staged.total_rows} rows, {staged.valid_rows} valid, "
+                           f"{staged.invalid_rows} with errors")
+                for row in preview_errors(session, job_id, limit=20):
+                    click.echo(f"  row {row.row_no}: {row.error}")
+        if not do_apply:
+            click.echo("preview only: run again with --apply to write the statuses")
+            return
+        with services.sessions() as session:
+            import_run(session, session.get(ImportJob, job_id), now)
+            session.commit()
+        summary = apply_import(services, job_id, now)
+        click.echo(f"import {job_id} done: {summary.applied} applied, {summary.failed} failed, "
+                   f"{summary.invalid} invalid")
+    finally:
+        services.dispose()
