@@ -1,0 +1,34 @@
+"""The robot catalog: every robot for leads and deals, with the documented bizproc.robot.add shape."""
+import re
+
+from addon.robots.catalog import ROBOTS, parse_robot_code, robot_definitions
+
+# doc: api-reference/bizproc/bizproc-robot/bizproc-robot-add.md
+TYPES = {"bool", "date", "datetime", "double", "file", "int", "select", "string", "text", "user"}
+
+
+def test_every_robot_for_both_document_types():
+    defs = robot_definitions("https://app.example.com/")
+    codes = [d["CODE"] for d in defs]
+    assert len(codes) == len(set(codes)) == 2 * len(ROBOTS)
+    for d in defs:
+        assert re.fullmatch(r"[A-Za-z0-9._-]+", d["CODE"])
+        assert d["HANDLER"] == f"https://app.example.com/robots/{d['CODE']}"
+        assert d["DOCUMENT_TYPE"] in (["crm", "CCrmDocumentLead", "LEAD"], ["crm", "CCrmDocumentDeal", "DEAL"])
+        assert d["CODE"].endswith("_" + d["DOCUMENT_TYPE"][2].lower())
+        assert set(d["NAME"]) == {"ru", "en"} and set(d["DESCRIPTION"]) == {"ru", "en"}
+        for prop in list(d["PROPERTIES"].values()) + list(d.get("RETURN_PROPERTIES", {}).values()):
+            assert set(prop["Name"]) == {"ru", "en"}
+            assert prop["Type"] in TYPES and prop["Required"] in ("Y", "N")
+            if prop["Type"] == "select":
+                assert prop["Options"]
+        assert d["USE_SUBSCRIPTION"] == ("Y" if d.get("RETURN_PROPERTIES") else "N")
+        assert parse_robot_code(d["CODE"]) is not None
+
+
+def test_parse_codes():
+    assert parse_robot_code("nezabyt_take_in_work_deal") == ("take_in_work", "deal")
+    assert parse_robot_code("nezabyt_distribute_lead") == ("distribute", "lead")
+    assert parse_robot_code("nezabyt_unknown_lead") is None
+    assert parse_robot_code("other_distribute_lead") is None
+    assert parse_robot_code("nezabyt_distribute_contact") is None
