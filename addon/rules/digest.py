@@ -24,7 +24,7 @@ ENTITY_PATHS = {"contact": "/crm/contact/details/{id}/", "company": "/crm/compan
 NO_NAME = {"ru": {"contact": "Контакт №{id}", "company": "Компания №{id}"},
            "en": {"contact": "Contact #{id}", "company": "Company #{id}"}}
 PROBLEM_TEXT = {
-    "ru": {"no_call": "нет звонка клиенту за последние {days} дн.",
+    "ru": {"no_call": "нет звонка клиенту за последние {days} {days_word}",
            "reason_required": "не указана причина",
            "unknown_status": "такого статуса нет в настройках"},
     "en": {"no_call": "no call to the client in the last {days} days",
@@ -81,7 +81,17 @@ def _reason_text(opts: Options, reason: str | None) -> str:
     if not reason:
         return ""
     known = PROBLEM_TEXT[_lang(opts)].get(reason)
-    return known.format(days=opts.call_lookback_days) if known else reason
+    days = opts.call_lookback_days
+    return known.format(days=days, days_word=_ru_days(days)) if known else reason
+
+
+def _ru_days(n: int) -> str:
+    """Russian plural of "day": 1 день, 3 дня, 5 дней, 11 дней, 21 день."""
+    if n % 10 == 1 and n % 100 != 11:
+        return "день"
+    if 2 <= n % 10 <= 4 and not 12 <= n % 100 <= 14:
+        return "дня"
+    return "дней"
 
 
 def item_text(opts: Options, day: dt.date, item: DigestItem, user_names: dict[int, str]) -> str:
