@@ -1,7 +1,8 @@
 """The pure status rules of Nezabyt (DESIGN §1): the ladder, calls, manual changes, deals, loss
 actions, digests and the reference simulation. No I/O, no clock: days are parameters."""
-from .digest import (DIGEST_KINDS, DigestItem, Message, build_messages, entity_link, entity_url,
-                     format_date, item_key, item_text, items_for_steps, revert_item, warning_item)
+from .digest import (DIGEST_KINDS, DigestItem, Message, build_feed_post, build_messages, changes_soon,
+                     entity_link, entity_url, format_date, item_key, item_text, items_for_steps,
+                     revert_item, step_text, template_preview, warning_item)
 from .ladder import (CAUSES, Entity, Step, Verdict, apply_deals, apply_manual_change, base_date,
                      check_manual_change, classify_change, dates, days_for, decay_through, due_date,
                      is_terminal, new_entity, next_status, normalize_status, record_call,
@@ -12,7 +13,7 @@ from .simulation import EVENT_KINDS, apply_event, simulate
 __all__ = [
     "CAUSES", "DIGEST_KINDS", "EVENT_KINDS", "Department", "DigestItem", "Entity", "LossPlan",
     "Message", "Org", "Step", "Verdict", "apply_deals", "apply_event", "apply_manual_change",
-    "base_date", "build_messages", "check_manual_change", "classify_change", "dates", "days_for",
+    "base_date", "build_feed_post", "build_messages", "changes_soon", "step_text", "template_preview", "check_manual_change", "classify_change", "dates", "days_for",
     "decay_through", "due_date", "entity_link", "entity_url", "find_supervisor", "format_date",
     "is_terminal", "item_key", "item_text", "items_for_steps", "loss_plan", "new_entity",
     "next_in_pool", "next_status", "normalize_status", "record_call", "revert_item", "revert_step",

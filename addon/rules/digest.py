@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from addon.options import LOST, Options
+from addon.options import LOST, TEMPLATE_PLACEHOLDERS, Options
 
 from .ladder import Entity, Step, dates, next_status, should_warn
 from .loss import LossPlan
@@ -137,9 +137,7 @@ def build_messages(opts: Options, day: dt.date, items: Iterable[DigestItem],
         return [Message(i.recipient_id, item_key(day, i), i.kind, item_text(opts, day, i, user_names))
                 for i in ordered]
     header = opts.template("digest_header").format_map(
-        {"date": format_date(opts, day), **{k: "" for k in ("entity", "status", "next_status", "due_date",
-                                                           "from_status", "to_status", "manager",
-                                                           "reason", "link")}})
+        {p: "" for p in TEMPLATE_PLACEHOLDERS} | {"date": format_date(opts, day)})
     messages: list[Message] = []
     by_recipient: dict[int, list[DigestItem]] = {}
     for i in ordered:
@@ -196,3 +194,62 @@ def revert_item(opts: Options, *, entity_type: str, entity_id: int, title: str |
     """The immediate warning to a manager whose change was reverted."""
     return DigestItem("revert", manager_id, entity_type, entity_id, title, manager_id,
                       from_status=rejected_status, to_status=restored_status, reason=problem)
+
+
+# --- the entity's timeline, the live feed, the settings preview --------------------------------
+
+CAUSE_TEXT = {
+    "ru": {"manager": "менеджер", "decay": "истёк срок статуса", "deal": "сделка", "import": "загрузка",
+           "revert": "изменение отменено", "new": "новый клиент", "index": "индексация"},
+    "en": {"manager": "manager", "decay": "the status expired", "deal": "deal", "import": "bulk load",
+           "revert": "change reverted", "new": "new client", "index": "indexing"},
+}
+STEP_TEXT = {"ru": "Не забыт: статус «{from_status}» → «{to_status}» ({cause}).",
+             "en": "Nezabyt: status “{from_status}” → “{to_status}” ({cause})."}
+
+
+def step_text(opts: Options, step: Step) -> str:
+    """One line for the entity's timeline comment and the debug history: what changed and why."""
+    lang = _lang(opts)
+    return STEP_TEXT[lang].format(from_status=opts.name_of(step.from_status),
+                                  to_status=opts.name_of(step.to_status),
+                                  cause=CAUSE_TEXT[lang].get(step.cause, step.cause))
+
+
+def changes_soon(opts: Options, e: Entity, day: dt.date, within_days: int | None = None) -> bool:
+    """Will the entity decay within `within_days` (default opts.feed_post_days) after `day`?"""
+    due, _ = dates(opts, e)
+    within = opts.feed_post_days if within_days is None else within_days
+    return due is not None and day < due <= day + dt.timedelta(days=within)
+
+
+def build_feed_post(opts: Options, day: dt.date, items: Iterable[DigestItem]) -> tuple[str, str]:
+    """The live-feed post for one manager: (title, text) listing the entities that change soon,
+    soonest first; each item carries the current status, the next one and the due date."""
+    rows = sorted(items, key=lambda i: (i.due_on or dt.date.max, i.entity_type, i.entity_id))
+    arrow = "→"
+    lines = [f"{entity_link(opts, i)}: {opts.name_of(i.from_status)} {arrow} {opts.name_of(i.to_status)}, "
+             f"{format_date(opts, i.due_on)}" for i in rows]
+    title = opts.template("feed_title").format_map(
+        {p: "" for p in TEMPLATE_PLACEHOLDERS} | {"date": format_date(opts, day)})
+    return title, "\n".join(lines)
+
+
+def template_preview(opts: Options, day: dt.date) -> dict[str, str]:
+    """Every message kind rendered for a sample client, for the settings page's live preview."""
+    sample_names = {1: "Анна Смирнова" if _lang(opts) == "ru" else "Anna Smith"}
+    chain = opts.custom_chain
+    top = chain[0] if chain else "NEW"
+    samples = {
+        "warning": DigestItem("warning", 1, "contact", 1, None, 1, top, opts.next_status(top),
+                              day + dt.timedelta(days=opts.default_warn_days)),
+        "decay": DigestItem("decay", 1, "contact", 1, None, 1, top, opts.next_status(top), day),
+        "loss": DigestItem("loss", 1, "contact", 1, None, 1, opts.next_status(top), LOST, day),
+        "loss_supervisor": DigestItem("loss_supervisor", 2, "contact", 1, None, 1, None, LOST, day),
+        "transfer": DigestItem("transfer", 3, "contact", 1, None, 1, None, LOST, day),
+        "revert": DigestItem("revert", 1, "contact", 1, None, 1, LOST, top, day, reason="no_call"),
+    }
+    preview = {TEMPLATE_OF[k]: item_text(opts, day, item, sample_names) for k, item in samples.items()}
+    preview["digest_header"] = opts.template("digest_header").format_map(
+        {p: "" for p in TEMPLATE_PLACEHOLDERS} | {"date": format_date(opts, day)})
+    return preview

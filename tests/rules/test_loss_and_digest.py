@@ -7,7 +7,8 @@ from dataclasses import replace
 import pytest
 
 from addon.options import LOST, NEW, Options
-from addon.rules import (Department, DigestItem, Entity, LossPlan, Org, Step, build_messages,
+from addon.rules import (Department, DigestItem, Entity, LossPlan, Org, Step, build_feed_post,
+                         build_messages, changes_soon, step_text, template_preview,
                          find_supervisor, items_for_steps, loss_plan, revert_item, warning_item)
 
 DAY = dt.date(2026, 3, 10)
@@ -193,3 +194,39 @@ def test_russian_day_plurals_in_the_revert_reason(days, word):
     item = revert_item(opts, entity_type="contact", entity_id=4, title="Пётр", manager_id=5,
                        rejected_status="HOT", restored_status="COLD", problem="no_call")
     assert build_messages(opts, DAY, [item], {})[0].text.endswith(f" {days} {word}.")
+
+
+# --- timeline lines, live feed, settings preview -----------------------------------------------
+
+def test_step_text_names_the_statuses_and_the_cause():
+    assert step_text(Options(), Step("HOT", "WARM", DAY, "decay")) == \
+        "Не забыт: статус «Горячий» → «Тёплый» (истёк срок статуса)."
+    assert step_text(replace(Options(), language="en"), Step(None, NEW, DAY, "new")) == \
+        "Nezabyt: status “—” → “Новый” (new client)."
+
+
+def test_changes_soon_is_the_feed_post_window():
+    e = Entity("HOT", DAY - dt.timedelta(days=27))  # due DAY+3
+    assert changes_soon(Options(), e, DAY)  # feed_post_days 3
+    assert not changes_soon(Options(), e, DAY, within_days=2)
+    assert not changes_soon(Options(), e, DAY + dt.timedelta(days=3))  # due today: it is a decay now
+    assert not changes_soon(Options(), Entity(LOST, DAY), DAY)
+
+
+def test_feed_post_lists_soonest_first():
+    items = [DigestItem("warning", 5, "contact", 1, "Б", 5, "HOT", "WARM", DAY + dt.timedelta(days=3)),
+             DigestItem("warning", 5, "company", 2, "А", 5, NEW, LOST, DAY + dt.timedelta(days=1))]
+    title, text = build_feed_post(Options(), DAY, items)
+    assert title == "Скоро сменят статус"
+    assert text == ("[URL=/crm/company/details/2/]А[/URL]: Новый → Пропал, 11.03.2026\n"
+                    "[URL=/crm/contact/details/1/]Б[/URL]: Горячий → Тёплый, 13.03.2026")
+
+
+def test_template_preview_renders_every_template():
+    opts = replace(Options(), templates={"transfer": "{manager} → {entity} ({date})"})
+    preview = template_preview(opts, DAY)
+    assert set(preview) == {"warning", "decay", "loss_manager", "loss_supervisor", "transfer", "revert",
+                            "digest_header"}
+    assert preview["transfer"] == "Анна Смирнова → [URL=/crm/contact/details/1/]Контакт №1[/URL] (10.03.2026)"
+    assert preview["digest_header"] == "Не забыт: сводка за 10.03.2026"
+    assert all("{" not in text for text in preview.values())
