@@ -25,5 +25,8 @@ class Services:
 def build_services(settings: Settings | None = None) -> Services:
     settings = settings or Settings.from_env()
     engine = make_engine(settings.database_url)
-    return Services(settings=settings, engine=engine, sessions=make_session_factory(engine),
-                    cipher=TokenCipher(settings.secret_key))
+    cipher = TokenCipher(settings.secret_key)
+    sessions = make_session_factory(engine)
+    # Sessions carry the cipher so the token store can encrypt with only a session in hand.
+    sessions.configure(info={"nezabyt_cipher": cipher})
+    return Services(settings=settings, engine=engine, sessions=sessions, cipher=cipher)

@@ -75,3 +75,23 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture
+def app_server(services):
+    """The Flask app on a free 127.0.0.1 port; `services.settings.public_url` becomes its URL."""
+    from tests.support import AppServer
+
+    server = AppServer(services).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def devportal():
+    """A local Bitrix24 portal (limits on, as in production) on a free 127.0.0.1 port."""
+    server_module = pytest.importorskip("devportal.server")
+    server = server_module.DevPortalServer()
+    server.start()
+    yield server
+    server.stop()

@@ -1,0 +1,145 @@
+"""The Flask app factory (`create_app`) and the receivers the portal talks to: /install, /events,
+/robots/<code>, /healthz. Views are thin: parse, hand over, commit, answer."""
+from __future__ import annotations
+
+import importlib.util
+import logging
+
+import click
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from sqlalchemy import text
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from addon.db import unit_of_work
+
+log = logging.getLogger(__name__)
+
+
+def create_app(services=None) -> Flask:
+    """The web app. With no services it builds them from the environment (gunicorn:
+    `gunicorn 'addon.web:create_app()'`)."""
+    if services is None:
+        from addon.services import build_services
+
+        services = build_services()
+    app = Flask("nezabyt")
+    app.config["SECRET_KEY"] = services.settings.secret_key
+    app.extensions["nezabyt"] = services
+    app.register_blueprint(_receivers())
+    if _module_exists("settings_ui.views"):
+        from settings_ui.views import make_blueprint
+
+        app.register_blueprint(make_blueprint(services))
+    return app
+
+
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def services_of(app: Flask | None = None):
+    return (app or current_app).extensions["nezabyt"]
+
+
+def _form_pairs() -> list[tuple[str, str]]:
+    """The body's fields, refusing a body over the event limit before reading it (413)."""
+    request.max_content_length = services_of().settings.max_event_body
+    return list(request.form.items(multi=True))
+
+
+def _refusal(status: int, message: str) -> Response:
+    response = jsonify({"error": {400: "bad_request", 401: "unauthorized", 403: "forbidden",
+                                  413: "too_large"}.get(status, "error"), "error_description": message})
+    response.status_code = status
+    return response
+
+
+def _receivers() -> Blueprint:
+    from addon.intake import IntakeError, parse_php_form, store_event, store_robot_call
+
+    bp = Blueprint("receivers", __name__)
+
+    @bp.errorhandler(RequestEntityTooLarge)
+    def _too_large(_exc):
+        return _refusal(413, f"body over {services_of().settings.max_event_body} bytes")
+
+    @bp.get("/healthz")
+    def healthz():
+        services = services_of()
+        try:
+            with services.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:  # the probe reports, it does not crash
+            return jsonify({"status": "error", "database": str(exc)[:200]}), 503
+        return jsonify({"status": "ok"})
+
+    @bp.post("/events")
+    def events():
+        services = services_of()
+        try:
+            form = parse_php_form(_form_pairs())
+        except ValueError as exc:
+            return _refusal(400, str(exc))
+        name = str(form.get("event") or "").upper()
+        try:
+            if name == "ONAPPUNINSTALL":
+                from install.uninstall import handle_uninstall
+
+                handle_uninstall(services, form)
+                return jsonify({"status": "uninstalled"})
+            if name == "ONAPPINSTALL":
+                from install.installer import handle_app_install
+
+                portal_id = handle_app_install(services, form)
+                return jsonify({"status": "installed", "portal": portal_id})
+            with unit_of_work(services.sessions) as session:
+                stored = store_event(session, form)
+        except IntakeError as exc:
+            return _refusal(exc.status, exc.message)
+        return jsonify({"status": "duplicate" if stored.duplicate else "stored", "id": stored.event_id})
+
+    @bp.post("/robots/<code>")
+    def robots(code: str):
+        services = services_of()
+        try:
+            form = parse_php_form(_form_pairs())
+            with unit_of_work(services.sessions) as session:
+                stored = store_robot_call(session, code, form)
+        except ValueError as exc:
+            return _refusal(400, str(exc))
+        except IntakeError as exc:
+            return _refusal(exc.status, exc.message)
+        return jsonify({"status": "duplicate" if stored.duplicate else "stored", "id": stored.event_id})
+
+    @bp.post("/install")
+    def install():
+        from install.installer import InstallError, handle_app_install, install_from_page
+
+        services = services_of()
+        try:
+            form = parse_php_form(_form_pairs())
+        except ValueError as exc:
+            return _refusal(400, str(exc))
+        try:
+            if str(form.get("event") or "").upper() == "ONAPPINSTALL":
+                portal_id = handle_app_install(services, form)
+                return jsonify({"status": "installed", "portal": portal_id})
+            outcome = install_from_page(services, request.args.to_dict(), form)
+        except (InstallError, IntakeError) as exc:
+            return _refusal(exc.status, exc.message)
+        return Response(outcome.html, mimetype="text/html")
+
+    return bp
+
+
+@click.command("web")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+def web_command(host: str, port: int) -> None:
+    """Run the web app with werkzeug (development; production runs gunicorn)."""
+    from werkzeug.serving import run_simple
+
+    run_simple(host, port, create_app(), threaded=True, use_reloader=False)
