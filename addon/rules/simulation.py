@@ -9,16 +9,18 @@ from typing import Any
 from addon.options import Options
 
 from .ladder import (Entity, Step, apply_deals, apply_manual_change, check_manual_change,
-                     decay_through, record_call, revert_step, set_status)
+                     decay_through, new_entity, normalize_status, record_call, revert_step,
+                     set_status)
 
-EVENT_KINDS = ("call", "manual", "deal", "import")
+EVENT_KINDS = ("call", "manual", "deal", "import", "new")
 
 
 def apply_event(opts: Options, e: Entity, day: dt.date, kind: str,
                 data: dict[str, Any]) -> tuple[Entity, list[Step]]:
     """One event dated `day`:
     "call" {}; "manual" {status, reason?} (checked: allowed → recorded, else a revert step and
-    nothing changes); "deal" {open_deals, outcome?}; "import" {status} (set without checks)."""
+    nothing changes); "deal" {open_deals, outcome?}; "import" {status} (set without checks);
+    "new" {} (the entity was created that day: NEW if the option is on and it has no status yet)."""
     if kind == "call":
         return record_call(opts, e, day)
     if kind == "manual":
@@ -33,6 +35,11 @@ def apply_event(opts: Options, e: Entity, day: dt.date, kind: str,
         return apply_deals(opts, e, data.get("open_deals", 0), data.get("outcome"), day)
     if kind == "import":
         return set_status(opts, e, data.get("status"), day, "import")
+    if kind == "new":
+        created = new_entity(opts, day)
+        if created is None or normalize_status(e.status) is not None:
+            return e, []
+        return set_status(opts, e, created.status, day, "new")
     raise ValueError(f"unknown event kind {kind!r}")
 
 

@@ -195,3 +195,18 @@ def test_manual_in_work_remembers_where_it_came_from():
     assert e.status_before_deal == "COLD"
     e, _ = apply_manual_change(OPTS, e, "WARM", d(2))
     assert e.status_before_deal is None
+
+
+def test_simulated_creation_gives_new_when_the_option_is_on():
+    e, steps = simulate(OPTS, Entity(None, None), [(d(1), "new", {})], [], d(12))
+    assert steps == [Step(None, NEW, d(1), "new"), Step(NEW, LOST, d(11), "decay")]
+    e, steps = simulate(replace(OPTS, new_for_new_entities=False), Entity(None, None), [(d(1), "new", {})], [], d(12))
+    assert e.status is None and steps == []
+    # an entity created with a status already chosen keeps it
+    e, steps = simulate(OPTS, Entity("HOT", d(1)), [(d(1), "new", {})], [], d(2))
+    assert e.status == "HOT" and steps == []
+
+
+def test_unknown_event_kinds_are_errors():
+    with pytest.raises(ValueError):
+        simulate(OPTS, Entity(NEW, d(0)), [(d(1), "sms", {})], [], d(2))

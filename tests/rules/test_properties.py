@@ -51,9 +51,11 @@ def entity(draw, opts: Options) -> Entity:
 @st.composite
 def event(draw, opts: Options):
     when = day(draw(st.integers(0, HORIZON)))
-    kind = draw(st.sampled_from(["call", "call", "manual", "deal"]))
-    if kind == "call":
+    kind = draw(st.sampled_from(["call", "call", "manual", "deal", "import", "new"]))
+    if kind in ("call", "new"):
         return when, kind, {}
+    if kind == "import":
+        return when, kind, {"status": draw(st.sampled_from(codes_of(opts)))}
     if kind == "manual":
         return when, kind, {"status": draw(st.sampled_from(codes_of(opts)[:-1])),
                             "reason": draw(st.sampled_from([None, "price", "other"]))}
