@@ -3,7 +3,9 @@ user, a round-robin pool or the manager's supervisor, and who is told. Pure: the
 structure (departments, heads, active users) is passed in as an `Org`."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from addon.options import Options
 
@@ -22,6 +24,36 @@ class Org:
     departments: dict[int, Department] = field(default_factory=dict)
     user_departments: dict[int, list[int]] = field(default_factory=dict)  # user → UF_DEPARTMENT
     active_users: set[int] = field(default_factory=set)
+
+    @classmethod
+    def from_rows(cls, departments: Iterable[dict[str, Any]], users: Iterable[dict[str, Any]]) -> "Org":
+        """From the rows of `department.get` ({ID, PARENT, UF_HEAD}) and `user.get`
+        ({ID, ACTIVE, UF_DEPARTMENT}); ids arrive as strings, an absent head as "0" or ""."""
+        depts = {}
+        for row in departments:
+            dept_id = _id(row.get("ID"))
+            if dept_id is not None:
+                depts[dept_id] = Department(dept_id, _id(row.get("PARENT")), _id(row.get("UF_HEAD")))
+        user_departments: dict[int, list[int]] = {}
+        active: set[int] = set()
+        for row in users:
+            user_id = _id(row.get("ID"))
+            if user_id is None:
+                continue
+            raw = row.get("UF_DEPARTMENT") or []
+            raw = raw if isinstance(raw, (list, tuple)) else [raw]
+            user_departments[user_id] = [i for i in (_id(v) for v in raw) if i is not None]
+            if row.get("ACTIVE") in (True, "Y", "true", "1", 1):
+                active.add(user_id)
+        return cls(departments=depts, user_departments=user_departments, active_users=active)
+
+
+def _id(value: Any) -> int | None:
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        return None
+    return n if n > 0 else None
 
 
 @dataclass(frozen=True)

@@ -230,3 +230,15 @@ def test_template_preview_renders_every_template():
     assert preview["transfer"] == "Анна Смирнова → [URL=/crm/contact/details/1/]Контакт №1[/URL] (10.03.2026)"
     assert preview["digest_header"] == "Не забыт: сводка за 10.03.2026"
     assert all("{" not in text for text in preview.values())
+
+
+def test_org_from_portal_rows():
+    o = Org.from_rows(
+        [{"ID": "1", "NAME": "Компания", "PARENT": None, "UF_HEAD": "100"},
+         {"ID": "3", "NAME": "Отдел", "PARENT": "1", "UF_HEAD": "0"}, {"NAME": "no id"}],
+        [{"ID": "100", "ACTIVE": True, "UF_DEPARTMENT": [1]}, {"ID": "7", "ACTIVE": False, "UF_DEPARTMENT": [3]},
+         {"ID": "8", "ACTIVE": True, "UF_DEPARTMENT": 3}, {"ACTIVE": True}])
+    assert o.departments == {1: Department(1, None, 100), 3: Department(3, 1, None)}
+    assert o.user_departments == {100: [1], 7: [3], 8: [3]}
+    assert o.active_users == {100, 8}
+    assert find_supervisor(o, 8) == 100  # department 3 has no head: walk up
