@@ -32,6 +32,26 @@ class Entity:
     open_deals: int = 0
 
 
+ENTITY_FIELDS = ("status", "status_set_on", "last_call_on", "previous_status", "status_before_deal",
+                 "open_deals")
+
+
+def entity_of(row: object) -> Entity:
+    """The rules' view of anything with the service table's column names (a TrackedEntity row)."""
+    values = {name: getattr(row, name, None) for name in ENTITY_FIELDS}
+    values["status"] = normalize_status(values["status"])
+    values["open_deals"] = int(values["open_deals"] or 0)
+    return Entity(**values)
+
+
+def row_values(opts: Options, e: Entity) -> dict[str, object]:
+    """What to store back on the service-table row: the entity's fields plus its due and warning
+    dates (the columns the daily run's index range scans read)."""
+    values: dict[str, object] = {name: getattr(e, name) for name in ENTITY_FIELDS}
+    values["due_on"], values["warn_on"] = due_date(opts, e), warn_date(opts, e)
+    return values
+
+
 @dataclass(frozen=True)
 class Step:
     """One transition of an entity's status, dated the day it took effect."""

@@ -7,8 +7,9 @@ from dataclasses import replace
 import pytest
 
 from addon.options import IN_WORK, LOST, NEW, Options, StatusDef
-from addon.rules import (Entity, Step, base_date, dates, decay_through, due_date, new_entity,
-                         next_status, record_call, rule_code, should_warn, simulate, warn_date)
+from addon.rules import (Entity, Step, base_date, dates, decay_through, due_date, entity_of, new_entity,
+                         next_status, record_call, row_values, rule_code, should_warn, simulate,
+                         warn_date)
 
 D0 = dt.date(2026, 3, 2)  # a Monday
 
@@ -160,3 +161,15 @@ def test_new_entities_get_new_dated_from_their_creation():
 def test_the_string_empty_means_the_empty_field():
     e = Entity("EMPTY", d(0))
     assert due_date(OPTS, e) is None and decay_through(OPTS, e, d(100)) == (e, [])
+
+
+def test_entity_from_and_back_to_a_service_table_row():
+    from types import SimpleNamespace
+
+    row = SimpleNamespace(status="HOT", status_set_on=d(0), last_call_on=d(2), previous_status=NEW,
+                          status_before_deal=None, open_deals=None, title="ignored")
+    e = entity_of(row)
+    assert e == Entity("HOT", d(0), last_call_on=d(2), previous_status=NEW)
+    values = row_values(OPTS, e)
+    assert values == {"status": "HOT", "status_set_on": d(0), "last_call_on": d(2), "previous_status": NEW,
+                      "status_before_deal": None, "open_deals": 0, "due_on": d(32), "warn_on": d(29)}
