@@ -1,0 +1,152 @@
+"""The devportal's HTTP server: a lean WSGI app (REST, OAuth, ctl, pages) on a threaded werkzeug server."""
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime
+
+from werkzeug.serving import WSGIRequestHandler, make_server
+from werkzeug.wrappers import Request, Response
+
+from devportal.phpquery import parse_php_query
+from devportal.portal import DevPortal
+from devportal.rest import handle_http
+
+JSON = "application/json; charset=utf-8"
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No per-request log line: the devportal serves hundreds a second."""
+
+    def log_request(self, *args, **kwargs):
+        pass
+
+
+def _json_default(value):
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def json_response(body, status: int = 200) -> Response:
+    return Response(json.dumps(body, ensure_ascii=False, default=_json_default), status=status, mimetype=None,
+                    content_type=JSON)
+
+
+def request_params(request: Request) -> dict:
+    """Query string, PHP-bracket form or JSON body, merged like PHP's $_REQUEST."""
+    params = parse_php_query(request.query_string) if request.query_string else {}
+    if request.method == "POST":
+        ctype = request.mimetype
+        if ctype == "application/json":
+            data = request.get_data()
+            if data:
+                try:
+                    body = json.loads(data)
+                except ValueError:
+                    body = {}
+                if isinstance(body, dict):
+                    params.update(body)
+        elif ctype == "multipart/form-data":
+            from urllib.parse import urlencode
+            params.update(parse_php_query(urlencode(list(request.form.items(multi=True)))))
+        else:
+            data = request.get_data()
+            if data:
+                params.update(parse_php_query(data))
+    return params
+
+
+class DevPortalApp:
+    """WSGI callable over one DevPortal."""
+
+    def __init__(self, portal: DevPortal):
+        self.portal = portal
+
+    def __call__(self, environ, start_response):
+        request = Request(environ)
+        response = self.dispatch(request)
+        return response(environ, start_response)
+
+    def dispatch(self, request: Request) -> Response:
+        path = request.path
+        if path.startswith("/rest/"):
+            return self.rest(request, path[6:])
+        if path in ("/oauth/token/", "/oauth/token"):
+            status, body = self.portal.refresh(request_params(request))
+            return json_response(body, status)
+        if path.startswith("/_dev/"):
+            from devportal.ctl import handle_ctl
+            return handle_ctl(self.portal, request, path[6:])
+        from devportal.pages import handle_page
+        return handle_page(self.portal, request)
+
+    def rest(self, request: Request, method: str) -> Response:
+        method = method.strip("/")
+        bearer = None
+        header = request.headers.get("Authorization", "")
+        if header[:7].lower() == "bearer ":
+            bearer = header[7:].strip()
+        status, body = handle_http(self.portal, method, request_params(request), bearer)
+        return json_response(body, status)
+
+
+class DevPortalServer:
+    """A running devportal on 127.0.0.1: `start()`, `url`, `domain`, `portal`, `stop()`."""
+
+    def __init__(self, rps: float = 2.0, burst: int = 50, limits: bool = True, token_ttl: int = 3600,
+                 tz: str = "Europe/Moscow", operating_limit: float = 480.0, member_id: str | None = None,
+                 clock=None, port: int = 0, host: str = "127.0.0.1"):
+        self.portal = DevPortal(rps=rps, burst=burst, limits=limits, token_ttl=token_ttl, tz=tz,
+                                operating_limit=operating_limit, member_id=member_id, clock=clock)
+        self.host = host
+        self.port = port
+        self._server = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def domain(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self) -> "DevPortalServer":
+        self._server = make_server(self.host, self.port, DevPortalApp(self.portal), threaded=True,
+                                   request_handler=_QuietHandler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_port
+        self.portal.bind_url(self.url)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="devportal-http", daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Run in the foreground (the CLI)."""
+        self._server = make_server(self.host, self.port, DevPortalApp(self.portal), threaded=True,
+                                   request_handler=_QuietHandler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_port
+        self.portal.bind_url(self.url)
+        try:
+            self._server.serve_forever()
+        finally:
+            self._server.server_close()
+            self.portal.close()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        self.portal.close()
+
+    def __enter__(self) -> "DevPortalServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
