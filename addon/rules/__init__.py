@@ -1,22 +1,31 @@
 """The pure status rules of Nezabyt (DESIGN §1): the ladder, calls, manual changes, deals, loss
 actions, digests and the reference simulation. No I/O, no clock: days are parameters."""
-from .digest import (DIGEST_KINDS, DigestItem, Message, build_feed_post, build_messages, changes_soon,
-                     entity_link, entity_url, format_date, item_key, item_text, items_for_steps,
-                     revert_item, step_text, template_preview, warning_item)
-from .ladder import (CAUSES, Entity, Step, Verdict, apply_deals, apply_manual_change, base_date,
-                     check_manual_change, classify_change, dates, entity_of, row_values, days_for, decay_through, due_date,
-                     is_terminal, new_entity, next_status, normalize_status, record_call,
-                     revert_step, revert_target, rule_code, set_status, should_warn, warn_date)
-from .loss import Department, LossPlan, Org, find_supervisor, loss_plan, next_in_pool
-from .simulation import EVENT_KINDS, apply_event, simulate
+from .digest import (
+    DIGEST_KINDS, DigestItem, Message, build_feed_post, build_messages, changes_soon,
+    entity_link, entity_url, format_date, item_key, item_text, items_for_steps, revert_item,
+    step_text, template_preview, warning_item,
+)
+from .ladder import (
+    CAUSES, Entity, Step, Verdict, apply_deals, apply_manual_change, base_date,
+    check_manual_change, classify_change, dates, days_for, decay_through, due_date, entity_of,
+    is_terminal, new_entity, next_status, normalize_status, record_call, revert_step,
+    revert_target, row_values, rule_code, set_status, should_warn, warn_date,
+)
+from .loss import (
+    Department, LossPlan, Org, find_supervisor, loss_plan, next_in_pool,
+)
+from .simulation import (
+    EVENT_KINDS, apply_event, simulate,
+)
 
 __all__ = [
-    "CAUSES", "DIGEST_KINDS", "EVENT_KINDS", "Department", "DigestItem", "Entity", "LossPlan",
+    "CAUSES", "DIGEST_KINDS", "Department", "DigestItem", "EVENT_KINDS", "Entity", "LossPlan",
     "Message", "Org", "Step", "Verdict", "apply_deals", "apply_event", "apply_manual_change",
-    "base_date", "build_feed_post", "build_messages", "changes_soon", "step_text", "template_preview", "check_manual_change", "classify_change", "dates", "days_for",
-    "decay_through", "due_date", "entity_of", "row_values", "entity_link", "entity_url", "find_supervisor", "format_date",
-    "is_terminal", "item_key", "item_text", "items_for_steps", "loss_plan", "new_entity",
-    "next_in_pool", "next_status", "normalize_status", "record_call", "revert_item", "revert_step",
-    "revert_target", "rule_code", "set_status", "should_warn", "simulate", "warn_date",
-    "warning_item",
+    "base_date", "build_feed_post", "build_messages", "changes_soon", "check_manual_change",
+    "classify_change", "dates", "days_for", "decay_through", "due_date", "entity_link",
+    "entity_of", "entity_url", "find_supervisor", "format_date", "is_terminal", "item_key",
+    "item_text", "items_for_steps", "loss_plan", "new_entity", "next_in_pool", "next_status",
+    "normalize_status", "record_call", "revert_item", "revert_step", "revert_target",
+    "row_values", "rule_code", "set_status", "should_warn", "simulate", "step_text",
+    "template_preview", "warn_date", "warning_item",
 ]

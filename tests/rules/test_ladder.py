@@ -173,3 +173,10 @@ def test_entity_from_and_back_to_a_service_table_row():
     values = row_values(OPTS, e)
     assert values == {"status": "HOT", "status_set_on": d(0), "last_call_on": d(2), "previous_status": NEW,
                       "status_before_deal": None, "open_deals": 0, "due_on": d(32), "warn_on": d(29)}
+
+
+def test_step_causes_are_the_ones_the_history_table_stores():
+    from addon.models import CAUSES as STORED_CAUSES
+    from addon.rules import CAUSES
+
+    assert set(CAUSES) == set(STORED_CAUSES)
