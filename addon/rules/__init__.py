@@ -8,7 +8,7 @@ from .digest import (
 from .ladder import (
     CAUSES, Entity, Step, Verdict, apply_deals, apply_manual_change, base_date,
     check_manual_change, classify_change, dates, days_for, decay_through, due_date, entity_of,
-    is_terminal, new_entity, next_status, normalize_status, record_call, revert_step,
+    handle_manual_change, is_terminal, new_entity, next_status, normalize_status, record_call, reject_manual_change, revert_step,
     revert_target, row_values, rule_code, set_status, should_warn, warn_date,
 )
 from .loss import (
@@ -23,9 +23,9 @@ __all__ = [
     "Message", "Org", "Step", "Verdict", "apply_deals", "apply_event", "apply_manual_change",
     "base_date", "build_feed_post", "build_messages", "changes_soon", "check_manual_change",
     "classify_change", "dates", "days_for", "decay_through", "due_date", "entity_link",
-    "entity_of", "entity_url", "find_supervisor", "format_date", "is_terminal", "item_key",
+    "entity_of", "entity_url", "find_supervisor", "format_date", "handle_manual_change", "is_terminal", "item_key",
     "item_text", "items_for_steps", "loss_plan", "new_entity", "next_in_pool", "next_status",
-    "normalize_status", "record_call", "revert_item", "revert_step", "revert_target",
+    "normalize_status", "record_call", "reject_manual_change", "revert_item", "revert_step", "revert_target",
     "row_values", "rule_code", "set_status", "should_warn", "simulate", "step_text",
     "template_preview", "warn_date", "warning_item",
 ]

@@ -204,7 +204,10 @@ def check_manual_change(opts: Options, e: Entity, new_status: str | None, change
     - the new status lists reasons and `reason` is not one of them → "reason_required".
     Re-selecting the current status, and classifying an untracked (EMPTY) entity for the first
     time, are always allowed. `last_call_on` is the latest completed call on or before the change.
+    The entity is judged as of `changed_on` (decayed through it first).
     """
+    # Judge against the status the entity has on that day, not a step behind.
+    e, _ = decay_through(opts, e, changed_on)
     new = normalize_status(new_status)
     current = normalize_status(e.status)
     if new == current:
@@ -232,7 +235,8 @@ def set_status(opts: Options, e: Entity, new_status: str | None, on: dt.date,
                cause: str) -> tuple[Entity, list[Step]]:
     """Bring the entity up to date through `on`, then set `new_status` dated `on` (a new base).
     The status it leaves is kept in `previous_status`. Setting the current status changes nothing."""
-    assert cause in CAUSES, cause
+    if cause not in CAUSES:
+        raise ValueError(f"unknown cause {cause!r}")
     e, steps = decay_through(opts, e, on)
     new = normalize_status(new_status)
     if new == normalize_status(e.status):
@@ -252,13 +256,34 @@ def apply_manual_change(opts: Options, e: Entity, new_status: str | None,
 
 
 def revert_target(e: Entity) -> str | None:
-    """The value to write back over a rejected change: the status we track (never applied the change)."""
+    """The value to write back over a rejected change: the status we track (never applied the
+    change). Pass the entity as brought up to date through the change's day."""
     return normalize_status(e.status)
 
 
 def revert_step(e: Entity, rejected_status: str | None, on: dt.date) -> Step:
     """The history line of a revert: from the rejected value back to the tracked one."""
     return Step(normalize_status(rejected_status), revert_target(e), on, "revert")
+
+
+def reject_manual_change(opts: Options, e: Entity, rejected_status: str | None,
+                         changed_on: dt.date) -> tuple[Entity, list[Step]]:
+    """A refused change: decay through its day; nothing else moves; the last step is the revert
+    (its `to_status` is the value to write back to the portal)."""
+    e, steps = decay_through(opts, e, changed_on)
+    return e, steps + [revert_step(e, rejected_status, changed_on)]
+
+
+def handle_manual_change(opts: Options, e: Entity, new_status: str | None, changed_on: dt.date,
+                         last_call_on: dt.date | None, reason: str | None = None
+                         ) -> tuple[Entity, list[Step], Verdict]:
+    """Check, then record or reject, a manager's change — the one call the event path needs."""
+    verdict = check_manual_change(opts, e, new_status, changed_on, last_call_on, reason)
+    if verdict.allowed:
+        e, steps = apply_manual_change(opts, e, new_status, changed_on)
+    else:
+        e, steps = reject_manual_change(opts, e, new_status, changed_on)
+    return e, steps, verdict
 
 
 # --- deals -------------------------------------------------------------------------------------

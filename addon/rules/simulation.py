@@ -8,9 +8,8 @@ from typing import Any
 
 from addon.options import Options
 
-from .ladder import (Entity, Step, apply_deals, apply_manual_change, check_manual_change,
-                     decay_through, new_entity, normalize_status, record_call, revert_step,
-                     set_status)
+from .ladder import (Entity, Step, apply_deals, decay_through, handle_manual_change, new_entity,
+                     normalize_status, record_call, set_status)
 
 EVENT_KINDS = ("call", "manual", "deal", "import", "new")
 
@@ -24,13 +23,9 @@ def apply_event(opts: Options, e: Entity, day: dt.date, kind: str,
     if kind == "call":
         return record_call(opts, e, day)
     if kind == "manual":
-        e, steps = decay_through(opts, e, day)
-        status = data.get("status")
-        verdict = check_manual_change(opts, e, status, day, e.last_call_on, data.get("reason"))
-        if not verdict.allowed:
-            return e, steps + [revert_step(e, status, day)]
-        e, more = apply_manual_change(opts, e, status, day)
-        return e, steps + more
+        e, steps, _ = handle_manual_change(opts, e, data.get("status"), day, e.last_call_on,
+                                           data.get("reason"))
+        return e, steps
     if kind == "deal":
         return apply_deals(opts, e, data.get("open_deals", 0), data.get("outcome"), day)
     if kind == "import":

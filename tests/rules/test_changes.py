@@ -8,8 +8,8 @@ import pytest
 
 from addon.options import IN_WORK, LOST, NEW, Options
 from addon.rules import (Entity, Step, Verdict, apply_deals, apply_manual_change, check_manual_change,
-                         classify_change, decay_through, due_date, revert_step, revert_target,
-                         set_status, simulate)
+                         classify_change, decay_through, due_date, handle_manual_change,
+                         reject_manual_change, revert_step, revert_target, set_status, simulate)
 
 FRIDAY = dt.date(2026, 3, 6)
 MONDAY = dt.date(2026, 3, 9)
@@ -130,7 +130,7 @@ def test_an_allowed_change_after_a_call_is_recorded():
 def test_import_sets_without_checks():
     e, steps = set_status(STRICT, Entity(NEW, d(0)), "COLD", d(2), "import")
     assert e.status == "COLD" and steps == [Step(NEW, "COLD", d(2), "import")]
-    with pytest.raises(AssertionError):
+    with pytest.raises(ValueError):
         set_status(OPTS, e, "HOT", d(3), "whim")
 
 
@@ -210,3 +210,27 @@ def test_simulated_creation_gives_new_when_the_option_is_on():
 def test_unknown_event_kinds_are_errors():
     with pytest.raises(ValueError):
         simulate(OPTS, Entity(NEW, d(0)), [(d(1), "sms", {})], [], d(2))
+
+
+def test_a_change_is_judged_against_the_status_of_its_day():
+    # HOT decays to WARM on d(30); the manager picks WARM that day: nothing to refuse or record.
+    e = Entity("HOT", d(0))
+    assert check_manual_change(STRICT, e, "WARM", d(30), None) == Verdict(True)
+    final, steps, verdict = handle_manual_change(STRICT, e, "WARM", d(30), None)
+    assert verdict.allowed and final.status == "WARM" and steps == [Step("HOT", "WARM", d(30), "decay")]
+    # ... and a refused change on that day is reverted to WARM, not to the HOT of yesterday.
+    final, steps, verdict = handle_manual_change(STRICT, e, "HOT", d(30), None)
+    assert verdict == Verdict(False, "no_call")
+    assert steps == [Step("HOT", "WARM", d(30), "decay"), Step("HOT", "WARM", d(30), "revert")]
+    assert revert_target(final) == "WARM"
+
+
+def test_reject_changes_nothing_but_the_day():
+    e = Entity("COLD", d(0), last_call_on=d(1), previous_status="WARM")
+    assert reject_manual_change(OPTS, e, "HOT", d(5)) == (e, [Step("HOT", "COLD", d(5), "revert")])
+
+
+def test_handle_records_an_allowed_change():
+    final, steps, verdict = handle_manual_change(STRICT, Entity("COLD", d(0)), "HOT", d(5), d(4))
+    assert verdict == Verdict(True) and final.status == "HOT" and final.previous_status == "COLD"
+    assert steps == [Step("COLD", "HOT", d(5), "manager")]
