@@ -1,0 +1,318 @@
+"""Applying the pure status rules to storage: the portal's context (options, time zone, field
+items), the service-table row <-> rules.Entity mapping, history lines, and the two exactly-once
+queues every job writes through (Outbox for portal writes, NotificationLog for messages).
+
+Helpers here never commit: the job at the edge owns the session. Sending happens only after
+the planned rows are committed, and each row is marked as soon as its batch is answered.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from addon import rules
+from addon.models import (
+    NotificationLog,
+    Outbox,
+    Portal,
+    PortalSettings,
+    StatusHistory,
+    TrackedEntity,
+    utcnow,
+)
+from addon.options import Options, parse_time_zone
+
+STATUS_FIELD = "UF_CRM_NEZABYT_STATUS"
+REASON_FIELD = "UF_CRM_NEZABYT_REASON"
+SEND_CHUNK = 50
+
+
+@dataclass
+class PortalContext:
+    """What a job needs to know about one portal, read once at its start."""
+
+    portal_id: int
+    opts: Options
+    tz: dt.tzinfo
+    field_items: dict[str, Any] = field(default_factory=dict)
+    settings_version: int = 1
+    language: str = "ru"
+
+    # --- time -----------------------------------------------------------------------------
+    def local(self, moment: dt.datetime) -> dt.datetime:
+        """An instant in the portal's time zone (naive instants are taken as UTC)."""
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.timezone.utc)
+        return moment.astimezone(self.tz)
+
+    def today(self, now: dt.datetime) -> dt.date:
+        return self.local(now).date()
+
+    def day_of(self, value: Any) -> dt.date | None:
+        """The portal-time-zone day of a Bitrix24 date-time ("2026-11-22T12:00:00+03:00")."""
+        moment = parse_portal_time(value, self.tz)
+        return moment.astimezone(self.tz).date() if moment is not None else None
+
+    # --- the enumeration fields -----------------------------------------------------------
+    def item_id(self, entity_type: str, code: str | None) -> str:
+        """The list item ID to write for a status code ("" clears the field)."""
+        if code is None:
+            return ""
+        items = self.field_items.get(entity_type) or {}
+        if code not in items:
+            raise KeyError(f"no list item for status {code} on {entity_type}; sync the status field")
+        return str(items[code])
+
+    def code_of(self, entity_type: str, value: Any) -> str | None:
+        """The status code a portal field value (a list item ID) stands for; an item we do not
+        know comes back as "?<id>" so the rules see an unknown status and revert it."""
+        value = _first(value)
+        if value in (None, "", False, "0", 0):
+            return None
+        value = str(value)
+        for code, item in (self.field_items.get(entity_type) or {}).items():
+            if str(item) == value:
+                return code
+        return f"?{value}"
+
+    def reason_of(self, entity_type: str, value: Any) -> str | None:
+        value = _first(value)
+        if value in (None, "", False, "0", 0):
+            return None
+        items = self.field_items.get(f"reason_{entity_type}") or {}
+        for reason, item in items.items():
+            if str(item) == str(value):
+                return reason
+        return str(value)
+
+
+def _first(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return value[0] if value else None
+    return value
+
+
+def parse_portal_time(value: Any, tz: dt.tzinfo) -> dt.datetime | None:
+    if value in (None, "", False):
+        return None
+    if isinstance(value, dt.datetime):
+        moment = value
+    else:
+        try:
+            moment = dt.datetime.fromisoformat(str(value).strip())
+        except ValueError:
+            return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=tz)
+    return moment
+
+
+def load_context(session: Session, portal_id: int) -> PortalContext:
+    portal = session.get(Portal, portal_id)
+    if portal is None:
+        raise LookupError(f"no portal {portal_id}")
+    row = session.get(PortalSettings, portal_id)
+    data = dict(row.data or {}) if row is not None else {}
+    # The portal's own zone (set on install) unless the admin chose one in the settings.
+    if not data.get("time_zone") and portal.time_zone:
+        data["time_zone"] = portal.time_zone
+    opts = Options.from_dict(data)
+    tz = parse_time_zone(opts.time_zone) or dt.timezone.utc
+    return PortalContext(portal_id=portal_id, opts=opts, tz=tz,
+                         field_items=dict(row.field_items or {}) if row is not None else {},
+                         settings_version=row.version if row is not None else 1,
+                         language=opts.language)
+
+
+def find_portal(session: Session, member_or_domain: str) -> Portal | None:
+    """`--portal` takes a member_id or a domain (or the numeric row id)."""
+    text = str(member_or_domain).strip()
+    portal = session.scalar(select(Portal).where(Portal.member_id == text))
+    if portal is None:
+        portal = session.scalar(select(Portal).where(Portal.domain == text).order_by(Portal.id.desc()))
+    if portal is None and text.isdigit():
+        portal = session.get(Portal, int(text))
+    return portal
+
+
+# --- the service table ----------------------------------------------------------------------------
+
+def entity_of(row: TrackedEntity | None) -> rules.Entity:
+    if row is None:
+        return rules.Entity(status=None, status_set_on=None)
+    return rules.Entity(status=row.status, status_set_on=row.status_set_on, last_call_on=row.last_call_on,
+                        previous_status=row.previous_status, status_before_deal=row.status_before_deal,
+                        open_deals=row.open_deals or 0)
+
+
+def store(row: TrackedEntity, e: rules.Entity, opts: Options) -> None:
+    """Copy the rules' view back to the row and re-date it (due/warn feed the range scans)."""
+    row.status = e.status
+    row.status_set_on = e.status_set_on
+    row.last_call_on = e.last_call_on
+    row.previous_status = e.previous_status
+    row.status_before_deal = e.status_before_deal
+    row.open_deals = e.open_deals
+    row.due_on, row.warn_on = rules.due_date(opts, e), rules.warn_date(opts, e)
+
+
+def add_history(session: Session, row: TrackedEntity, steps: Iterable[rules.Step], *,
+                by_user_id: int | None = None, note: str | None = None) -> list[StatusHistory]:
+    lines = []
+    for step in steps:
+        line = StatusHistory(portal_id=row.portal_id, entity_type=row.entity_type, entity_id=row.entity_id,
+                             from_status=step.from_status, to_status=step.to_status, changed_on=step.on,
+                             cause=step.cause, by_user_id=by_user_id if step.cause in ("manager", "import") else None,
+                             assigned_by_id=row.assigned_by_id, note=note)
+        session.add(line)
+        lines.append(line)
+    return lines
+
+
+def tracked_row(session: Session, portal_id: int, entity_type: str, entity_id: int) -> TrackedEntity | None:
+    return session.scalar(select(TrackedEntity).where(TrackedEntity.portal_id == portal_id,
+                                                      TrackedEntity.entity_type == entity_type,
+                                                      TrackedEntity.entity_id == entity_id))
+
+
+def entity_title(entity_type: str, fields: dict) -> str:
+    if entity_type == "company":
+        return str(fields.get("TITLE") or f"#{fields.get('ID')}")[:255]
+    name = " ".join(str(fields.get(k) or "").strip() for k in ("NAME", "LAST_NAME")).strip()
+    return (name or str(fields.get("TITLE") or f"#{fields.get('ID')}"))[:255]
+
+
+def int_or_none(value: Any) -> int | None:
+    try:
+        return int(value) if value not in (None, "", False) else None
+    except (TypeError, ValueError):
+        return None
+
+
+# --- Outbox: planned portal writes ------------------------------------------------------------------
+
+def status_update(ctx: PortalContext, entity_type: str, entity_id: int, code: str | None,
+                  extra: dict | None = None) -> tuple[str, dict]:
+    """The crm.<type>.update that writes a status (and, on loss, OPENED/ASSIGNED_BY_ID)."""
+    fields = {STATUS_FIELD: ctx.item_id(entity_type, code)}
+    fields.update(extra or {})
+    return f"crm.{entity_type}.update", {"id": entity_id, "fields": fields,
+                                         "params": {"REGISTER_SONET_EVENT": "N"}}
+
+
+def plan_write(session: Session, portal_id: int, key: str, method: str, params: dict,
+               job_run_id: int | None = None) -> Outbox | None:
+    """Add a planned write unless one with this key exists (a rerun plans nothing twice)."""
+    if session.scalar(select(Outbox.id).where(Outbox.portal_id == portal_id, Outbox.key == key)) is not None:
+        return None
+    row = Outbox(portal_id=portal_id, key=key[:255], method=method, params=params, status="pending",
+                 job_run_id=job_run_id)
+    session.add(row)
+    return row
+
+
+def plan_status_write(session: Session, ctx: PortalContext, row: TrackedEntity, key: str,
+                      extra: dict | None = None, job_run_id: int | None = None) -> Outbox | None:
+    """Plan writing the row's status to the portal and remember it, to know its echo."""
+    method, params = status_update(ctx, row.entity_type, row.entity_id, row.status, extra)
+    planned = plan_write(session, ctx.portal_id, key, method, params, job_run_id)
+    row.written_status = row.status
+    row.written_at = utcnow()
+    return planned
+
+
+def send_outbox(services, client, portal_id: int, limit: int | None = None) -> int:
+    """Send pending planned writes, 50 a batch, marking each as soon as its batch is answered.
+    A write the portal refuses for good (the entity is gone) is marked failed; a transient
+    failure stays pending for the next run."""
+    sent = 0
+    while True:
+        with services.sessions() as session:
+            rows = session.scalars(select(Outbox).where(Outbox.portal_id == portal_id, Outbox.status == "pending")
+                                   .order_by(Outbox.id).limit(SEND_CHUNK)).all()
+            if not rows:
+                return sent
+            answer = client.batch({str(r.id): (r.method, r.params) for r in rows})
+            transient = 0
+            for r in rows:
+                error = answer.errors.get(str(r.id))
+                if error is None:
+                    r.status, r.sent_at, r.error = "sent", utcnow(), None
+                    sent += 1
+                elif _is_permanent(error):
+                    r.status, r.error = "failed", str(error)[:2000]
+                else:
+                    r.error = str(error)[:2000]
+                    transient += 1
+            session.commit()
+        if transient:
+            return sent  # the portal is struggling: leave the rest for the next pass
+        if limit is not None and sent >= limit:
+            return sent
+
+
+def _is_permanent(error) -> bool:
+    text = f"{getattr(error, 'code', '')} {getattr(error, 'description', '')}".lower()
+    return any(s in text for s in ("not found", "access denied", "error_argument", "id is not defined"))
+
+
+# --- NotificationLog: messages exactly once -----------------------------------------------------------
+
+def plan_message(session: Session, portal_id: int, key: str, recipient_id: int, day: dt.date, kind: str,
+                 message: str) -> NotificationLog | None:
+    """Record a message before it is sent; its key makes it exactly-once per recipient and day."""
+    if session.scalar(select(NotificationLog.id).where(NotificationLog.portal_id == portal_id,
+                                                       NotificationLog.key == key)) is not None:
+        return None
+    row = NotificationLog(portal_id=portal_id, key=key[:255], recipient_id=recipient_id, day=day, kind=kind,
+                          message=message, status="pending")
+    session.add(row)
+    return row
+
+
+FEED_KIND = "feed"
+
+
+def notification_command(row: NotificationLog, title: str | None = None) -> tuple[str, dict]:
+    if row.kind == FEED_KIND:
+        # A live-feed post to the manager alone.
+        return "log.blogpost.add", {"POST_TITLE": title or "", "POST_MESSAGE": row.message,
+                                    "DEST": [f"U{row.recipient_id}"]}
+    # TAG = our key: were a message ever sent again after a crash, Bitrix24 replaces it, so the
+    # recipient still sees it once.
+    return "im.notify.system.add", {"USER_ID": row.recipient_id, "MESSAGE": row.message, "TAG": row.key}
+
+
+def send_notifications(services, client, portal_id: int, feed_title: str | None = None) -> int:
+    sent = 0
+    while True:
+        with services.sessions() as session:
+            rows = session.scalars(select(NotificationLog).where(NotificationLog.portal_id == portal_id,
+                                                                 NotificationLog.status == "pending")
+                                   .order_by(NotificationLog.id).limit(SEND_CHUNK)).all()
+            if not rows:
+                return sent
+            answer = client.batch({str(r.id): notification_command(r, feed_title) for r in rows})
+            transient = 0
+            for r in rows:
+                error = answer.errors.get(str(r.id))
+                if error is None:
+                    r.status, r.sent_at, r.error = "sent", utcnow(), None
+                    sent += 1
+                elif _is_permanent(error) or getattr(error, "code", "") in ("USER_ID_EMPTY", "MESSAGE_EMPTY"):
+                    r.status, r.error = "failed", str(error)[:2000]
+                else:
+                    r.error = str(error)[:2000]
+                    transient += 1
+            session.commit()
+        if transient:
+            return sent
+
+
+def flush(services, client, portal_id: int, feed_title: str | None = None) -> tuple[int, int]:
+    """Send whatever is planned and not yet sent: writes first, then messages."""
+    return send_outbox(services, client, portal_id), send_notifications(services, client, portal_id, feed_title)

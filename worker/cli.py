@@ -1,0 +1,175 @@
+"""The worker's console commands: `nezabyt worker [--once]`, `decay`, `reconcile`, `reindex`, `debug`."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import click
+
+
+def _now(value: str | None) -> dt.datetime:
+    if not value:
+        return dt.datetime.now(dt.timezone.utc)
+    moment = dt.datetime.fromisoformat(value)
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+
+
+def _services():
+    from addon.services import build_services
+
+    return build_services()
+
+
+def _portal_id(services, portal: str) -> int:
+    from addon.engine import find_portal
+
+    with services.sessions() as session:
+        row = find_portal(session, portal)
+        if row is None:
+            raise click.ClickException(f"no portal {portal!r} (give its member_id or domain)")
+        return row.id
+
+
+now_option = click.option("--now", "now_text", default=None, help="act as of this ISO instant (default: now)")
+portal_option = click.option("--portal", required=True, help="the portal's member_id or domain")
+
+
+@click.command("worker")
+@click.option("--once", is_flag=True, help="do what is stored and due, then exit")
+@now_option
+def worker_command(once: bool, now_text: str | None) -> None:
+    """Run the worker: events, daily runs, reconcile, robots, re-index and bulk loads."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("fast_bitrix24").setLevel(logging.WARNING)
+    services = _services()
+    if once:
+        from worker.jobs import run_once
+
+        report = run_once(services, _now(now_text))
+        click.echo(f"events {report.events}, daily runs {report.daily_runs}, jobs {report.jobs}, "
+                   f"robot calls {report.robot_calls}, timers {report.timers}, "
+                   f"portals held by others {report.skipped_portals}")
+        for error in report.errors:
+            click.echo(f"error: {error}", err=True)
+        services.dispose()
+        if report.errors:
+            raise SystemExit(1)
+        return
+    from worker.schedule import build_scheduler
+
+    scheduler = build_scheduler(services, blocking=True)
+    try:
+        scheduler.start()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        services.dispose()
+
+
+@click.command("decay")
+@portal_option
+@now_option
+def decay_command(portal: str, now_text: str | None) -> None:
+    """One daily run as of --now: pending events first, then decay, loss actions and the digest."""
+    from worker.jobs import portal_cycle
+
+    services = _services()
+    pid = _portal_id(services, portal)
+    now = _now(now_text)
+    report = portal_cycle(services, pid, now, daily=True)
+    if report.skipped_portals:
+        raise click.ClickException("another worker holds this portal right now; try again shortly")
+    from sqlalchemy import select
+
+    from addon import engine
+    from addon.models import JobRun
+    from worker.daily import DailySummary, daily_key
+
+    with services.sessions() as session:
+        day = engine.load_context(session, pid).today(now)
+        job = session.scalar(select(JobRun).where(JobRun.key == daily_key(pid, day)))
+        click.echo(DailySummary.from_dict(job.summary).text() if job is not None else "nothing run")
+    services.dispose()
+
+
+@click.command("reconcile")
+@click.option("--portal", default=None, help="one portal (member_id or domain); default: all")
+@now_option
+def reconcile_command(portal: str | None, now_text: str | None) -> None:
+    """Store the changes whose events were lost (by DATE_MODIFY / LAST_UPDATED)."""
+    from worker.reconcile import reconcile_portal
+
+    services = _services()
+    now = _now(now_text)
+    if portal:
+        ids = [_portal_id(services, portal)]
+    else:
+        from worker.jobs import active_portals
+
+        ids = active_portals(services)
+    for pid in ids:
+        click.echo(f"portal {pid}: {reconcile_portal(services, pid, now)}")
+    services.dispose()
+
+
+@click.command("reindex")
+@portal_option
+@now_option
+def reindex_command(portal: str, now_text: str | None) -> None:
+    """Read every client's status from the portal into the service table and re-date it."""
+    from worker import leases
+    from worker.reindex import reindex
+
+    services = _services()
+    pid = _portal_id(services, portal)
+    with leases.holding(services, pid) as keep:
+        if keep is None:
+            raise click.ClickException("another worker holds this portal right now; try again shortly")
+        report = reindex(services, pid, _now(now_text), keep=keep)
+    click.echo(f"read {report.read}, tracked {report.tracked}, changed {report.changed}, "
+               f"untracked {report.untracked}, removed {report.removed}")
+    for error in report.errors[:20]:
+        click.echo(f"warning: {error}", err=True)
+    services.dispose()
+
+
+@click.command("debug")
+@portal_option
+@click.option("--entity", required=True, help="contact:123 or company:45")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def debug_command(portal: str, entity: str, as_json: bool) -> None:
+    """A client's service-table row (dates set, last call, due, warn) and its full history."""
+    from worker.debug import lookup
+
+    services = _services()
+    pid = _portal_id(services, portal)
+    try:
+        kind, _, raw_id = entity.partition(":")
+        found = lookup(services, pid, kind.strip().lower(), int(raw_id))
+    except ValueError as exc:
+        raise click.ClickException(f"--entity is contact:ID or company:ID ({exc})") from exc
+    if as_json:
+        click.echo(json.dumps(found, ensure_ascii=False, indent=2, default=str))
+    else:
+        click.echo(format_lookup(found))
+    services.dispose()
+
+
+def format_lookup(found: dict) -> str:
+    row = found.get("row")
+    lines = [f"{found['entity_type']} {found['entity_id']}"]
+    if row is None:
+        lines.append("  not in the service table (not tracked)")
+    else:
+        for name in ("status", "status_set_on", "last_call_on", "due_on", "warn_on", "assigned_by_id",
+                     "previous_status", "status_before_deal", "open_deals", "written_status", "title"):
+            lines.append(f"  {name}: {row.get(name)}")
+    lines.append("history:")
+    for h in found.get("history", []):
+        who = f" by user {h['by_user_id']}" if h.get("by_user_id") else ""
+        note = f" ({h['note']})" if h.get("note") else ""
+        lines.append(f"  {h['changed_on']}: {h['from_status'] or '—'} -> {h['to_status'] or '—'} "
+                     f"[{h['cause']}]{who}{note}")
+    return "\n".join(lines)

@@ -1,0 +1,484 @@
+"""Processing stored events, a portal at a time, in batches: read what changed with batched gets,
+then apply the status rules — manual changes recorded or reverted, calls, deals, new and deleted
+entities, and our own writes recognised as echoes.
+
+Reads are planned per batch, not per event: every entity, activity and deal named by the batch is
+read once with batched `get`s (50 per HTTP call), and the open deals of every touched client are
+counted with one ID-windowed list, so a burst of 1,000 events costs about 20 calls.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+
+from addon import engine, rules
+from addon.engine import PortalContext
+from addon.models import StatusHistory, StoredEvent, TrackedEntity, utcnow
+from addon.options import Options
+
+EVENT_RE = re.compile(r"^ONCRM(CONTACT|COMPANY|DEAL|ACTIVITY)(ADD|UPDATE|DELETE)$")
+OWNER_TYPES = {"3": "contact", "4": "company"}
+MAX_ATTEMPTS = 8
+BATCH_SIZE = 1000
+ENTITY_SELECT = ("ID", "NAME", "LAST_NAME", "TITLE", "ASSIGNED_BY_ID", "MODIFY_BY_ID", "DATE_MODIFY",
+                 "DATE_CREATE", engine.STATUS_FIELD, engine.REASON_FIELD)
+
+@dataclass
+class EventsReport:
+    portal_id: int
+    events: int = 0
+    processed: int = 0
+    failed: int = 0
+    steps: int = 0
+    reverts: int = 0
+    writes_sent: int = 0
+    messages_sent: int = 0
+    rest_calls: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Touch:
+    """Everything one batch says about one contact or company."""
+
+    event_ids: list[int] = field(default_factory=list)
+    snapshot: bool = False  # an ADD/UPDATE asks us to read its fields
+    added: bool = False
+    deleted: bool = False
+    calls: list[dt.date] = field(default_factory=list)
+    deals: list[tuple[dt.date, int, str | None]] = field(default_factory=list)  # (day, deal id, outcome)
+
+
+def parse_event(ev: StoredEvent) -> tuple[str | None, str | None, int | None]:
+    """(object kind: contact|company|deal|activity, action: ADD|UPDATE|DELETE, id) of a stored event."""
+    m = EVENT_RE.match((ev.event_name or "").upper())
+    if m is None:
+        if (ev.event_name or "").upper() == "ONVOXIMPLANTCALLEND":
+            data = (ev.payload or {}).get("data") or {}
+            return "activity", "UPDATE", engine.int_or_none(data.get("CRM_ACTIVITY_ID"))
+        return None, None, None
+    kind, action = m.group(1).lower(), m.group(2)
+    entity_id = ev.entity_id
+    if entity_id is None:
+        data = (ev.payload or {}).get("data") or {}
+        entity_id = engine.int_or_none(((data.get("FIELDS") or {}) if isinstance(data, dict) else {}).get("ID"))
+    return kind, action, entity_id
+
+
+def pending_events(session, portal_id: int, limit: int) -> list[StoredEvent]:
+    return list(session.scalars(
+        select(StoredEvent).where(StoredEvent.portal_id == portal_id, StoredEvent.processed_at.is_(None),
+                                  StoredEvent.source != "robot", StoredEvent.attempts < MAX_ATTEMPTS)
+        .order_by(StoredEvent.id).limit(limit)))
+
+
+def has_pending(services, portal_id: int) -> bool:
+    with services.sessions() as session:
+        return bool(pending_events(session, portal_id, 1))
+
+
+def process_events(services, portal_id: int, now: dt.datetime, *, client=None, limit: int = BATCH_SIZE,
+                   keep=None) -> EventsReport:
+    """Process up to `limit` pending events of one portal; repeat until none is left.
+    The caller holds the portal's lease; `keep()` renews it between batches."""
+    from addon.portal_client import PortalClient
+
+    own = client is None
+    client = client or PortalClient(services, portal_id)
+    report = EventsReport(portal_id)
+    before = client.stats.http_requests
+    try:
+        # Writes planned by an earlier pass that died before sending: send them first, so their
+        # echoes and our reads see the portal as the service table does.
+        engine.flush(services, client, portal_id)
+        while True:
+            done = _process_batch(services, client, portal_id, now, limit, report)
+            if keep is not None:
+                keep()
+            if done < limit:
+                break
+        w, m = engine.flush(services, client, portal_id)
+        report.writes_sent += w
+        report.messages_sent += m
+    finally:
+        report.rest_calls = client.stats.http_requests - before
+        if own:
+            client.close()
+    return report
+
+
+def _process_batch(services, client, portal_id: int, now: dt.datetime, limit: int, report: EventsReport) -> int:
+    from addon.portal_client import PortalError
+
+    with services.sessions() as session:
+        ctx = engine.load_context(session, portal_id)
+        opts = ctx.opts
+        events = pending_events(session, portal_id, limit)
+        if not events:
+            return 0
+        report.events += len(events)
+        touches: dict[tuple[str, int], _Touch] = defaultdict(_Touch)
+        activity_events: dict[int, list[int]] = defaultdict(list)
+        deal_events: dict[int, list[int]] = defaultdict(list)
+        done_ids: set[int] = set()
+        for ev in events:
+            kind, action, oid = parse_event(ev)
+            if kind is None or oid is None:
+                done_ids.add(ev.id)  # not ours to act on (install, uninstall, leads ...)
+            elif kind in ("contact", "company"):
+                if kind not in opts.entity_types:
+                    done_ids.add(ev.id)
+                    continue
+                t = touches[(kind, oid)]
+                t.event_ids.append(ev.id)
+                if action == "DELETE":
+                    t.deleted = True
+                else:
+                    t.snapshot = True
+                    t.added = t.added or action == "ADD"
+            elif kind == "activity":
+                activity_events[oid].append(ev.id) if action != "DELETE" else done_ids.add(ev.id)
+            elif kind == "deal":
+                deal_events[oid].append(ev.id) if action != "DELETE" else done_ids.add(ev.id)
+
+        failed: dict[int, str] = {}
+
+        # --- reads: activities and deals first, they name more clients to touch --------------
+        if activity_events:
+            try:
+                activities = client.get_many("crm.activity.get", list(activity_events))
+            except PortalError as exc:
+                activities = {aid: exc for aid in activity_events}
+            for aid, act in activities.items():
+                ids = activity_events[aid]
+                if isinstance(act, PortalError):
+                    if _is_gone(act):
+                        done_ids.update(ids)
+                    else:
+                        failed.update({i: str(act) for i in ids})
+                    continue
+                call = _completed_call(ctx, act)
+                if call is None:
+                    done_ids.update(ids)
+                    continue
+                owner, day = call
+                if owner[0] not in opts.entity_types:
+                    done_ids.update(ids)
+                    continue
+                t = touches[owner]
+                t.calls.append(day)
+                t.event_ids.extend(ids)
+        if deal_events:
+            try:
+                deals = client.get_many("crm.deal.get", list(deal_events))
+            except PortalError as exc:
+                deals = {did: exc for did in deal_events}
+            for did, deal in deals.items():
+                ids = deal_events[did]
+                if isinstance(deal, PortalError):
+                    if _is_gone(deal):
+                        done_ids.update(ids)
+                    else:
+                        failed.update({i: str(deal) for i in ids})
+                    continue
+                day = ctx.day_of(deal.get("DATE_MODIFY")) or ctx.today(now)
+                outcome = _deal_outcome(deal)
+                linked = [("contact", engine.int_or_none(deal.get("CONTACT_ID"))),
+                          ("company", engine.int_or_none(deal.get("COMPANY_ID")))]
+                linked = [(k, i) for k, i in linked if i and k in opts.entity_types]
+                if not linked:
+                    done_ids.update(ids)
+                for owner in linked:
+                    t = touches[owner]
+                    t.deals.append((day, did, outcome))
+                    t.event_ids.extend(ids)
+
+        # Only clients we track (or are asked about by their own events) matter.
+        rows = _load_rows(session, portal_id, touches)
+        for key in list(touches):
+            t = touches[key]
+            if key not in rows and not t.snapshot and not t.deleted:
+                done_ids.update(t.event_ids)
+                del touches[key]
+
+        snapshots: dict[tuple[str, int], Any] = {}
+        for kind in ("contact", "company"):
+            ids = [i for (k, i), t in touches.items() if k == kind and t.snapshot and not t.deleted]
+            if ids:
+                try:
+                    got = client.get_many(f"crm.{kind}.get", ids)
+                except PortalError as exc:
+                    got = {i: exc for i in ids}
+                snapshots.update({(kind, i): v for i, v in got.items()})
+        open_counts = _open_deals(client, {k for k, t in touches.items() if t.deals})
+
+        # --- apply, one client at a time; a failure stays with that client's events ----------
+        for key, t in touches.items():
+            snap = snapshots.get(key)
+            if isinstance(snap, PortalError):
+                if _is_gone(snap):
+                    t.deleted = True
+                else:
+                    failed.update({i: str(snap) for i in t.event_ids})
+                    continue
+            if any(i in failed for i in t.event_ids):
+                continue
+            try:
+                with session.begin_nested():
+                    report.steps += _apply(session, ctx, key, t, rows.get(key), snap, open_counts.get(key),
+                                           now, report)
+                done_ids.update(t.event_ids)
+            except Exception as exc:  # noqa: BLE001 — one bad client must not block the others
+                failed.update({i: f"{type(exc).__name__}: {exc}" for i in t.event_ids})
+        stamp = utcnow()
+        for ev in events:
+            if ev.id in failed:
+                ev.attempts = (ev.attempts or 0) + 1
+                ev.error = failed[ev.id][:2000]
+                report.failed += 1
+            elif ev.id in done_ids:
+                ev.processed_at, ev.error = stamp, None
+                report.processed += 1
+            else:
+                ev.attempts = (ev.attempts or 0) + 1
+                ev.error = "not processed"
+                report.failed += 1
+        session.commit()
+        return len(events)
+
+
+def _is_gone(error) -> bool:
+    return "not found" in f"{getattr(error, 'description', '')} {getattr(error, 'code', '')}".lower()
+
+
+def _completed_call(ctx: PortalContext, act: dict) -> tuple[tuple[str, int], dt.date] | None:
+    """((owner kind, id), day) of a completed call on a contact/company; None for anything else."""
+    if str(act.get("TYPE_ID")) != "2" or str(act.get("COMPLETED")).upper() != "Y":
+        return None
+    kind = OWNER_TYPES.get(str(act.get("OWNER_TYPE_ID")))
+    owner_id = engine.int_or_none(act.get("OWNER_ID"))
+    if kind is None or owner_id is None:
+        return None
+    day = ctx.day_of(act.get("END_TIME")) or ctx.day_of(act.get("START_TIME"))
+    if day is None:
+        return None
+    return (kind, owner_id), day
+
+
+def _deal_outcome(deal: dict) -> str | None:
+    if str(deal.get("CLOSED", "N")).upper() != "Y" and deal.get("STAGE_SEMANTIC_ID") not in ("S", "F"):
+        return None
+    semantic = str(deal.get("STAGE_SEMANTIC_ID") or "")
+    stage = str(deal.get("STAGE_ID") or "")
+    if semantic == "S" or stage.endswith("WON"):
+        return "won"
+    return "lost"
+
+
+def _open_deals(client, owners: set[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """Open deals per client, one ID-windowed list per client kind (a page covers 50 deals)."""
+    counts: dict[tuple[str, int], int] = {o: 0 for o in owners}
+    for kind, fld in (("contact", "CONTACT_ID"), ("company", "COMPANY_ID")):
+        ids = sorted(i for k, i in owners if k == kind)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            for deal in client.list_all("crm.deal.list", filter={f"@{fld}": chunk, "CLOSED": "N"},
+                                        select=["ID", "CONTACT_ID", "COMPANY_ID"]):
+                owner = (kind, engine.int_or_none(deal.get(fld)))
+                if owner in counts:
+                    counts[owner] += 1
+    return counts
+
+
+def _load_rows(session, portal_id: int, touches) -> dict[tuple[str, int], TrackedEntity]:
+    rows: dict[tuple[str, int], TrackedEntity] = {}
+    for kind in ("contact", "company"):
+        ids = [i for (k, i) in touches if k == kind]
+        for start in range(0, len(ids), 500):
+            for row in session.scalars(select(TrackedEntity).where(
+                    TrackedEntity.portal_id == portal_id, TrackedEntity.entity_type == kind,
+                    TrackedEntity.entity_id.in_(ids[start:start + 500]))):
+                rows[(kind, row.entity_id)] = row
+    return rows
+
+
+def revert_message(opts: Options, day: dt.date, entity_type: str, entity_id: int, title: str | None,
+                   manager_id: int, rejected: str | None, restored: str | None, problem: str | None) -> str:
+    item = rules.revert_item(opts, entity_type=entity_type, entity_id=entity_id, title=title, manager_id=manager_id,
+                             rejected_status=rejected, restored_status=restored, problem=problem)
+    return rules.item_text(opts, day, item, {})
+
+
+def _apply(session, ctx: PortalContext, key: tuple[str, int], t: _Touch, row: TrackedEntity | None, snap: Any,
+           open_count: int | None, now: dt.datetime, report: EventsReport) -> int:
+    """Apply one client's calls, deals and current fields, in the order they happened."""
+    opts = ctx.opts
+    kind, eid = key
+    stamp = f"{max(t.event_ids)}"
+    counted = [0]
+
+    def hist(steps, **kw):
+        counted[0] += len(steps)
+        return engine.add_history(session, row, steps, **kw)
+
+    if t.deleted:
+        if row is not None:
+            hist([rules.Step(row.status, None, ctx.today(now), "manager")], note="deleted in the portal")
+            session.delete(row)
+        return counted[0]
+    fields = snap if isinstance(snap, dict) else None
+    # The value the portal holds now, if we read it; else what we last knew.
+    portal_status = ctx.code_of(kind, fields.get(engine.STATUS_FIELD)) if fields is not None else (
+        row.status if row is not None else None)
+    if fields is not None and row is not None:
+        row.assigned_by_id = engine.int_or_none(fields.get("ASSIGNED_BY_ID")) or row.assigned_by_id
+        row.title = engine.entity_title(kind, fields)
+        moment = engine.parse_portal_time(fields.get("DATE_MODIFY"), ctx.tz)
+        row.last_modified = moment.astimezone(dt.timezone.utc).replace(tzinfo=None) if moment else row.last_modified
+
+    today = ctx.today(now)
+    # Items in the order they happened; on one day calls come first (a call makes that day's
+    # change legitimate), then deals, then the manager's edit.
+    items: list[tuple[dt.date, int, str, Any]] = [(d, 0, "call", None) for d in t.calls]
+    if t.deals:
+        day, deal_id, outcome = max(t.deals, key=lambda d: (d[0], d[2] is not None))
+        items.append((day, 1, "deal", (deal_id, outcome)))
+    if fields is not None:
+        changed_on = ctx.day_of(fields.get("DATE_MODIFY")) or today
+        items.append((changed_on, 2, "fields", None))
+    items.sort(key=lambda x: (x[0], x[1]))
+
+    if row is None:
+        if fields is None:
+            return 0
+        row = _start_tracking(session, ctx, kind, eid, fields, t, portal_status, stamp, report)
+        if row is None:
+            return 0
+        # Calls on a client that just came onto the ladder still count for its timer.
+        e = engine.entity_of(row)
+        for day, _, what, _ in items:
+            if what == "call":
+                e, steps = rules.record_call(opts, e, day)
+                hist(steps)
+        engine.store(row, e, opts)
+        _write_if_needed(session, ctx, row, portal_status if row.written_status is None else row.status, stamp)
+        return counted[0] + 1
+
+    e = engine.entity_of(row)
+    before = e.status
+    for day, _, what, payload in items:
+        if what == "call":
+            e, steps = rules.record_call(opts, e, day)
+            hist(steps)
+        elif what == "deal":
+            deal_id, outcome = payload
+            count = open_count if open_count is not None else e.open_deals
+            if outcome is not None and _outcome_seen(session, row, deal_id, outcome):
+                outcome = None  # a replayed closed deal must not restart the timer again
+            if count == e.open_deals and outcome is None:
+                continue
+            e, steps = rules.apply_deals(opts, e, count, outcome, day)
+            hist(steps, note=f"deal {deal_id} {outcome}" if outcome else f"deal {deal_id}")
+        else:
+            changed_on = day
+            verdict_kind = rules.classify_change(e.status, portal_status, row.written_status)
+            if verdict_kind != "manual":
+                # Bring it up to date through the edit's day anyway (status is a function of the day).
+                e, steps = rules.decay_through(opts, e, changed_on)
+                hist(steps)
+                if verdict_kind == "echo":
+                    row.written_status = None
+                continue
+            reason = ctx.reason_of(kind, fields.get(engine.REASON_FIELD))
+            e, steps = rules.decay_through(opts, e, changed_on)
+            hist(steps)
+            verdict = rules.check_manual_change(opts, e, portal_status, changed_on, e.last_call_on, reason)
+            by_user = engine.int_or_none(fields.get("MODIFY_BY_ID"))
+            if verdict.allowed:
+                e, steps = rules.apply_manual_change(opts, e, portal_status, changed_on)
+                row.reason = reason
+                row.written_status = None
+                hist(steps, by_user_id=by_user)
+            else:
+                hist([rules.revert_step(e, portal_status, changed_on)], by_user_id=by_user, note=verdict.problem)
+                report.reverts += 1
+                engine.store(row, e, opts)
+                engine.plan_status_write(session, ctx, row, f"revert:{kind}:{eid}:{stamp}")
+                recipient = by_user or row.assigned_by_id
+                if recipient:
+                    engine.plan_message(session, ctx.portal_id, f"revert:{kind}:{eid}:{stamp}", recipient, today,
+                                        "revert", revert_message(opts, today, kind, eid, row.title, recipient,
+                                                                 portal_status, e.status, verdict.problem))
+                # The portal now shows what we are about to write back.
+                portal_status = e.status
+    engine.store(row, e, opts)
+    if e.status is None and before is not None:
+        row.due_on = row.warn_on = None
+    _write_if_needed(session, ctx, row, portal_status, stamp)
+    return counted[0]
+
+
+def _write_if_needed(session, ctx: PortalContext, row: TrackedEntity, portal_status: str | None, stamp: str) -> None:
+    """Write our status to the portal when it differs from what the portal shows."""
+    if row.status != portal_status and (row.status is not None or portal_status is not None):
+        if row.written_status == row.status and portal_status == row.status:
+            return
+        engine.plan_status_write(session, ctx, row, f"live:{row.entity_type}:{row.entity_id}:{stamp}:{row.status}")
+
+
+def _outcome_seen(session, row: TrackedEntity, deal_id: int, outcome: str) -> bool:
+    return session.scalar(select(StatusHistory.id).where(
+        StatusHistory.portal_id == row.portal_id, StatusHistory.entity_type == row.entity_type,
+        StatusHistory.entity_id == row.entity_id, StatusHistory.note == f"deal {deal_id} {outcome}").limit(1)) is not None
+
+
+def _start_tracking(session, ctx: PortalContext, kind: str, eid: int, fields: dict, t: _Touch,
+                    portal_status: str | None, stamp: str, report: EventsReport) -> TrackedEntity | None:
+    """A client we do not track yet: a new one gets NEW (option), one a manager put on the ladder
+    is tracked from that day (a required reason is still checked)."""
+    opts = ctx.opts
+    row = TrackedEntity(portal_id=ctx.portal_id, entity_type=kind, entity_id=eid, open_deals=0,
+                        assigned_by_id=engine.int_or_none(fields.get("ASSIGNED_BY_ID")),
+                        title=engine.entity_title(kind, fields))
+    if portal_status is None:
+        created_on = ctx.day_of(fields.get("DATE_CREATE"))
+        if not t.added or created_on is None:
+            return None
+        e = rules.new_entity(opts, created_on)
+        if e is None:
+            return None
+        session.add(row)
+        engine.store(row, e, opts)
+        engine.add_history(session, row, [rules.Step(None, e.status, created_on, "new")])
+        engine.plan_status_write(session, ctx, row, f"new:{kind}:{eid}")
+        return row
+    changed_on = ctx.day_of(fields.get("DATE_MODIFY")) or ctx.day_of(fields.get("DATE_CREATE"))
+    reason = ctx.reason_of(kind, fields.get(engine.REASON_FIELD))
+    empty = rules.Entity(status=None, status_set_on=None)
+    verdict = rules.check_manual_change(opts, empty, portal_status, changed_on, None, reason)
+    by_user = engine.int_or_none(fields.get("MODIFY_BY_ID"))
+    if not verdict.allowed:
+        # Back to the empty field; nothing is tracked.
+        session.add(row)
+        row.status = None
+        engine.add_history(session, row, [rules.revert_step(empty, portal_status, changed_on)], by_user_id=by_user,
+                           note=verdict.problem)
+        engine.plan_status_write(session, ctx, row, f"revert:{kind}:{eid}:{stamp}")
+        recipient = by_user or row.assigned_by_id
+        if recipient:
+            engine.plan_message(session, ctx.portal_id, f"revert:{kind}:{eid}:{stamp}", recipient, changed_on,
+                                "revert", revert_message(opts, changed_on, kind, eid, row.title, recipient,
+                                                         portal_status, None, verdict.problem))
+        report.reverts += 1
+        return None
+    e, steps = rules.apply_manual_change(opts, empty, portal_status, changed_on)
+    session.add(row)
+    row.reason = reason
+    engine.store(row, e, opts)
+    engine.add_history(session, row, steps, by_user_id=by_user)
+    return row
