@@ -118,7 +118,9 @@ class DevPortalServer:
         self._server.daemon_threads = True
         self.port = self._server.server_port
         self.portal.bind_url(self.url)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="devportal-http", daemon=True)
+        # a short poll interval keeps stop() quick: tests start and stop many portals
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="devportal-http", daemon=True)
         self._thread.start()
         return self
 
