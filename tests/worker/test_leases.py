@@ -1,0 +1,79 @@
+"""Leases: one holder per portal, expiry when the holder dies, no waiting between workers."""
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+
+from addon.models import Portal
+from worker import leases
+
+T0 = dt.datetime(2026, 3, 2, 9, 0)
+
+
+@pytest.fixture
+def portal_id(services):
+    with services.sessions() as s:
+        p = Portal(member_id="lease-m", domain="lease.example", client_endpoint="http://x/rest/",
+                   server_endpoint="http://x/rest/")
+        s.add(p)
+        s.commit()
+        return p.id
+
+
+def at(moment):
+    return lambda: moment
+
+
+def test_one_holder_until_expiry(services, portal_id):
+    ttl = dt.timedelta(minutes=5)
+    assert leases.claim(services, portal_id, "w1", ttl=ttl, clock=at(T0))
+    assert not leases.claim(services, portal_id, "w2", ttl=ttl, clock=at(T0 + dt.timedelta(minutes=4)))
+    # The holder may claim again (renewal by claim) ...
+    assert leases.claim(services, portal_id, "w1", ttl=ttl, clock=at(T0 + dt.timedelta(minutes=1)))
+    # ... and a dead holder's lease expires: another worker takes the portal.
+    assert leases.claim(services, portal_id, "w2", ttl=ttl, clock=at(T0 + dt.timedelta(minutes=7)))
+    assert not leases.renew(services, portal_id, "w1", ttl=ttl, clock=at(T0 + dt.timedelta(minutes=7)))
+    assert leases.renew(services, portal_id, "w2", ttl=ttl, clock=at(T0 + dt.timedelta(minutes=8)))
+
+
+def test_release_frees_only_our_own(services, portal_id):
+    assert leases.claim(services, portal_id, "w1", clock=at(T0))
+    leases.release(services, portal_id, "w2")
+    assert not leases.claim(services, portal_id, "w2", clock=at(T0))
+    leases.release(services, portal_id, "w1")
+    assert leases.claim(services, portal_id, "w2", clock=at(T0))
+
+
+def test_holding_context_renews_and_reports_loss(services, portal_id):
+    with leases.holding(services, portal_id, "w1") as keep:
+        assert keep is not None
+        keep()  # renewing our own lease works
+        with leases.holding(services, portal_id, "w2") as other:
+            assert other is None  # taken
+        # Someone steals it after expiry: keep() says so instead of working on.
+        leases.claim(services, portal_id, "w3", clock=lambda: leases.utcnow() + dt.timedelta(hours=1))
+        with pytest.raises(leases.LeaseLost):
+            keep()
+    # Released on exit only if still ours: w3 keeps it.
+    assert not leases.claim(services, portal_id, "w1")
+
+
+def test_concurrent_claims_have_one_winner(services, portal_id):
+    if services.settings.is_sqlite:
+        pytest.skip("SQLite runs one worker; concurrent claims are a PostgreSQL matter")
+    wins: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def worker(name: str) -> None:
+        barrier.wait()
+        if leases.claim(services, portal_id, name):
+            wins.append(name)
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1
