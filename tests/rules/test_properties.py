@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from addon.options import IN_WORK, LOST, NEW, Options, StatusDef
 from addon.rules import (Entity, apply_event, check_manual_change, decay_through, due_date,
-                         record_call, revert_target, simulate)
+                         record_call, revert_target, should_warn, simulate, warn_date)
 
 D0 = dt.date(2026, 1, 1)
 HORIZON = 70
@@ -172,3 +172,43 @@ def test_in_work_never_decays(h):
     calls_only = [ev for ev in events if ev[1] == "call"]
     final, steps = simulate(opts, held, calls_only, random_runs, day(HORIZON * 10))
     assert final.status == IN_WORK and steps == []
+
+
+
+def _periods(opts: Options, e: Entity, until: dt.date):
+    """(status, due, warn) of each status the entity passes through up to `until` (no events)."""
+    while True:
+        due = due_date(opts, e)
+        yield e.status, due, warn_date(opts, e)
+        if due is None or due > until:
+            return
+        e, _ = decay_through(opts, e, due)
+
+
+@EXAMPLES
+@given(st.data())
+def test_each_warning_is_given_once_whatever_the_run_schedule(data):
+    """Passing the previous run's day, a status period is warned at most once, only inside its
+    window [warn, due), and exactly once when a run falls in the window after an earlier run
+    (or on the warning day itself) — daily runs or runs on random days."""
+    opts = data.draw(options())
+    start = data.draw(entity(opts))
+    runs = sorted(set(data.draw(st.lists(st.integers(0, HORIZON).map(day), min_size=1, max_size=HORIZON))))
+    warned: list[tuple] = []
+    e, last_run = start, None
+    for run in runs:
+        e, _ = decay_through(opts, e, run)
+        if should_warn(opts, e, run, last_run):
+            warned.append((e.status, due_date(opts, e), run))
+        last_run = run
+    periods = {(status, due): warn for status, due, warn in _periods(opts, start, runs[-1])}
+    told = [(status, due) for status, due, _ in warned]
+    assert len(told) == len(set(told))
+    for status, due, run in warned:
+        assert periods[(status, due)] <= run < due
+    for (status, due), warn in periods.items():
+        if warn is None:
+            continue
+        in_window = [r for r in runs if warn <= r < due]
+        if in_window and runs[0] <= warn:
+            assert (status, due) in told
