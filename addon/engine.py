@@ -144,20 +144,13 @@ def find_portal(session: Session, member_or_domain: str) -> Portal | None:
 def entity_of(row: TrackedEntity | None) -> rules.Entity:
     if row is None:
         return rules.Entity(status=None, status_set_on=None)
-    return rules.Entity(status=row.status, status_set_on=row.status_set_on, last_call_on=row.last_call_on,
-                        previous_status=row.previous_status, status_before_deal=row.status_before_deal,
-                        open_deals=row.open_deals or 0)
+    return rules.entity_of(row)
 
 
 def store(row: TrackedEntity, e: rules.Entity, opts: Options) -> None:
     """Copy the rules' view back to the row and re-date it (due/warn feed the range scans)."""
-    row.status = e.status
-    row.status_set_on = e.status_set_on
-    row.last_call_on = e.last_call_on
-    row.previous_status = e.previous_status
-    row.status_before_deal = e.status_before_deal
-    row.open_deals = e.open_deals
-    row.due_on, row.warn_on = rules.due_date(opts, e), rules.warn_date(opts, e)
+    for name, value in rules.row_values(opts, e).items():
+        setattr(row, name, value)
 
 
 def add_history(session: Session, row: TrackedEntity, steps: Iterable[rules.Step], *,

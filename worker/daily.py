@@ -360,16 +360,11 @@ def pages(client, method: str, params: dict | None = None):
 
 def load_org(client) -> tuple[rules.Org, dict[int, str]]:
     """The company's structure and the users' names, read once per run."""
-    org = rules.Org()
-    for d in pages(client, "department.get"):
-        did = int(d["ID"])
-        head = engine.int_or_none(d.get("UF_HEAD"))
-        org.departments[did] = rules.Department(did, engine.int_or_none(d.get("PARENT")), head)
-    names: dict[int, str] = {}
-    for u in pages(client, "user.get", {"FILTER": {"USER_TYPE": "employee"}}):
-        uid = int(u["ID"])
-        names[uid] = " ".join(str(u.get(k) or "").strip() for k in ("NAME", "LAST_NAME")).strip() or f"#{uid}"
-        org.user_departments[uid] = [int(x) for x in (u.get("UF_DEPARTMENT") or [])]
-        if u.get("ACTIVE") in (True, "Y", "true", 1, "1"):
-            org.active_users.add(uid)
-    return org, names
+    departments = list(pages(client, "department.get"))
+    users = list(pages(client, "user.get", {"FILTER": {"USER_TYPE": "employee"}}))
+    names = {}
+    for u in users:
+        uid = engine.int_or_none(u.get("ID"))
+        if uid is not None:
+            names[uid] = " ".join(str(u.get(k) or "").strip() for k in ("NAME", "LAST_NAME")).strip() or f"#{uid}"
+    return rules.Org.from_rows(departments, users), names
