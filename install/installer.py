@@ -138,6 +138,10 @@ def _install(services, claim: Claim) -> InstallOutcome:
             portal.installed_by_user_id = proof["user_id"]
         if proof["time_zone"]:
             portal.time_zone = proof["time_zone"]
+        if proof["server_time"] is not None:
+            # Reconcile starts from the install, by the portal's clock (its DATE_MODIFY's clock).
+            portal.entity_watermark = portal.entity_watermark or proof["server_time"]
+            portal.activity_watermark = portal.activity_watermark or proof["server_time"]
         if created or portal.uninstalled_at is not None:
             portal.installed_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
         portal.uninstalled_at = None
@@ -177,12 +181,15 @@ def _prove(claim: Claim) -> dict:
                 scope = ",".join(str(s) for s in granted)
         except PortalError:
             scope = ""
-    time_zone = None
+    time_zone, server_time = None, None
     try:
-        time_zone = utc_offset_name(client.call("server.time"))
-    except PortalError:
-        time_zone = None
-    return {"scope": scope, "user_id": _int(profile.get("ID"), 0) or None, "time_zone": time_zone}
+        answer = client.call("server.time")
+        time_zone = utc_offset_name(answer)
+        server_time = dt.datetime.fromisoformat(answer).astimezone(dt.timezone.utc).replace(tzinfo=None)
+    except (PortalError, TypeError, ValueError):
+        pass
+    return {"scope": scope, "user_id": _int(profile.get("ID"), 0) or None, "time_zone": time_zone,
+            "server_time": server_time}
 
 
 def utc_offset_name(server_time) -> str | None:
