@@ -15,7 +15,6 @@ from addon.models import (
     ImportJob,
     ImportRow,
     JobRun,
-    Lease,
     Portal,
     PortalSettings,
     StatusHistory,
@@ -26,8 +25,6 @@ from addon.options import IN_WORK, Options, parse_time_zone
 
 STATUS_FIELD = "UF_CRM_NEZABYT_STATUS"
 BATCH_SIZE = 50
-LEASE_KIND = "import"
-LEASE_SECONDS = 120
 
 
 @dataclass
@@ -232,58 +229,6 @@ def _close_job(services, job_id: int, run_id: int) -> ImportSummary:
         run.progress_done = run.progress_total
         session.commit()
         return ImportSummary(job_id, summary["applied"], summary["failed"], summary["invalid"], "done")
-
-
-# --- queued imports (the worker's schedule calls this) ------------------------------------------
-def run_queued_imports(services, now: dt.datetime, owner: str | None = None) -> list[ImportSummary]:
-    """Apply every queued or interrupted import whose portal lease we can take. A lease (one per
-    portal, expiring) keeps two workers off the same load; a dead worker's lease runs out."""
-    owner = owner or services.settings.worker_id
-    with services.sessions() as session:
-        pending = list(session.execute(
-            select(JobRun.id, JobRun.portal_id, JobRun.params).where(
-                JobRun.kind == "import", JobRun.status.in_(("queued", "running"))).order_by(JobRun.id)))
-    done = []
-    for run_id, portal_id, params in pending:
-        if not _take_lease(services, portal_id, owner):
-            continue
-        try:
-            done.append(apply_import(services, int(params["import_job_id"]), now))
-        except Exception as exc:
-            with services.sessions() as session:
-                session.execute(update(JobRun).where(JobRun.id == run_id).values(error=str(exc)[:2000]))
-                session.commit()
-            raise
-        finally:
-            _drop_lease(services, portal_id, owner)
-    return done
-
-
-def _take_lease(services, portal_id: int, owner: str) -> bool:
-    from sqlalchemy.exc import IntegrityError
-
-    clock = utcnow()
-    with services.sessions() as session:
-        lease = session.get(Lease, (portal_id, LEASE_KIND), with_for_update=True)
-        if lease is not None and lease.owner not in (None, owner) and lease.expires_at and lease.expires_at > clock:
-            return False
-        if lease is None:
-            session.add(Lease(portal_id=portal_id, kind=LEASE_KIND, owner=owner,
-                              expires_at=clock + dt.timedelta(seconds=LEASE_SECONDS)))
-        else:
-            lease.owner, lease.expires_at = owner, clock + dt.timedelta(seconds=LEASE_SECONDS)
-        try:
-            session.commit()
-        except IntegrityError:
-            return False
-    return True
-
-
-def _drop_lease(services, portal_id: int, owner: str) -> None:
-    with services.sessions() as session:
-        session.execute(update(Lease).where(Lease.portal_id == portal_id, Lease.kind == LEASE_KIND,
-                                            Lease.owner == owner).values(owner=None, expires_at=None))
-        session.commit()
 
 
 # --- the command --------------------------------------------------------------------------------

@@ -1,0 +1,103 @@
+"""Who is looking at the settings page: the user's token checked against the portal, then a signed,
+short-lived page token that travels in every form and fetch (iframes get no third-party cookies)."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
+
+PAGE_TOKEN_SALT = "nezabyt.settings-ui.page"
+PAGE_TOKEN_MAX_AGE = 3600  # one hour: the portal's own AUTH_ID lives as long
+TOKEN_FIELD = "t"
+TOKEN_HEADER = "X-Nezabyt-Token"
+DEV_HOSTS = ("127.0.0.1", "localhost")
+
+
+class AccessDenied(Exception):
+    """The page must not be shown; `reason` is a key of the i18n texts."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class PageUser:
+    """What the page token carries: enough to serve every later request without the portal."""
+
+    portal_id: int
+    user_id: int
+    is_admin: bool
+    lang: str
+    domain: str
+
+    @property
+    def bx24_script(self) -> str:
+        """BX24.js from the devportal itself, else Bitrix24's CDN."""
+        host = self.domain.split(":")[0]
+        return f"//{self.domain}/bx24.js" if host in DEV_HOSTS else "//api.bitrix24.com/api/v1/"
+
+
+class PageTokens:
+    """Issues and reads page tokens; `clock` is injectable so expiry is tested without waiting."""
+
+    def __init__(self, secret_key: str, clock: Callable[[], float] = time.time,
+                 max_age: int = PAGE_TOKEN_MAX_AGE):
+        clocked = type("ClockedSigner", (TimestampSigner,), {"get_timestamp": lambda _self: int(clock())})
+        self._serializer = URLSafeTimedSerializer(secret_key, salt=PAGE_TOKEN_SALT, signer=clocked)
+        self.max_age = max_age
+
+    def issue(self, user: PageUser) -> str:
+        return self._serializer.dumps(asdict(user))
+
+    def read(self, token: str | None) -> PageUser:
+        if not token:
+            raise AccessDenied("no_token")
+        try:
+            data = self._serializer.loads(token, max_age=self.max_age)
+        except SignatureExpired as exc:
+            raise AccessDenied("expired") from exc
+        except BadSignature as exc:
+            raise AccessDenied("tampered") from exc
+        try:
+            return PageUser(portal_id=int(data["portal_id"]), user_id=int(data["user_id"]),
+                            is_admin=bool(data["is_admin"]), lang=str(data["lang"]), domain=str(data["domain"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise AccessDenied("tampered") from exc
+
+
+def page_language(lang: str | None) -> str:
+    """Russian by default; English when the portal says en (and for other non-Russian languages
+    Bitrix24 has no Russian UI for, English reads better than Russian)."""
+    lang = (lang or "ru").lower()[:2]
+    return "ru" if lang in ("ru", "ua", "by", "kz") else "en"
+
+
+def verify_user(services, member_id: str, auth_id: str, lang: str | None) -> PageUser:
+    """Check the opener's AUTH_ID against the portal it claims (the stored client endpoint, never
+    the DOMAIN in the query) with `user.current` and `user.admin`."""
+    from sqlalchemy import select
+
+    from addon.models import PORTAL_UNINSTALLED, Portal
+    from addon.portal_client import PortalError, user_client
+
+    if not member_id or not auth_id:
+        raise AccessDenied("no_auth")
+    with services.sessions() as session:
+        portal = session.scalars(select(Portal).where(Portal.member_id == member_id)).first()
+        if portal is None or portal.status == PORTAL_UNINSTALLED:
+            raise AccessDenied("unknown_portal")
+        portal_id, endpoint, domain = portal.id, portal.client_endpoint, portal.domain
+    client = user_client(endpoint, auth_id)
+    try:
+        me = client.call("user.current") or {}
+        is_admin = client.call("user.admin")
+    except PortalError as exc:
+        raise AccessDenied("bad_auth", getattr(exc, "code", "")) from exc
+    if not me.get("ID"):
+        raise AccessDenied("bad_auth")
+    return PageUser(portal_id=portal_id, user_id=int(me["ID"]), is_admin=is_admin in (True, "true", "Y", 1, "1"),
+                    lang=page_language(lang), domain=domain)

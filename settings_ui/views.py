@@ -1,0 +1,483 @@
+"""The admin's pages inside Bitrix24: the app page (settings, what-if preview, index and lookup, bulk
+load, dashboard) and the contact/company card tab. Views are thin: check the page token, hand
+over to the core, commit, render."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from typing import Any, Callable
+
+from flask import Blueprint, Response, abort, jsonify, render_template, request, stream_with_context
+from sqlalchemy import select
+
+from addon.models import ImportJob, JobRun, PortalSettings, StatusHistory, TrackedEntity, utcnow
+from addon.options import (
+    DEFAULT_TEMPLATES,
+    IN_WORK,
+    LOST,
+    SYSTEM_CODES,
+    TEMPLATE_KINDS,
+    TEMPLATE_PLACEHOLDERS,
+    Options,
+    OptionsError,
+)
+from settings_ui.access import TOKEN_FIELD, TOKEN_HEADER, AccessDenied, PageTokens, PageUser, verify_user
+from settings_ui.i18n import option_error, translator
+
+PLACEMENT_ENTITIES = {"CRM_CONTACT_DETAIL_TAB": "contact", "CRM_COMPANY_DETAIL_TAB": "company"}
+TABS = ("settings", "index", "import", "dashboard")
+USERS_TTL = 300.0  # seconds the portal's user list is reused for pickers and names
+BOOL_OPTIONS = ("reset_on_calls", "require_call", "merge_notifications", "new_for_new_entities",
+                "timeline_comments", "feed_post", "open_to_all_on_loss", "notify_manager_on_loss",
+                "notify_supervisor_on_loss")
+INT_OPTIONS = ("call_lookback_days", "default_warn_days", "feed_post_days")
+TEXT_OPTIONS = ("notify_time", "time_zone", "transfer_mode", "language")
+
+
+def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprint:
+    """The settings UI. `clock` (unix seconds) dates page tokens, so a test can age one."""
+    bp = Blueprint("settings_ui", __name__, template_folder="templates", static_folder="static",
+                   static_url_path="/ui/static")
+    tokens = PageTokens(services.settings.secret_key, clock=clock)
+    users_cache: dict[int, tuple[float, dict[int, str]]] = {}
+
+    def now() -> dt.datetime:
+        return dt.datetime.fromtimestamp(clock(), dt.timezone.utc).replace(tzinfo=None)
+
+    # --- access --------------------------------------------------------------------------------
+    def page_user(admin: bool = False) -> PageUser:
+        token = request.headers.get(TOKEN_HEADER) or request.form.get(TOKEN_FIELD)
+        if not token and request.method == "GET":
+            token = request.args.get(TOKEN_FIELD)  # downloads are plain links
+        user = tokens.read(token)
+        if admin and not user.is_admin:
+            raise AccessDenied("not_admin")
+        return user
+
+    @bp.errorhandler(AccessDenied)
+    def denied(exc: AccessDenied):
+        lang = "en" if (request.args.get("LANG") or "").lower().startswith("en") else "ru"
+        t = translator(lang)
+        message = t(f"denied_{exc.reason}")
+        if _wants_json():
+            return jsonify({"error": exc.reason, "error_description": message}), 403
+        return render_template("nezabyt/denied.html", t=t, lang=lang, message=message), 403
+
+    @bp.after_request
+    def frame_friendly(response: Response) -> Response:
+        # The pages live in the portal's iframe: never forbid framing, never leak the token.
+        response.headers.pop("X-Frame-Options", None)
+        response.headers["Content-Security-Policy"] = "frame-ancestors *"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    # --- entry points from the portal ---------------------------------------------------------
+    @bp.route("/app", methods=["POST", "GET"])
+    def app_page():
+        if request.method == "GET":
+            raise AccessDenied("no_auth")
+        user = verify_user(services, request.form.get("member_id", ""), request.form.get("AUTH_ID", ""),
+                           request.args.get("LANG") or request.form.get("LANG"))
+        return render_main(user, tokens.issue(user), "settings" if user.is_admin else "dashboard")
+
+    @bp.post("/placement/<code>")
+    def placement(code: str):
+        entity_type = PLACEMENT_ENTITIES.get(code)
+        if entity_type is None:
+            abort(404)
+        user = verify_user(services, request.form.get("member_id", ""), request.form.get("AUTH_ID", ""),
+                           request.args.get("LANG") or request.form.get("LANG"))
+        try:
+            placement_options = json.loads(request.form.get("PLACEMENT_OPTIONS") or "{}")
+            entity_id = int(placement_options.get("ID"))
+        except (ValueError, TypeError, AttributeError):
+            abort(400)
+        t = translator(user.lang)
+        with services.sessions() as session:
+            ctx = _context(session, user.portal_id)
+            row, history = _entity(session, user.portal_id, entity_type, entity_id)
+            return render_template("nezabyt/card.html", t=t, user=user, token=tokens.issue(user), ctx=ctx,
+                                   opts=ctx.opts, row=row, history=history, entity_type=entity_type,
+                                   entity_id=entity_id, names=portal_users(user.portal_id))
+
+    # --- the app page's own requests -----------------------------------------------------------
+    @bp.post("/ui/page")
+    def page():
+        user = page_user()
+        tab = request.form.get("tab", "settings")
+        return render_main(user, tokens.issue(user), tab if tab in TABS else "settings")
+
+    @bp.post("/ui/settings")
+    def save_settings():
+        user = page_user(admin=True)
+        t = translator(user.lang)
+        data, errors = parse_settings_form(request.form, user.lang)
+        if errors:
+            return render_main(user, tokens.issue(user), "settings", form_errors=errors,
+                               form_view=settings_view_from_form(request.form), flash=t("save_failed"),
+                               flash_kind="error"), 422
+        with services.sessions() as session:
+            row = session.get(PortalSettings, user.portal_id)
+            if row is None:
+                row = PortalSettings(portal_id=user.portal_id, version=0, data={}, field_items={})
+                session.add(row)
+            row.data, row.version, row.updated_by = data, (row.version or 0) + 1, user.user_id
+            row.updated_at = utcnow()
+            version = row.version
+            session.commit()
+        warnings = after_settings_saved(services, user.portal_id, now(), t)
+        return render_main(user, tokens.issue(user), "settings", flash=t("saved", version=version),
+                           warnings=warnings)
+
+    @bp.post("/ui/settings/preview")
+    def whatif():
+        user = page_user(admin=True)
+        t = translator(user.lang)
+        data, errors = parse_settings_form(request.form, user.lang)
+        if errors:
+            return jsonify({"errors": errors}), 422
+        options = Options.from_dict(data)
+        with services.sessions() as session:
+            ctx = _context(session, user.portal_id)
+        today = ctx.today(now())
+        from worker.reindex import preview_changes
+
+        preview = whatif_view(preview_changes(services, user.portal_id, options, today))
+        html = render_template("nezabyt/_whatif.html", t=t, p=preview, opts=options,
+                               names=portal_users(user.portal_id))
+        return jsonify({"html": html})
+
+    @bp.post("/ui/index")
+    def start_index():
+        user = page_user(admin=True)
+        with services.sessions() as session:
+            run = session.scalars(select(JobRun).where(
+                JobRun.portal_id == user.portal_id, JobRun.kind == "reindex",
+                JobRun.status.in_(("queued", "running"))).order_by(JobRun.id.desc())).first()
+            if run is None:  # the worker picks queued runs up and writes progress into the row
+                run = JobRun(portal_id=user.portal_id, kind="reindex", status="queued", as_of=now(),
+                             params={"requested_by": user.user_id}, created_at=utcnow())
+                session.add(run)
+                session.commit()
+            return jsonify({"run_id": run.id})
+
+    @bp.route("/ui/jobs/<int:run_id>", methods=["GET", "POST"])
+    def job_progress(run_id: int):
+        user = page_user()
+        with services.sessions() as session:
+            run = session.get(JobRun, run_id)
+            if run is None or run.portal_id != user.portal_id:
+                abort(404)
+            total, done = run.progress_total or 0, run.progress_done or 0
+            percent = 100 if run.status == "done" else (int(100 * done / total) if total else 0)
+            return jsonify({"id": run.id, "kind": run.kind, "status": run.status, "done": done, "total": total,
+                            "percent": min(percent, 100), "error": run.error, "summary": run.summary or {}})
+
+    @bp.post("/ui/debug")
+    def debug_lookup():
+        user = page_user()
+        t = translator(user.lang)
+        entity_type = request.form.get("entity_type", "contact")
+        try:
+            entity_id = int(request.form.get("entity_id", ""))
+        except ValueError:
+            return jsonify({"html": f'<p class="muted">{t("debug_none")}</p>'})
+        with services.sessions() as session:
+            ctx = _context(session, user.portal_id)
+            row, history = _entity(session, user.portal_id, entity_type, entity_id)
+            if row is not None and not user.is_admin and row.assigned_by_id != user.user_id:
+                row, history = None, []  # a manager looks up only their own clients
+            html = render_template("nezabyt/_entity.html", t=t, opts=ctx.opts, row=row, history=history,
+                                   entity_type=entity_type, entity_id=entity_id, names=portal_users(user.portal_id))
+        return jsonify({"html": html})
+
+    @bp.post("/ui/import")
+    def upload_import():
+        from addon.bulkload import BulkLoadError, prepare_import
+        from addon.phones import phone_region_for
+        from addon.portal_client import PortalClient, PortalError
+
+        user = page_user(admin=True)
+        t = translator(user.lang)
+        upload = request.files.get("file")
+        entity_type = request.form.get("entity_type", "contact")
+        if upload is None or not upload.filename:
+            return render_main(user, tokens.issue(user), "import",
+                               flash=t("import_failed", error="—"), flash_kind="error"), 400
+        content = upload.read()
+        with services.sessions() as session:
+            ctx = _context(session, user.portal_id)
+            try:
+                with PortalClient(services, user.portal_id) as client:
+                    staged = prepare_import(session, client, user.portal_id, upload.filename, content, ctx.opts,
+                                            user.user_id, now(), ctx.today(now()), entity_type,
+                                            phone_region_for(ctx.language))
+            except (BulkLoadError, PortalError) as exc:
+                session.rollback()
+                return render_main(user, tokens.issue(user), "import",
+                                   flash=t("import_failed", error=str(exc)), flash_kind="error"), 400
+            session.commit()
+        return render_main(user, tokens.issue(user), "import", import_job_id=staged.job_id)
+
+    @bp.post("/ui/import/<int:job_id>/apply")
+    def apply_import_job(job_id: int):
+        from addon.bulkload import queue_import
+
+        user = page_user(admin=True)
+        with services.sessions() as session:
+            job = session.get(ImportJob, job_id)
+            if job is None or job.portal_id != user.portal_id:
+                abort(404)
+            run_id = queue_import(session, job, now())
+            session.commit()
+        return jsonify({"run_id": run_id})
+
+    @bp.get("/ui/import/<int:job_id>/report.csv")
+    def import_report(job_id: int):
+        from addon.bulkload import report_csv
+
+        user = page_user()
+        session = services.sessions()
+        job = session.get(ImportJob, job_id)
+        if job is None or job.portal_id != user.portal_id:
+            session.close()
+            abort(404)
+
+        def rows():
+            try:
+                yield "\ufeff"  # Excel reads the Cyrillic right with a BOM
+                yield from report_csv(session, job_id)
+            finally:
+                session.close()
+
+        return Response(stream_with_context(rows()), mimetype="text/csv",
+                        headers={"Content-Disposition": f'attachment; filename="import-{job_id}-report.csv"'})
+
+    @bp.get("/ui/import/template.<ext>")
+    def import_template(ext: str):
+        from addon.bulkload import template_csv, template_xlsx
+
+        user = page_user()
+        with services.sessions() as session:
+            opts = _context(session, user.portal_id).opts
+        if ext == "csv":
+            return Response(template_csv(opts), mimetype="text/csv",
+                            headers={"Content-Disposition": 'attachment; filename="nezabyt-statuses.csv"'})
+        if ext == "xlsx":
+            return Response(template_xlsx(opts),
+                            mimetype="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                            headers={"Content-Disposition": 'attachment; filename="nezabyt-statuses.xlsx"'})
+        abort(404)
+
+    # --- rendering -------------------------------------------------------------------------------
+    def portal_users(portal_id: int) -> dict[int, str]:
+        """{user ID: name} of the portal's employees, for pickers and the dashboard (cached)."""
+        cached = users_cache.get(portal_id)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        users = fetch_users(services, portal_id)
+        users_cache[portal_id] = (time.monotonic() + USERS_TTL, users)
+        return users
+
+    def render_main(user: PageUser, token: str, tab: str, **extra: Any) -> str:
+        from settings_ui.dashboard import build_dashboard, changes_chart, managers_chart
+
+        t = translator(user.lang)
+        with services.sessions() as session:
+            ctx = _context(session, user.portal_id)
+            today = ctx.today(now())
+            names = portal_users(user.portal_id)
+            board = build_dashboard(session, user.portal_id, ctx.opts, today,
+                                    only_manager=None if user.is_admin else user.user_id)
+            job_id = extra.pop("import_job_id", None)
+            import_job = session.get(ImportJob, job_id) if job_id else None
+            import_errors = []
+            if import_job is not None:
+                from addon.bulkload import preview_errors
+
+                import_errors = preview_errors(session, import_job.id)
+            recent_imports = list(session.scalars(select(ImportJob).where(ImportJob.portal_id == user.portal_id)
+                                                  .order_by(ImportJob.id.desc()).limit(5)))
+            last_index = session.scalars(select(JobRun).where(JobRun.portal_id == user.portal_id,
+                                                              JobRun.kind == "reindex")
+                                         .order_by(JobRun.id.desc())).first()
+            import_runs = {r.params.get("import_job_id"): r for r in session.scalars(
+                select(JobRun).where(JobRun.portal_id == user.portal_id, JobRun.kind == "import")
+                .order_by(JobRun.id.desc()).limit(20))}
+            return render_template(
+                "nezabyt/main.html", t=t, user=user, token=token, tab=tab, opts=ctx.opts, ctx=ctx, today=today,
+                view=extra.pop("form_view", None) or settings_view(ctx.opts),
+                errors=extra.pop("form_errors", {}), names=names, board=board,
+                managers_svg=managers_chart(board, names),
+                changes_svg=changes_chart(board, {k: t(k) for k in ("decays", "losses", "transfers")}),
+                import_job=import_job, import_errors=import_errors, recent_imports=recent_imports,
+                import_runs=import_runs, last_index=last_index, template_kinds=TEMPLATE_KINDS,
+                placeholders=TEMPLATE_PLACEHOLDERS, default_templates=DEFAULT_TEMPLATES,
+                system_codes=SYSTEM_CODES, IN_WORK=IN_WORK, LOST=LOST, **extra)
+
+    return bp
+
+
+# --- helpers (no request state) --------------------------------------------------------------------
+def _wants_json() -> bool:
+    return request.headers.get(TOKEN_HEADER) is not None or request.accept_mimetypes.best == "application/json"
+
+
+def _context(session, portal_id: int):
+    from addon.engine import load_context
+
+    return load_context(session, portal_id)
+
+
+def _entity(session, portal_id: int, entity_type: str, entity_id: int):
+    row = session.scalars(select(TrackedEntity).where(
+        TrackedEntity.portal_id == portal_id, TrackedEntity.entity_type == entity_type,
+        TrackedEntity.entity_id == entity_id)).first()
+    history = list(session.scalars(select(StatusHistory).where(
+        StatusHistory.portal_id == portal_id, StatusHistory.entity_type == entity_type,
+        StatusHistory.entity_id == entity_id).order_by(StatusHistory.id.desc()).limit(200)))
+    return row, history
+
+
+def fetch_users(services, portal_id: int) -> dict[int, str]:
+    """Active employees from `user.get` (50 a page); an unreachable portal gives no names."""
+    from addon.portal_client import PortalClient, PortalError
+
+    users: dict[int, str] = {}
+    try:
+        with PortalClient(services, portal_id) as client:
+            start = 0
+            while start is not None and start < 2000:
+                envelope = client.call_envelope("user.get", {"FILTER": {"ACTIVE": True}, "start": start})
+                for u in envelope.get("result") or []:
+                    name = " ".join(p for p in (u.get("NAME"), u.get("LAST_NAME")) if p) or f"#{u['ID']}"
+                    users[int(u["ID"])] = name
+                start = envelope.get("next")
+    except PortalError:
+        pass
+    return users
+
+
+def whatif_view(preview: dict[str, Any]) -> dict[str, Any]:
+    """worker.reindex.preview_changes' answer, shaped for the template (largest groups first)."""
+    transitions = []
+    for key, n in (preview.get("by_status") or {}).items():
+        from_status, _, to_status = str(key).partition("->")
+        transitions.append(((from_status or None, to_status or None), n))
+    return {
+        "total": preview.get("entities", 0),
+        "by_transition": sorted(transitions, key=lambda item: -item[1]),
+        "by_manager": sorted((preview.get("by_manager") or {}).items(), key=lambda item: -item[1]),
+        "sample": preview.get("sample") or [],
+        "with_current_options": preview.get("with_current_options", 0),
+        "due_dates_moved": preview.get("due_dates_moved", 0),
+    }
+
+
+def after_settings_saved(services, portal_id: int, now: dt.datetime, t) -> list[str]:
+    """Re-date the service table under the new options and push the status list to the portal's
+    enumeration field. The settings are saved already; a failure here is reported, not fatal."""
+    warnings = []
+    try:
+        from worker.reindex import redate
+
+        redate(services, portal_id)
+    except Exception as exc:  # shown to the admin: the dates follow at the next re-index
+        warnings.append(t("warn_redate", error=str(exc)[:300]))
+    try:
+        from install.manifest import sync_status_fields
+
+        sync_status_fields(services, portal_id)
+    except Exception as exc:  # shown to the admin: the list follows at the next save or update
+        warnings.append(t("warn_sync", error=str(exc)[:300]))
+    return warnings
+
+
+# --- the settings form ------------------------------------------------------------------------------
+def settings_view(opts: Options) -> dict[str, Any]:
+    """What the form shows, from saved options."""
+    view = opts.to_dict()
+    view["statuses"] = [dict(s.to_dict(), reasons_text="\n".join(s.reasons)) for s in opts.statuses]
+    view["templates"] = {k: opts.templates.get(k, "") for k in TEMPLATE_KINDS}
+    return view
+
+
+def settings_view_from_form(form) -> dict[str, Any]:
+    """What the form shows after a refused save: exactly what the admin typed."""
+    view: dict[str, Any] = {k: form.get(k, "") for k in INT_OPTIONS + TEXT_OPTIONS}
+    view.update({k: form.get(k) == "on" for k in BOOL_OPTIONS})
+    view["entity_types"] = form.getlist("entity_types")
+    view["transfer_user_id"] = form.get("transfer_user_id", "")
+    view["transfer_pool"] = [int(v) for v in form.getlist("transfer_pool") if v.isdigit()]
+    view["statuses"] = [{"code": c, "name": n, "days": d, "warn_days": w, "reasons_text": r,
+                         "system": c in SYSTEM_CODES}
+                        for c, n, d, w, r in zip(form.getlist("st_code"), form.getlist("st_name"),
+                                                 form.getlist("st_days"), form.getlist("st_warn_days"),
+                                                 form.getlist("st_reasons"))]
+    view["templates"] = {k: form.get(f"tpl_{k}", "") for k in TEMPLATE_KINDS}
+    return view
+
+
+def parse_settings_form(form, lang: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The options as `Options.to_dict()` writes them, or the errors keyed by field path."""
+    errors: dict[str, str] = {}
+
+    def whole(key: str, text: str, allow_empty: bool = False) -> int | None:
+        text = (text or "").strip()
+        if not text and allow_empty:
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            errors[key] = option_error(lang, "a whole number")
+            return None
+
+    data: dict[str, Any] = {"entity_types": form.getlist("entity_types")}
+    for key in BOOL_OPTIONS:
+        data[key] = form.get(key) == "on"
+    for key in INT_OPTIONS:
+        value = whole(key, form.get(key, ""))
+        data[key] = value if value is not None else 0
+    for key in TEXT_OPTIONS:
+        data[key] = (form.get(key) or "").strip()
+    data["transfer_user_id"] = whole("transfer_user_id", form.get("transfer_user_id", ""), allow_empty=True)
+    data["transfer_pool"] = [int(v) for v in form.getlist("transfer_pool") if v.strip().isdigit()]
+
+    statuses = []
+    used = set(form.getlist("st_code"))
+    for i, (code, name, days, warn, reasons) in enumerate(zip(
+            form.getlist("st_code"), form.getlist("st_name"), form.getlist("st_days"),
+            form.getlist("st_warn_days"), form.getlist("st_reasons"))):
+        code = code.strip().upper()
+        if not code:  # a status the admin just added: a fresh code, kept forever after
+            n = 1
+            while f"CUSTOM_{n}" in used:
+                n += 1
+            code = f"CUSTOM_{n}"
+            used.add(code)
+        system = code in SYSTEM_CODES
+        statuses.append({
+            "code": code, "name": name.strip(), "system": system,
+            "days": None if code in (IN_WORK, LOST) else whole(f"statuses.{i}.days", days),
+            "warn_days": None if code in (IN_WORK, LOST) else whole(f"statuses.{i}.warn_days", warn, allow_empty=True),
+            "reasons": [r.strip() for r in reasons.replace(",", "\n").splitlines() if r.strip()],
+        })
+    data["statuses"] = statuses
+    templates = {}
+    language = data["language"] if data["language"] in DEFAULT_TEMPLATES else "ru"
+    for kind in TEMPLATE_KINDS:
+        text = (form.get(f"tpl_{kind}") or "").strip()
+        if text and text != DEFAULT_TEMPLATES[language][kind]:
+            templates[kind] = text  # only real edits are stored, so defaults follow the language
+    data["templates"] = templates
+    if errors:
+        return data, errors
+    try:
+        options = Options.from_dict(data)
+    except OptionsError as exc:
+        return data, {k: option_error(lang, v) for k, v in exc.errors.items()}
+    except (TypeError, ValueError) as exc:
+        return data, {"form": str(exc)}
+    return options.to_dict(), {}
