@@ -23,11 +23,12 @@ def day(n: int) -> dt.date:
 @st.composite
 def options(draw) -> Options:
     chain_len = draw(st.integers(0, 3))
-    custom = tuple(
-        StatusDef(f"C{i}", f"Custom {i}", days=draw(st.integers(1, 15)),
-                  warn_days=draw(st.none() | st.integers(0, 0)),
-                  reasons=draw(st.sampled_from([(), ("price", "rival")])))
-        for i in range(chain_len))
+    custom = []
+    for i in range(chain_len):
+        days = draw(st.integers(1, 15))
+        custom.append(StatusDef(f"C{i}", f"Custom {i}", days=days,
+                                warn_days=draw(st.none() | st.integers(0, days - 1)),
+                                reasons=draw(st.sampled_from([(), ("price", "rival")]))))
     statuses = (StatusDef(NEW, "New", system=True, days=draw(st.integers(1, 15))),
                 StatusDef(IN_WORK, "In work", system=True), *custom, StatusDef(LOST, "Lost", system=True))
     return Options(statuses=statuses, reset_on_calls=draw(st.booleans()), require_call=draw(st.booleans()),
@@ -192,8 +193,11 @@ def test_each_warning_is_given_once_whatever_the_run_schedule(data):
     window [warn, due), and exactly once when a run falls in the window after an earlier run
     (or on the warning day itself) — daily runs or runs on random days."""
     opts = data.draw(options())
-    start = data.draw(entity(opts))
-    runs = sorted(set(data.draw(st.lists(st.integers(0, HORIZON).map(day), min_size=1, max_size=HORIZON))))
+    start = Entity(data.draw(st.sampled_from([NEW, *opts.custom_chain, "DELETED"])),
+                   day(-data.draw(st.integers(0, 5))))
+    # Dense schedules: each day has a run or not, so warning windows are actually hit.
+    pattern = data.draw(st.lists(st.integers(0, 3).map(bool), min_size=HORIZON + 1, max_size=HORIZON + 1))
+    runs = [day(n) for n, ran in enumerate(pattern) if ran] or [day(0)]
     warned: list[tuple] = []
     e, last_run = start, None
     for run in runs:
