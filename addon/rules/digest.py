@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from addon.options import LOST, TEMPLATE_PLACEHOLDERS, Options
+from addon.options import DEFAULT_TEMPLATES, LOST, TEMPLATE_PLACEHOLDERS, Options
 
 from .ladder import Entity, Step, dates, next_status, should_warn
 from .loss import LossPlan
@@ -111,7 +111,20 @@ def item_text(opts: Options, day: dt.date, item: DigestItem, user_names: dict[in
         "date": format_date(opts, day),
         "link": entity_url(item.entity_type, item.entity_id),
     }
-    return opts.template(TEMPLATE_OF[item.kind]).format_map(values)
+    return _fill(opts, TEMPLATE_OF[item.kind], values)
+
+
+def _fill(opts: Options, kind: str, values: dict[str, str]) -> str:
+    """The admin's template filled in; one that cannot be filled (a slip the settings check did
+    not catch, e.g. "{entity.name}") falls back to the default text rather than stop the run."""
+    try:
+        return opts.template(kind).format_map(values)
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError):
+        return DEFAULT_TEMPLATES[_lang(opts)][kind].format_map(values)
+
+
+def _blank_values(opts: Options, day: dt.date) -> dict[str, str]:
+    return {p: "" for p in TEMPLATE_PLACEHOLDERS} | {"date": format_date(opts, day)}
 
 
 def item_key(day: dt.date, item: DigestItem) -> str:
@@ -136,8 +149,7 @@ def build_messages(opts: Options, day: dt.date, items: Iterable[DigestItem],
     if not opts.merge_notifications:
         return [Message(i.recipient_id, item_key(day, i), i.kind, item_text(opts, day, i, user_names))
                 for i in ordered]
-    header = opts.template("digest_header").format_map(
-        {p: "" for p in TEMPLATE_PLACEHOLDERS} | {"date": format_date(opts, day)})
+    header = _fill(opts, "digest_header", _blank_values(opts, day))
     messages: list[Message] = []
     by_recipient: dict[int, list[DigestItem]] = {}
     for i in ordered:
@@ -230,8 +242,7 @@ def build_feed_post(opts: Options, day: dt.date, items: Iterable[DigestItem]) ->
     arrow = "→"
     lines = [f"{entity_link(opts, i)}: {opts.name_of(i.from_status)} {arrow} {opts.name_of(i.to_status)}, "
              f"{format_date(opts, i.due_on)}" for i in rows]
-    title = opts.template("feed_title").format_map(
-        {p: "" for p in TEMPLATE_PLACEHOLDERS} | {"date": format_date(opts, day)})
+    title = _fill(opts, "feed_title", _blank_values(opts, day))
     return title, "\n".join(lines)
 
 
@@ -250,6 +261,5 @@ def template_preview(opts: Options, day: dt.date) -> dict[str, str]:
         "revert": DigestItem("revert", 1, "contact", 1, None, 1, LOST, top, day, reason="no_call"),
     }
     preview = {TEMPLATE_OF[k]: item_text(opts, day, item, sample_names) for k, item in samples.items()}
-    preview["digest_header"] = opts.template("digest_header").format_map(
-        {p: "" for p in TEMPLATE_PLACEHOLDERS} | {"date": format_date(opts, day)})
+    preview["digest_header"] = _fill(opts, "digest_header", _blank_values(opts, day))
     return preview

@@ -242,3 +242,9 @@ def test_org_from_portal_rows():
     assert o.user_departments == {100: [1], 7: [3], 8: [3]}
     assert o.active_users == {100, 8}
     assert find_supervisor(o, 8) == 100  # department 3 has no head: walk up
+
+
+def test_a_template_that_cannot_be_filled_falls_back_to_the_default():
+    opts = replace(Options(), merge_notifications=False, templates={"decay": "{entity.name} {nope}"})
+    [msg] = build_messages(opts, DAY, [_items()[1]], {})
+    assert msg.text == "Клиент [URL=/crm/company/details/2/]ООО Ромашка[/URL]: статус сменился с «Горячий» на «Тёплый»."
