@@ -14,6 +14,7 @@ import datetime as dt
 import logging
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -174,6 +175,8 @@ class PortalClient:
         self.stats = ClientStats()
         self._token: str | None = None
         self._http = requests.Session()
+        # Clients are made per job or request and often not closed explicitly: close the pool with them.
+        weakref.finalize(self, self._http.close)
         # operating_reset_at last reported per method, used when a 429 arrives without it.
         self._reset_at: dict[str, float] = {}
 

@@ -76,6 +76,7 @@ def test_install_registers_exactly_the_manifest_and_a_second_install_changes_not
     assert sorted(robots) == sorted(r["CODE"] for r in robot_definitions(url))
 
     before = len(writes(devportal))
+    assert before >= len(expected) + 2 + 4  # the first install really wrote through REST
     install(devportal, app_server)
     assert writes(devportal)[before:] == []
     assert count_events(services) == 0
@@ -286,3 +287,19 @@ def test_no_token_in_clear_in_the_database_file(services, devportal, app_server)
     assert count_events(services) >= 1
     for secret in secrets:
         assert secret.encode() not in blob, "a token is stored in clear"
+
+
+def test_a_non_admin_cannot_install(services, devportal, app_server):
+    dp = devportal.portal
+    s = services.settings
+    dp.install_app(app_server.url, s.client_id, s.client_secret, finish=False)
+    with services.sessions() as session:
+        for portal in session.scalars(select(Portal)):
+            session.delete(portal)
+        session.commit()
+    manager = dp.add_user("Иван", "Петров")
+    answer = requests.post(f"{app_server.url}/install", params=dp.page_query(),
+                           data=dp.page_form(dp.issue_tokens(manager), "DEFAULT", {}), timeout=10)
+    assert answer.status_code == 403
+    with services.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Portal)) == 0
