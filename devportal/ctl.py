@@ -7,6 +7,7 @@ from datetime import datetime
 from werkzeug.wrappers import Request, Response
 
 from devportal.crm import parse_datetime
+from devportal.errors import RestError
 
 # GET /_dev/<name>: what the app did, as recorded by the portal
 READERS = {"calls", "notifications", "timeline_comments", "tasks", "blog_posts", "options", "bound_events",
@@ -61,6 +62,8 @@ def handle_ctl(portal, request: Request, name: str) -> Response:
             name = "finish_install"
         try:
             result = getattr(portal, name)(**kwargs)
+        except RestError as exc:
+            return _reply(exc.body(), exc.status)
         except (TypeError, KeyError, ValueError) as exc:
             return _reply({"error": type(exc).__name__, "error_description": str(exc)}, 400)
         return _reply({"result": result})
