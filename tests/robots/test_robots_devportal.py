@@ -1,0 +1,309 @@
+"""The seeds' scenarios played through lead and deal pipelines on the devportal: what the portal ends
+up with (responsible, stage, tasks, messages, return values) after the worker runs the robots."""
+from __future__ import annotations
+
+import datetime as dt
+
+import requests
+from sqlalchemy import func, select
+
+from addon.models import RobotTimer, StoredEvent
+from addon.robots.catalog import robot_definitions
+from addon.robots.store import close_reason_counts, mark_absent, ranking_report
+from addon.services import build_services
+from worker.robots import fire_due_timers
+
+
+def test_every_robot_is_registered_and_reinstall_changes_nothing(world):
+    registered = world.portal.robots
+    expected = {d["CODE"]: d for d in robot_definitions(world.app_server.url)}
+    assert set(registered) == set(expected)
+    assert registered["nezabyt_distribute_deal"]["DOCUMENT_TYPE"] == ["crm", "CCrmDocumentDeal", "DEAL"]
+    before = len([c for c in world.portal.calls if c["method"].startswith("bizproc.robot.")
+                  and c["method"] != "bizproc.robot.list"])
+    s = world.services.settings
+    world.portal.install_app(world.app_server.url, s.client_id, s.client_secret)
+    after = len([c for c in world.portal.calls if c["method"].startswith("bizproc.robot.")
+                 and c["method"] != "bizproc.robot.list"])
+    assert after == before
+
+
+def test_round_robin_never_chooses_a_deactivated_or_absent_manager(world):
+    m1, m2, m3, m4 = world.managers
+    pool = {"mode": "round_robin", "users": [m1, m2, m3, m4]}
+    leads = [world.lead(f"Лид {i}") for i in range(6)]
+    for lead in leads[:3]:
+        world.robot("distribute", "lead", lead, **pool)
+    assert world.process() == 3
+    # the admin marks Мария absent: the next leads skip her, and on return she gets no backlog
+    with world.services.sessions.begin() as s:
+        mark_absent(s, world.portal_id, m4)
+    for lead in leads[3:]:
+        world.robot("distribute", "lead", lead, **pool)
+    assert world.process() == 3
+    owners = [int(world.record("lead", lead)["ASSIGNED_BY_ID"]) for lead in leads]
+    assert owners == [m1, m3, m4, m1, m3, m1]
+    assert m2 not in owners
+    replies = world.replies("distribute")
+    assert [r["return_values"]["assigned_user"] for r in replies] == [f"user_{u}" for u in owners]
+    assert any("назначен" in m for m in world.messages_to(m3))
+    # a rerun of the worker decides nothing twice
+    assert world.process() == 0
+    assert len(world.replies("distribute")) == 6
+
+
+def test_department_pool_and_least_loaded(world):
+    m1, _, m3, m4 = world.managers
+    for _ in range(2):
+        world.lead("старый", ASSIGNED_BY_ID=m1)
+    world.lead("старый", ASSIGNED_BY_ID=m3)
+    lead = world.lead("новый")
+    world.robot("distribute", "lead", lead, mode="least_loaded", departments=str(world.department))
+    assert world.process() == 1
+    assert int(world.record("lead", lead)["ASSIGNED_BY_ID"]) == m4
+
+
+def test_fifteen_minute_sla_breach_reassigns_once_per_breach(world):
+    m1, _, m3, m4 = world.managers
+    pool = {"mode": "round_robin", "users": [m1, m3, m4], "minutes": 15, "max_reassign": 1}
+    lead = world.lead("Срочный лид", ASSIGNED_BY_ID=m1)
+    world.robot("take_in_work", "lead", lead, **pool)
+    assert world.process() == 1
+    world.advance(minutes=14)
+    assert world.fire() == 0
+    world.advance(minutes=2)
+    assert world.fire() == 1
+    new_owner = int(world.record("lead", lead)["ASSIGNED_BY_ID"])
+    assert new_owner in (m3, m4)
+    assert any("передан" in m for m in world.messages_to(new_owner))
+    assert any("передан" in m for m in world.messages_to(m1))
+    assert any("не взял" in m for m in world.messages_to(world.head))
+    # the same breach fired again (a second worker, a rerun) changes nothing
+    assert world.fire() == 0
+    updates = [c for c in world.portal.calls if c["method"] == "crm.lead.update"]
+    assert len(updates) == 1
+    # the second breach: the ladder (K = 1) is used up — no more reassignment, the answer is "not met"
+    world.advance(minutes=16)
+    assert world.fire() == 1
+    assert int(world.record("lead", lead)["ASSIGNED_BY_ID"]) == new_owner
+    reply = world.replies("take_in_work")[-1]
+    assert reply["return_values"]["sla_met"] == "N"
+    assert len([c for c in world.portal.calls if c["method"] == "crm.lead.update"]) == 1
+
+
+def test_sla_met_when_the_manager_calls_in_time(world):
+    m1 = world.managers[0]
+    lead = world.lead("Лид", ASSIGNED_BY_ID=m1)
+    world.robot("take_in_work", "lead", lead, minutes=15, users=[m1, world.managers[2]])
+    world.process()
+    world.advance(minutes=5)
+    world.portal.act_call("lead", lead, user_id=m1)
+    world.advance(minutes=11)
+    assert world.fire() == 1
+    assert int(world.record("lead", lead)["ASSIGNED_BY_ID"]) == m1
+    assert world.replies("take_in_work")[-1]["return_values"] == {"sla_met": "Y", "responsible": f"user_{m1}"}
+
+
+def test_timers_survive_a_worker_restart(world):
+    m1, _, m3, _ = world.managers
+    lead = world.lead("Лид", ASSIGNED_BY_ID=m1)
+    world.robot("take_in_work", "lead", lead, minutes=15, users=[m1, m3])
+    world.process()
+    world.services.dispose()  # the worker process dies
+    world.advance(minutes=20)
+    fresh = build_services(world.services.settings)  # a new process: nothing but the database
+    try:
+        assert fire_due_timers(fresh, world.now()) == 1
+    finally:
+        fresh.dispose()
+    assert int(world.record("lead", lead)["ASSIGNED_BY_ID"]) == m3
+
+
+def test_call_cadence_tasks_on_the_right_days_then_the_final_stage(world):
+    m1 = world.managers[0]
+    lead = world.lead("Не дозвонились", status="IN_PROCESS", ASSIGNED_BY_ID=m1)
+    world.robot("call_cadence", "lead", lead, final_stage="JUNK")
+    world.process()
+    start = world.now()
+    for _ in range(57 * 24):  # eight weeks, an hour at a time
+        world.advance(hours=1)
+        world.fire()
+    tasks = world.tasks_for(f"L_{lead}")
+    assert len(tasks) == 13
+    days = [(dt.datetime.fromisoformat(t["deadline"]).date() - start.date()).days for t in tasks]
+    assert days[:3] == [2, 4, 6]
+    for week in (1, 2, 3):
+        in_week = [dt.datetime.fromisoformat(t["deadline"]) for t in tasks
+                   if 7 * week <= (dt.datetime.fromisoformat(t["deadline"]).date() - start.date()).days < 7 * week + 7]
+        assert len(in_week) == 2 and sum(d.weekday() >= 5 for d in in_week) == 1
+    for week in (4, 5, 6, 7):
+        assert sum(7 * week <= d < 7 * week + 7 for d in days) == 1
+    for t in tasks:
+        deadline = dt.datetime.fromisoformat(t["deadline"])
+        assert deadline.hour in (13, 15, 21) and t["responsibleId"] == str(m1)
+    assert world.record("lead", lead)["STATUS_ID"] == "JUNK"
+
+
+def test_call_cadence_stops_at_the_first_completed_call(world):
+    m1 = world.managers[0]
+    lead = world.lead("Не дозвонились", status="IN_PROCESS", ASSIGNED_BY_ID=m1)
+    world.robot("call_cadence", "lead", lead, final_stage="JUNK")
+    world.process()
+    for _ in range(5 * 24):
+        world.advance(hours=1)
+        world.fire()
+    assert len(world.tasks_for(f"L_{lead}")) == 2
+    world.portal.act_call("lead", lead, user_id=m1, completed=False)  # no answer: the cadence goes on
+    for _ in range(2 * 24):
+        world.advance(hours=1)
+        world.fire()
+    assert len(world.tasks_for(f"L_{lead}")) == 3
+    world.portal.act_call("lead", lead, user_id=m1)  # the client answered
+    for _ in range(60 * 24):
+        world.advance(hours=1)
+        world.fire()
+    assert len(world.tasks_for(f"L_{lead}")) == 3
+    assert world.record("lead", lead)["STATUS_ID"] == "IN_PROCESS"
+
+
+def test_repeat_request_from_a_known_phone_goes_to_the_active_responsible(world):
+    m1 = world.managers[0]
+    contact = world.portal.act_add("contact", {"NAME": "Ирина", "LAST_NAME": "Клиентова", "ASSIGNED_BY_ID": m1,
+                                               "PHONE": [{"VALUE": "+7 917 123-45-78", "VALUE_TYPE": "WORK"}]})
+    lead = world.lead("Повторная заявка", phone="8 (917) 123-45-78", status="IN_PROCESS", ASSIGNED_BY_ID=1)
+    world.robot("one_client_per_phone", "lead", lead)
+    assert world.process() == 1
+    record = world.record("lead", lead)
+    assert int(record["ASSIGNED_BY_ID"]) == m1 and record["STATUS_ID"] == "IN_PROCESS"
+    task = world.tasks_for(f"L_{lead}")[-1]
+    assert task["responsibleId"] == str(m1) and f"C_{contact}" in task["ufCrmTask"]
+    assert world.replies("phone")[-1]["return_values"] == {"duplicate_id": str(contact), "duplicate_type": "contact",
+                                                          "outcome": "owner"}
+
+
+def test_repeat_request_whose_responsible_is_deactivated_returns_to_the_first_stage(world):
+    contact = world.portal.act_add("contact", {"NAME": "Олег", "ASSIGNED_BY_ID": world.inactive,
+                                               "PHONE": [{"VALUE": "+79991259999", "VALUE_TYPE": "MOBILE"}]})
+    lead = world.lead("Повторная заявка", phone="+7(999) 125-99-99", status="IN_PROCESS",
+                      ASSIGNED_BY_ID=world.managers[2])
+    world.robot("one_client_per_phone", "lead", lead)
+    world.process()
+    record = world.record("lead", lead)
+    assert record["STATUS_ID"] == "NEW" and record["OPENED"] == "Y"
+    assert world.tasks_for(f"L_{lead}") == []
+    assert world.replies("phone")[-1]["return_values"]["outcome"] == "return"
+    assert world.replies("phone")[-1]["return_values"]["duplicate_id"] == str(contact)
+
+
+def test_no_phone_means_a_task_to_get_one(world):
+    m3 = world.managers[2]
+    lead = world.lead("Без телефона", ASSIGNED_BY_ID=m3)
+    world.robot("one_client_per_phone", "lead", lead)
+    world.process()
+    task = world.tasks_for(f"L_{lead}")[-1]
+    assert task["responsibleId"] == str(m3) and "телефон" in task["title"].lower()
+    assert world.replies("phone")[-1]["return_values"]["outcome"] == "no_phone"
+
+
+def test_required_fields_and_close_reason_send_the_item_back(world):
+    m1 = world.managers[0]
+    lead = world.lead("Кухня", status="PROCESSED", ASSIGNED_BY_ID=m1)
+    world.robot("required_fields", "lead", lead, fields=["NAME", "SOURCE_DESCRIPTION"], send_back="Y")
+    world.process()
+    assert world.record("lead", lead)["STATUS_ID"] == "IN_PROCESS"  # the in-progress stage before
+    task = world.tasks_for(f"L_{lead}")[-1]
+    assert "NAME" in task["description"] and "SOURCE_DESCRIPTION" in task["description"]
+    assert world.replies("required_fields")[-1]["return_values"]["complete"] == "N"
+
+    deal = world.portal.act_add("deal", {"TITLE": "Сделка", "STAGE_ID": "EXECUTING", "ASSIGNED_BY_ID": m1})
+    world.portal.act_move_stage("deal", deal, "LOSE")
+    world.robot("close_reason", "deal", deal, reason_field="COMMENTS")
+    world.process()
+    # no stage history on this portal: back to the last in-progress stage before the losing one
+    assert world.record("deal", deal)["STAGE_ID"] == "FINAL_INVOICE"
+    assert any("причину" in m for m in world.messages_to(m1))
+    world.portal.act_update("deal", deal, {"STAGE_ID": "LOSE", "COMMENTS": "Дорого"})
+    world.robot("close_reason", "deal", deal, reason_field="COMMENTS")
+    world.process()
+    assert world.record("deal", deal)["STAGE_ID"] == "LOSE"
+    with world.services.sessions() as s:
+        assert close_reason_counts(s, world.portal_id) == {"Дорого": 1}
+
+
+def test_reminder_before_the_appointment_is_replanned_when_the_date_moves(world):
+    m1 = world.managers[0]
+    from addon.portal_client import PortalClient
+
+    with PortalClient(world.services, world.portal_id) as client:
+        client.call("crm.lead.userfield.add", {"fields": {"FIELD_NAME": "MEASURE", "USER_TYPE_ID": "datetime",
+                                                         "LABEL": "Дата замера"}})
+    lead = world.lead("Замер", ASSIGNED_BY_ID=m1, UF_CRM_MEASURE="2026-11-09T15:00:00+03:00")  # Monday
+    world.robot("appointment_reminder", "lead", lead, date_field="UF_CRM_MEASURE", days_before=1)
+    world.process()
+    world.advance(days=2)  # Wednesday: the client moves the measurement to Thursday the 12th
+    world.portal.act_update("lead", lead, {"UF_CRM_MEASURE": "2026-11-12T11:00:00+03:00"})
+    for _ in range(10 * 24):
+        world.advance(hours=1)
+        world.fire()
+    tasks = world.tasks_for(f"L_{lead}")
+    assert len(tasks) == 1
+    assert "12.11.2026" in tasks[0]["description"]
+    assert tasks[0]["createdDate"].startswith("2026-11-11T09")  # one working day before, at 09:00
+
+
+def test_ranking_cuts_the_weakest_three_next_month(world):
+    managers = [world.portal.add_user(f"М{i}", "Рейтингов", department_id=world.department) for i in range(5)]
+    for i, manager in enumerate(managers):
+        for j in range(4):
+            lead = world.lead(f"Лид {i}-{j}", ASSIGNED_BY_ID=manager)
+            from addon.robots.store import add_record
+            with world.services.sessions.begin() as s:
+                add_record(s, world.portal_id, "assigned", f"LEAD_{lead}", world.now(), manager)
+            if j < 4 - i:  # manager i converts 4 - i of 4
+                world.robot("ranking_stage", "lead", lead, share="0.25")
+    world.process()
+    with world.services.sessions() as s:
+        rows = ranking_report(s, world.portal_id, "2026-11", world.portal.tz)
+    assert [r.user_id for r in rows] == managers
+    world.portal.set_clock(dt.datetime(2026, 12, 1, 10, 0, tzinfo=world.portal.tz), frozen=True)
+    leads = [world.lead(f"Декабрь {i}") for i in range(35)]
+    for lead in leads:
+        world.robot("distribute", "lead", lead, mode="ranking", users=managers)
+    world.process()
+    counts = [sum(int(world.record("lead", lead)["ASSIGNED_BY_ID"]) == m for lead in leads) for m in managers]
+    # weights 1 : 1 : 0.25 : 0.25 : 0.25 of 35 leads
+    assert counts == [13, 13, 3, 3, 3]
+
+
+def test_stuck_in_stage_is_listed_in_the_supervisors_daily_digest(world):
+    m1 = world.managers[0]
+    lead = world.lead("Завис", status="IN_PROCESS", ASSIGNED_BY_ID=m1)
+    moved = world.lead("Движется", status="IN_PROCESS", ASSIGNED_BY_ID=m1)
+    for item in (lead, moved):
+        world.robot("stuck_in_stage", "lead", item, hours=24)
+    world.process()
+    world.advance(hours=3)
+    world.portal.act_move_stage("lead", moved, "PROCESSED")
+    for _ in range(2 * 24):
+        world.advance(hours=1)
+        world.fire()
+    digests = [m for m in world.messages_to(world.head) if "Зависли" in m]
+    assert digests and "Завис" in digests[0] and "Движется" not in digests[0]
+
+
+def test_a_forged_robot_call_is_refused_and_stores_nothing(world):
+    world.portal.act_add("contact", {"NAME": "Первое событие приносит application_token"})
+    assert world.portal.wait_for_deliveries(timeout=5)
+    form = {"workflow_id": "x", "code": "nezabyt_distribute_lead", "document_id[0]": "crm",
+            "document_id[1]": "CCrmDocumentLead", "document_id[2]": "LEAD_1", "event_token": "forged|token",
+            "auth[member_id]": world.portal.member_id, "auth[application_token]": "not-the-token",
+            "auth[domain]": world.portal.domain}
+    answer = requests.post(f"{world.app_server.url}/robots/nezabyt_distribute_lead", data=form, timeout=10)
+    assert answer.status_code == 401
+    with world.services.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(StoredEvent).where(StoredEvent.source == "robot")) == 0
+        assert s.scalar(select(func.count()).select_from(RobotTimer)) == 0
+    assert world.process() == 0
+    other = requests.post(f"{world.app_server.url}/robots/nezabyt_distribute_lead",
+                          data={**form, "auth[member_id]": "unknown-portal"}, timeout=10)
+    assert other.status_code == 401
