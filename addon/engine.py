@@ -80,13 +80,18 @@ class PortalContext:
         return f"?{value}"
 
     def reason_of(self, entity_type: str, value: Any) -> str | None:
+        """The reason text a reason-field value (a list item ID) stands for. The list items are
+        keyed by the reason's code (install.manifest.reason_code), so map back through the options."""
         value = _first(value)
         if value in (None, "", False, "0", 0):
             return None
+        from install.manifest import reason_code
+
+        texts = {reason_code(r): r for s in self.opts.statuses for r in s.reasons}
         items = self.field_items.get(f"reason_{entity_type}") or {}
-        for reason, item in items.items():
+        for key, item in items.items():
             if str(item) == str(value):
-                return reason
+                return texts.get(key, key)
         return str(value)
 
 
