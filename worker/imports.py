@@ -94,12 +94,13 @@ def apply_import(services, job_id: int, now: dt.datetime, client=None, progress=
                                                               if r.id in already}
                 to_send = _prepare(session, portal_id, rows, outcome, field_items, options, now)
                 session.commit()  # the rows are `sending` before anything leaves
+                by_key = {f"r{r.id}": r for r in rows}
                 if to_send:
                     answer = client.batch(to_send)
                     for key in to_send:
                         row_id = int(key[1:])
                         error = answer.errors.get(key)
-                        outcome[row_id] = ("failed", _error_text(error)) if error else ("applied", None)
+                        outcome[row_id] = ("failed", _error_text(error, by_key[key])) if error else ("applied", None)
                 _finish_rows(session, portal_id, rows, outcome, options, today, now, created_by)
                 applied = sum(1 for state, _ in outcome.values() if state == "applied")
                 session.execute(update(ImportJob).where(ImportJob.id == job_id)
@@ -207,8 +208,10 @@ def _already_written(client, rows: list[ImportRow], field_items: dict) -> set[in
     return done
 
 
-def _error_text(error: Any) -> str:
+def _error_text(error: Any, row: ImportRow) -> str:
     description = getattr(error, "description", "") or ""
+    if description == "Not found":  # legacy crm.* errors carry no code, only this text
+        return f"no {row.entity_type} with ID {row.entity_id}"
     code = getattr(error, "code", "") or ""
     return (f"{code}: {description}" if code else description or str(error))[:500]
 

@@ -119,3 +119,51 @@ def add_tracked(services, portal_id, entity_id, status, set_on, assigned=MANAGER
 
 def today_msk() -> dt.date:
     return dt.datetime.now(dt.timezone(dt.timedelta(hours=3))).date()
+
+
+# --- against the devportal -------------------------------------------------------------------------
+@pytest.fixture
+def fast_devportal():
+    """A devportal with its rate limit off: bulk tests measure our batching, not the bucket."""
+    from devportal.server import DevPortalServer
+
+    server = DevPortalServer(limits=False)
+    server.start()
+    yield server
+    server.stop()
+
+
+def install_on(services, devportal, app_server, events: bool = True) -> int:
+    """Install the app on the devportal as a portal admin would; returns the Portal row's id.
+    With `events=False` the portal stops delivering events (bulk tests that write thousands of
+    clients do not need 10,000 echoes)."""
+    import dataclasses
+
+    from sqlalchemy import select
+
+    from addon.models import Portal
+
+    services.settings = dataclasses.replace(services.settings, portal_rps=1000.0, portal_burst=1000)
+    s = services.settings
+    answer = devportal.portal.install_app(app_server.url, s.client_id, s.client_secret)
+    assert answer["status_code"] == 200, answer["answer"][:500]
+    if not events:
+        with devportal.portal.lock:
+            devportal.portal.bound_events.clear()
+    with services.sessions() as session:
+        return session.scalars(select(Portal)).one().id
+
+
+def add_contacts(devportal, n: int, start_phone: int = 9170000000) -> list[int]:
+    """n contacts with one phone each (+7 917 ...), the e-mail c<i>@example.com."""
+    ids = []
+    for i in range(n):
+        ids.append(int(devportal.portal.act_add("contact", {
+            "NAME": f"Клиент {i}", "PHONE": [{"VALUE": f"+7{start_phone + i}", "VALUE_TYPE": "WORK"}],
+            "EMAIL": [{"VALUE": f"c{i}@example.com", "VALUE_TYPE": "WORK"}]})))
+    return ids
+
+
+def update_calls(devportal, entity_type: str = "contact") -> list[dict]:
+    return [c for c in devportal.portal.calls if c["method"] == f"crm.{entity_type}.update"
+            and c.get("in_batch") and c.get("status", 200) == 200]
