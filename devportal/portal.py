@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import queue
+from collections import deque
 import random
 import secrets
 import threading
@@ -45,7 +46,7 @@ class DevPortal:
         self.method_cost: dict[str, float] = {}
         self._bucket_level = 0.0
         self._bucket_at: float | None = None
-        self._operating: dict[str, list[tuple[float, float]]] = {}
+        self._operating: dict[str, list] = {}  # method -> [deque of (ts, seconds), running sum]
         # tokens
         self.token_ttl = int(token_ttl)
         self.access_tokens: dict[str, dict] = {}
@@ -301,11 +302,15 @@ class DevPortal:
     def operating(self, method: str) -> tuple[float, float]:
         """(seconds used by `method` in the window, when the oldest of them leaves it)."""
         now = self.ts()
-        spent = [(t, s) for t, s in self._operating.get(method, ()) if t > now - OPERATING_WINDOW]
-        self._operating[method] = spent
-        used = sum(s for _, s in spent)
+        entry = self._operating.get(method)
+        if entry is None:
+            return 0.0, now + OPERATING_WINDOW
+        spent, total = entry
+        while spent and spent[0][0] <= now - OPERATING_WINDOW:
+            total -= spent.popleft()[1]
+        entry[1] = total = max(total, 0.0)
         reset = (spent[0][0] if spent else now) + OPERATING_WINDOW
-        return used, reset
+        return total, reset
 
     def check_operating(self, method: str) -> None:
         if not self.limits_enabled:
@@ -316,7 +321,9 @@ class DevPortal:
 
     def spend_operating(self, method: str, seconds: float) -> None:
         cost = self.method_cost.get(method, seconds)
-        self._operating.setdefault(method, []).append((self.ts(), cost))
+        entry = self._operating.setdefault(method, [deque(), 0.0])
+        entry[0].append((self.ts(), cost))
+        entry[1] += cost
 
     # ------------------------------------------------------------------ event delivery
     def _start_delivery(self) -> None:
@@ -409,13 +416,9 @@ class DevPortal:
                     api_only: bool = False, install_path: str = "/install", finish: bool = True,
                     lang: str = "ru") -> dict:
         """Install like a portal: POST the installer page (or ONAPPINSTALL for an API-only app)."""
-        with self.lock:
-            application_token = secrets.token_hex(16)
-            self.app = {"client_id": client_id, "client_secret": client_secret, "app_url": app_url.rstrip("/"),
-                        "scope": scope, "application_token": application_token, "installed": api_only,
-                        "api_only": api_only, "install_path": install_path, "code": client_id, "version": 1,
-                        "id": str(self._next("app"))}
-            tokens = self.issue_tokens(1)
+        tokens = self.register_app(app_url, client_id, client_secret, scope, installed=api_only,
+                                   install_path=install_path)
+        application_token = tokens["application_token"]
         url = self.app["app_url"] + install_path
         if api_only:
             form = {"event": "ONAPPINSTALL",
@@ -436,6 +439,17 @@ class DevPortal:
         return {**tokens, "application_token": application_token, "member_id": self.member_id,
                 "domain": self.domain, "client_endpoint": self.rest_endpoint, "status_code": response.status_code,
                 "answer": response.text}
+
+    def register_app(self, app_url: str, client_id: str, client_secret: str, scope: str = DEFAULT_SCOPE,
+                     installed: bool = True, install_path: str = "/install") -> dict:
+        """Put the app on the portal without any POST (benchmarks, scripts); returns admin tokens."""
+        with self.lock:
+            application_token = secrets.token_hex(16)
+            self.app = {"client_id": client_id, "client_secret": client_secret, "app_url": app_url.rstrip("/"),
+                        "scope": scope, "application_token": application_token, "installed": installed,
+                        "api_only": installed, "install_path": install_path, "code": client_id, "version": 1,
+                        "id": str(self._next("app"))}
+            return {**self.issue_tokens(1), "application_token": application_token}
 
     def page_query(self, lang: str = "ru") -> dict:
         return {"DOMAIN": self.domain, "PROTOCOL": "1" if self.base_url.startswith("https") else "0",

@@ -112,12 +112,19 @@ class DevPortalServer:
     def domain(self) -> str:
         return f"{self.host}:{self.port}"
 
+    def bind(self) -> "DevPortalServer":
+        """Open the listening socket (port 0 picks a free one) and tell the portal its URL."""
+        if self._server is None:
+            self._server = make_server(self.host, self.port, DevPortalApp(self.portal), threaded=True,
+                                       request_handler=_QuietHandler)
+            self._server.daemon_threads = True
+            self.port = self._server.server_port
+            self.portal.bind_url(self.url)
+        return self
+
     def start(self) -> "DevPortalServer":
-        self._server = make_server(self.host, self.port, DevPortalApp(self.portal), threaded=True,
-                                   request_handler=_QuietHandler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_port
-        self.portal.bind_url(self.url)
+        """Serve on a background thread."""
+        self.bind()
         # a short poll interval keeps stop() quick: tests start and stop many portals
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="devportal-http", daemon=True)
@@ -125,12 +132,8 @@ class DevPortalServer:
         return self
 
     def serve_forever(self) -> None:
-        """Run in the foreground (the CLI)."""
-        self._server = make_server(self.host, self.port, DevPortalApp(self.portal), threaded=True,
-                                   request_handler=_QuietHandler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_port
-        self.portal.bind_url(self.url)
+        """Serve in the foreground (the CLI, a benchmark's child process)."""
+        self.bind()
         try:
             self._server.serve_forever()
         finally:
