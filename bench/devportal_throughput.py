@@ -13,20 +13,12 @@ import time
 import requests
 
 
-def _serve(conn) -> None:
-    from devportal.server import DevPortalServer
-
-    srv = DevPortalServer(limits=False).bind()
-    token = srv.portal.register_app("http://127.0.0.1:9", "local.bench", "bench-secret")["access_token"]
-    conn.send((srv.url, token))
-    conn.close()
-    srv.serve_forever()
-
-
 def run(total: int = 3000, threads: int = 4, method: str = "app.info") -> float:
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
-    server = ctx.Process(target=_serve, args=(child,), daemon=True)
+    from devportal.server import serve_in_child
+
+    server = ctx.Process(target=serve_in_child, args=(child,), kwargs={"limits": False}, daemon=True)
     server.start()
     try:
         if not parent.poll(30):

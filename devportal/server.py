@@ -155,3 +155,12 @@ class DevPortalServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def serve_in_child(conn, **options) -> None:
+    """Target for a child process: a devportal with a registered app; sends (url, admin token), then serves."""
+    srv = DevPortalServer(**options).bind()
+    token = srv.portal.register_app("http://127.0.0.1:9", "local.bench", "bench-secret")["access_token"]
+    conn.send((srv.url, token))
+    conn.close()
+    srv.serve_forever()
