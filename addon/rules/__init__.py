@@ -14,17 +14,18 @@ from .ladder import (
 from .loss import (
     Department, LossPlan, Org, find_supervisor, loss_plan, next_in_pool,
 )
+from .replay import Replay, late_call
 from .simulation import (
     EVENT_KINDS, apply_event, simulate,
 )
 
 __all__ = [
     "CAUSES", "DIGEST_KINDS", "Department", "DigestItem", "EVENT_KINDS", "Entity", "LossPlan",
-    "Message", "Org", "Step", "Verdict", "apply_deals", "apply_event", "apply_manual_change",
+    "Message", "Org", "Replay", "Step", "Verdict", "apply_deals", "apply_event", "apply_manual_change",
     "base_date", "build_feed_post", "build_messages", "changes_soon", "check_manual_change",
     "classify_change", "dates", "days_for", "decay_through", "due_date", "entity_link",
     "entity_of", "entity_url", "find_supervisor", "format_date", "handle_manual_change", "is_terminal", "item_key",
-    "item_text", "items_for_steps", "loss_plan", "new_entity", "next_in_pool", "next_status",
+    "item_text", "items_for_steps", "late_call", "loss_plan", "new_entity", "next_in_pool", "next_status",
     "normalize_status", "record_call", "reject_manual_change", "revert_item", "revert_step", "revert_target",
     "row_values", "rule_code", "set_status", "should_warn", "simulate", "step_text",
     "template_preview", "warn_date", "warning_item",
