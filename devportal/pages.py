@@ -1,8 +1,184 @@
 """The devportal's human pages: the CRM lists, the app in an iframe, placements, and the BX24.js shim."""
 from __future__ import annotations
 
+import json
+from importlib import resources
+
+from markupsafe import escape
 from werkzeug.wrappers import Request, Response
+
+_STYLE = """
+body{font:14px/1.4 system-ui,sans-serif;margin:0;background:#eef2f4;color:#333}
+header{background:#2fc6f6;color:#fff;padding:10px 20px;display:flex;gap:20px;align-items:center}
+header a{color:#fff;text-decoration:none;font-weight:600}
+main{padding:16px 20px}
+table{border-collapse:collapse;background:#fff;width:100%;margin-bottom:20px}
+th,td{border-bottom:1px solid #e5e8ea;padding:6px 8px;text-align:left}
+th{background:#f5f7f8;font-weight:600}
+.status{display:inline-block;padding:1px 8px;border-radius:10px;background:#e0f3fd}
+iframe{width:100%;border:0;background:#fff;min-height:400px}
+.muted{color:#888}
+.pager a{margin-right:10px}
+"""
+
+_HOST_JS = """
+(function(){
+  var frame = document.getElementById('app-frame');
+  var ctx = JSON.parse(document.getElementById('bx24-context').textContent);
+  window.addEventListener('message', function(event){
+    var msg = event.data || {};
+    if (msg.nz !== 'bx24' || event.source !== frame.contentWindow) { return; }
+    var reply = function(result){ event.source.postMessage({nz:'bx24-reply', id: msg.id, result: result}, '*'); };
+    if (msg.cmd === 'init') { reply(ctx); }
+    else if (msg.cmd === 'resize') {
+      if (msg.args.height) { frame.style.height = msg.args.height + 'px'; }
+      if (msg.args.width) { frame.style.width = msg.args.width + 'px'; }
+      reply(true);
+    }
+    else if (msg.cmd === 'installFinish') {
+      fetch('/_dev/install-finish', {method:'POST', headers:{'Content-Type':'application/json'}, body:'{}'})
+        .then(function(){ document.body.setAttribute('data-install-finished', '1'); reply(true); });
+    }
+    else if (msg.cmd === 'refreshAuth') {
+      fetch('/_dev/issue-tokens', {method:'POST', headers:{'Content-Type':'application/json'},
+                                   body: JSON.stringify({user_id: ctx.user_id})})
+        .then(function(r){ return r.json(); })
+        .then(function(body){
+          ctx.auth.access_token = body.result.access_token;
+          ctx.auth.refresh_token = body.result.refresh_token;
+          reply(ctx.auth);
+        });
+    }
+    else if (msg.cmd === 'reload') { window.location.reload(); }
+    else { reply(true); }
+  });
+  document.getElementById('app-form').submit();
+})();
+"""
+
+
+def _page(title: str, body: str, status: int = 200) -> Response:
+    html = (f"<!doctype html><html lang='ru'><head><meta charset='utf-8'><title>{escape(title)}</title>"
+            f"<style>{_STYLE}</style></head><body><header><a href='/'>Битрикс24 · devportal</a>"
+            f"<a href='/'>CRM</a><a href='/app'>Приложение</a></header><main>{body}</main></body></html>")
+    response = Response(html, status=status, content_type="text/html; charset=utf-8")
+    return response
 
 
 def handle_page(portal, request: Request) -> Response:
-    return Response("not found", status=404)
+    path = request.path
+    if path == "/bx24.js":
+        source = resources.files("devportal").joinpath("static/bx24.js").read_text(encoding="utf-8")
+        return Response(source, content_type="application/javascript; charset=utf-8",
+                        headers={"Access-Control-Allow-Origin": "*"})
+    if path == "/":
+        return _home(portal, request)
+    if path in ("/app", "/app/"):
+        return _app_frame(portal, request, install=False)
+    if path in ("/app/install", "/app/install/"):
+        return _app_frame(portal, request, install=True)
+    parts = [p for p in path.split("/") if p]
+    if len(parts) == 4 and parts[0] == "crm" and parts[1] in ("contact", "company") and parts[2] == "details":
+        return _details(portal, request, parts[1], parts[3])
+    return _page("Не найдено", "<p>Страница не найдена.</p>", 404)
+
+
+def _user_id(request: Request) -> int:
+    try:
+        return int(request.args.get("user", 1))
+    except ValueError:
+        return 1
+
+
+def _enum_columns(portal, entity: str) -> list[dict]:
+    return [d for d in portal.userfields[entity].values() if d["USER_TYPE_ID"] == "enumeration"]
+
+
+def _home(portal, request: Request) -> Response:
+    try:
+        page = max(0, int(request.args.get("page", 0)))
+    except ValueError:
+        page = 0
+    blocks = []
+    with portal.lock:
+        app = portal.app
+        blocks.append(f"<p class='muted'>{escape(portal.domain)} · member_id {escape(portal.member_id)} · "
+                      f"{escape(portal.iso())} · приложение: "
+                      f"{escape(app['client_id']) + (' (установлено)' if app['installed'] else ' (не завершена установка)') if app else 'не установлено'}</p>")
+        for entity, title in (("contact", "Контакты"), ("company", "Компании")):
+            enums = _enum_columns(portal, entity)
+            records = list(portal.records[entity].values())
+            total = len(records)
+            rows = records[page * 50:(page + 1) * 50]
+            head = "".join(f"<th>{escape(d['LIST_COLUMN_LABEL'])}</th>" for d in enums)
+            lines = []
+            for r in rows:
+                name = r.get("TITLE") if entity == "company" else \
+                    " ".join(x for x in (r.get("NAME"), r.get("LAST_NAME")) if x)
+                phone = ", ".join(e["VALUE"] for e in r.get("PHONE") or [])
+                owner = portal.users.get(int(r.get("ASSIGNED_BY_ID") or 0), {})
+                cells = "".join(
+                    f"<td><span class='status'>{escape(portal.status_name(entity, r, d['FIELD_NAME']) or '—')}"
+                    f"</span></td>" for d in enums)
+                lines.append(f"<tr><td>{r['ID']}</td><td><a href='/crm/{entity}/details/{r['ID']}/'>"
+                             f"{escape(name or '—')}</a></td><td>{escape(phone)}</td>"
+                             f"<td>{escape(owner.get('NAME', ''))} {escape(owner.get('LAST_NAME', ''))}</td>"
+                             f"<td>{escape(r.get('DATE_MODIFY') or '')}</td>{cells}</tr>")
+            blocks.append(f"<h2>{title} <span class='muted'>({total})</span></h2><table><tr><th>ID</th>"
+                          f"<th>Название</th><th>Телефон</th><th>Ответственный</th><th>Изменён</th>{head}</tr>"
+                          f"{''.join(lines)}</table>")
+    back = f"<a href='/?page={page - 1}'>← назад</a>" if page else ""
+    pager = f"<p class='pager'>{back}<a href='/?page={page + 1}'>дальше →</a></p>"
+    return _page("CRM", "".join(blocks) + pager)
+
+
+def _frame(portal, request: Request, url: str, placement: str, options: dict, title: str) -> str:
+    user_id = _user_id(request)
+    tokens = portal.issue_tokens(user_id)
+    query = portal.page_query(request.args.get("lang", "ru"))
+    form = portal.page_form(tokens, placement, options)
+    action = url + ("&" if "?" in url else "?") + "&".join(f"{k}={escape(v)}" for k, v in query.items())
+    inputs = "".join(f"<input type='hidden' name='{escape(k)}' value='{escape(v)}'>" for k, v in form.items())
+    context = {"auth": {"access_token": tokens["access_token"], "refresh_token": tokens["refresh_token"],
+                        "expires_in": portal.token_ttl, "domain": portal.domain, "member_id": portal.member_id},
+               "placement": {"placement": placement, "options": options}, "lang": query["LANG"],
+               "isAdmin": portal.is_admin(user_id), "user_id": user_id}
+    context_json = json.dumps(context, ensure_ascii=False).replace("</", "<\\/")
+    return (f"<h2>{escape(title)}</h2><form id='app-form' method='post' action='{action}' target='app-frame'>"
+            f"{inputs}</form><iframe id='app-frame' name='app-frame'></iframe>"
+            f"<script type='application/json' id='bx24-context'>{context_json}</script>"
+            f"<script>{_HOST_JS}</script>")
+
+
+def _app_frame(portal, request: Request, install: bool) -> Response:
+    with portal.lock:
+        app = portal.app
+        if app is None:
+            return _page("Приложение", "<p>Приложение не установлено.</p>", 404)
+        if install:
+            url, title = app["app_url"] + app["install_path"], "Установка приложения"
+        else:
+            url, title = app["app_url"] + app.get("page_path", "/app"), app["client_id"]
+    return _page(title, _frame(portal, request, url, "DEFAULT", {}, title))
+
+
+def _details(portal, request: Request, entity: str, rid: str) -> Response:
+    with portal.lock:
+        record = portal.records[entity].get(int(rid)) if rid.isdigit() else None
+        if record is None:
+            return _page("Не найдено", "<p>Запись не найдена.</p>", 404)
+        code = f"CRM_{entity.upper()}_DETAIL_TAB"
+        tabs = [p for p in portal.placements if p["placement"] == code] if portal.app and \
+            portal.app["installed"] else []
+        name = record.get("TITLE") or " ".join(x for x in (record.get("NAME"), record.get("LAST_NAME")) if x)
+        fields = "".join(f"<tr><th>{escape(d['EDIT_FORM_LABEL'])}</th><td>"
+                         f"{escape(portal.status_name(entity, record, d['FIELD_NAME']) or '—')}</td></tr>"
+                         for d in _enum_columns(portal, entity))
+        phones = ", ".join(e["VALUE"] for e in record.get("PHONE") or [])
+        body = (f"<h1>{escape(name or '—')}</h1><table><tr><th>ID</th><td>{record['ID']}</td></tr>"
+                f"<tr><th>Телефон</th><td>{escape(phones)}</td></tr>"
+                f"<tr><th>Изменён</th><td>{escape(record.get('DATE_MODIFY') or '')}</td></tr>{fields}</table>")
+    if tabs:
+        tab = tabs[0]
+        body += _frame(portal, request, tab["handler"], code, {"ID": str(rid)}, tab["title"] or code)
+    return _page(name or "CRM", body)

@@ -414,10 +414,10 @@ class DevPortal:
     # ------------------------------------------------------------------ install / uninstall
     def install_app(self, app_url: str, client_id: str, client_secret: str, scope: str = DEFAULT_SCOPE,
                     api_only: bool = False, install_path: str = "/install", finish: bool = True,
-                    lang: str = "ru") -> dict:
+                    lang: str = "ru", page_path: str = "/app") -> dict:
         """Install like a portal: POST the installer page (or ONAPPINSTALL for an API-only app)."""
         tokens = self.register_app(app_url, client_id, client_secret, scope, installed=api_only,
-                                   install_path=install_path)
+                                   install_path=install_path, page_path=page_path)
         application_token = tokens["application_token"]
         url = self.app["app_url"] + install_path
         if api_only:
@@ -441,13 +441,14 @@ class DevPortal:
                 "answer": response.text}
 
     def register_app(self, app_url: str, client_id: str, client_secret: str, scope: str = DEFAULT_SCOPE,
-                     installed: bool = True, install_path: str = "/install") -> dict:
+                     installed: bool = True, install_path: str = "/install", page_path: str = "/app") -> dict:
         """Put the app on the portal without any POST (benchmarks, scripts); returns admin tokens."""
         with self.lock:
             application_token = secrets.token_hex(16)
             self.app = {"client_id": client_id, "client_secret": client_secret, "app_url": app_url.rstrip("/"),
                         "scope": scope, "application_token": application_token, "installed": installed,
-                        "api_only": installed, "install_path": install_path, "code": client_id, "version": 1,
+                        "api_only": installed, "install_path": install_path, "page_path": page_path,
+                        "code": client_id, "version": 1,
                         "id": str(self._next("app"))}
             return {**self.issue_tokens(1), "application_token": application_token}
 

@@ -13,6 +13,8 @@ from devportal.portal import DevPortal
 from devportal.rest import handle_http
 
 JSON = "application/json; charset=utf-8"
+_CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+         "Access-Control-Allow-Headers": "Content-Type, Authorization", "Access-Control-Max-Age": "600"}
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -82,13 +84,17 @@ class DevPortalApp:
         return handle_page(self.portal, request)
 
     def rest(self, request: Request, method: str) -> Response:
+        if request.method == "OPTIONS":  # CORS preflight of BX24.js calls from the app's frame
+            return Response(status=204, headers=_CORS)
         method = method.strip("/")
         bearer = None
         header = request.headers.get("Authorization", "")
         if header[:7].lower() == "bearer ":
             bearer = header[7:].strip()
         status, body = handle_http(self.portal, method, request_params(request), bearer)
-        return json_response(body, status)
+        response = json_response(body, status)
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        return response
 
 
 class DevPortalServer:
