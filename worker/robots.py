@@ -16,8 +16,9 @@ from typing import Any, Callable, Iterable
 
 from sqlalchemy import select
 
-from addon.engine import PortalContext, flush, load_context, parse_portal_time, plan_message, plan_write
-from addon.models import Portal, RobotTimer, StoredEvent, utcnow
+from addon.engine import (PortalContext, load_context, notification_command, parse_portal_time, plan_message,
+                          plan_write)
+from addon.models import NotificationLog, Outbox, Portal, RobotTimer, StoredEvent, utcnow
 from addon.phones import multifield_phones, normalize_phones, phone_region_for
 from addon.robots import logic
 from addon.robots.catalog import parse_robot_code
@@ -33,6 +34,11 @@ TASK_PREFIX = {"lead": "L", "deal": "D", "contact": "C", "company": "CO"}
 STAGE_FIELD = {"lead": "STATUS_ID", "deal": "STAGE_ID"}
 SEMANTIC_FIELD = {"lead": "STATUS_SEMANTIC_ID", "deal": "STAGE_SEMANTIC_ID"}
 NOTIFY_KIND = "robot"
+# Planned robot writes and messages wait in the shared Outbox / NotificationLog under their own
+# status and are sent only by `send_robot_writes`, which claims rows (FOR UPDATE SKIP LOCKED on
+# PostgreSQL): several workers firing timers at once never send the same write twice.
+ROBOT_PENDING = "robot_pending"
+SEND_CHUNK = 50
 
 
 # --- a stored robot call -----------------------------------------------------------------------------
@@ -165,12 +171,16 @@ class Run:
 
     # -- planned writes ---------------------------------------------------------------------------
     def plan(self, key: str, method: str, params: dict) -> None:
-        plan_write(self.session, self.portal_id, f"robot:{key}", method, params)
+        row = plan_write(self.session, self.portal_id, f"robot:{key}", method, params)
+        if row is not None:
+            row.status = ROBOT_PENDING
 
     def notify(self, key: str, user_id: int | None, message: str) -> None:
         if user_id:
-            plan_message(self.session, self.portal_id, f"robot:{key}:{user_id}", int(user_id),
-                         self.local_now.date(), NOTIFY_KIND, message)
+            row = plan_message(self.session, self.portal_id, f"robot:{key}:{user_id}", int(user_id),
+                               self.local_now.date(), NOTIFY_KIND, message)
+            if row is not None:
+                row.status = ROBOT_PENDING
 
     def reply(self, key: str, event_token: str, return_values: dict[str, Any] | None, log_message: str) -> None:
         if event_token:
@@ -810,6 +820,48 @@ def fire_stuck_digest(run: Run, timer: RobotTimer) -> None:
     timer.status = "done"
 
 
+# --- sending what was planned --------------------------------------------------------------------------
+
+def _permanent(error) -> bool:
+    """A refusal that a retry cannot fix: a used event token, a deleted item, a bad argument."""
+    code = str(getattr(error, "code", "") or "")
+    text = f"{code} {getattr(error, 'description', '')}".lower()
+    return (getattr(error, "http_status", None) in (400, 403, 404) or code in ("ACCESS_DENIED", "USER_ID_EMPTY")
+            or any(s in text for s in ("not found", "access denied", "error_argument", "id is not defined")))
+
+
+def send_robot_writes(services, client, portal_id: int) -> int:
+    """Send the portal's planned robot writes (replies included), then its robot messages, 50 a
+    batch; each row is claimed while its batch is in flight and marked as soon as it is answered."""
+    sent = 0
+    for model, command in ((Outbox, lambda r: (r.method, r.params)), (NotificationLog, notification_command)):
+        while True:
+            with services.sessions() as session:
+                query = select(model).where(model.portal_id == portal_id, model.status == ROBOT_PENDING) \
+                    .order_by(model.id).limit(SEND_CHUNK)
+                if not services.settings.is_sqlite:
+                    query = query.with_for_update(skip_locked=True)
+                rows = session.scalars(query).all()
+                if not rows:
+                    break
+                answer = client.batch({str(r.id): command(r) for r in rows})
+                transient = 0
+                for r in rows:
+                    error = answer.errors.get(str(r.id))
+                    if error is None:
+                        r.status, r.sent_at, r.error = "sent", utcnow(), None
+                        sent += 1
+                    elif _permanent(error):
+                        r.status, r.error = "failed", str(error)[:2000]
+                    else:
+                        r.error = str(error)[:2000]
+                        transient += 1
+                session.commit()
+            if transient:  # the portal is struggling: the rest waits for the next pass
+                return sent
+    return sent
+
+
 # --- the two entry points ----------------------------------------------------------------------------
 
 HANDLERS: dict[str, Callable[[Run, RobotCall, dict], None]] = {
@@ -862,7 +914,15 @@ def process_robot_calls(services, portal_id: int, now: dt.datetime, limit: int =
             raise
         session.commit()
         for event_id in event_ids:
-            event = session.get(StoredEvent, event_id)
+            # Claim the call: on PostgreSQL a second worker skips a call this one is executing.
+            query = select(StoredEvent).where(StoredEvent.id == event_id, StoredEvent.processed_at.is_(None)) \
+                .execution_options(populate_existing=True)
+            if not services.settings.is_sqlite:
+                query = query.with_for_update(skip_locked=True)
+            event = session.scalar(query)
+            if event is None:
+                session.rollback()
+                continue
             call = calls[event_id]
             try:
                 if isinstance(call, Exception):
@@ -886,7 +946,7 @@ def process_robot_calls(services, portal_id: int, now: dt.datetime, limit: int =
                 _fail(session, [event_id], exc)
                 session.commit()
                 log.warning("robot call %s failed: %s", event_id, exc)
-        flush(services, run.client, portal_id)
+        send_robot_writes(services, run.client, portal_id)
     return done
 
 
@@ -925,7 +985,7 @@ def fire_due_timers(services, now: dt.datetime, portal_id: int | None = None, li
                 continue
             session.commit()
             for timer_id in timer_ids:
-                query = select(RobotTimer).where(RobotTimer.id == timer_id)
+                query = select(RobotTimer).where(RobotTimer.id == timer_id).execution_options(populate_existing=True)
                 if not services.settings.is_sqlite:
                     query = query.with_for_update(skip_locked=True)
                 timer = session.scalar(query)
@@ -940,5 +1000,5 @@ def fire_due_timers(services, now: dt.datetime, portal_id: int | None = None, li
                 except Exception as exc:
                     session.rollback()
                     log.warning("robot timer %s failed: %s", timer_id, exc)
-            flush(services, run.client, pid)
+            send_robot_writes(services, run.client, pid)
     return fired

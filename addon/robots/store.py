@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from addon.models import RobotRecord, RobotState, RobotTimer
+from addon.models import RobotRecord, RobotState, RobotTimer, utcnow
 from addon.robots.logic import RankRow, month_bounds, monthly_ranking, previous_month, ranking_weights
 
 ABSENT_KEY = "absent"
@@ -23,11 +23,24 @@ def naive_utc(moment: dt.datetime) -> dt.datetime:
 
 
 def get_state(session: Session, portal_id: int, key: str, lock: bool = False) -> dict[str, Any]:
-    query = select(RobotState).where(RobotState.portal_id == portal_id, RobotState.key == key)
+    """The state under `key`; with `lock`, the row is created if missing and held FOR UPDATE until
+    the transaction ends, so two workers taking a pool's next turn take it one after the other."""
+    query = select(RobotState).where(RobotState.portal_id == portal_id, RobotState.key == key) \
+        .execution_options(populate_existing=True)
     if lock:
+        _ensure_state_row(session, portal_id, key)
         query = query.with_for_update()
     row = session.scalar(query)
     return dict(row.value or {}) if row is not None else {}
+
+
+def _ensure_state_row(session: Session, portal_id: int, key: str) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    session.execute(insert(RobotState).values(portal_id=portal_id, key=key, value={}, updated_at=utcnow())
+                    .on_conflict_do_nothing())
 
 
 def put_state(session: Session, portal_id: int, key: str, value: dict[str, Any]) -> None:

@@ -307,3 +307,72 @@ def test_a_forged_robot_call_is_refused_and_stores_nothing(world):
     other = requests.post(f"{world.app_server.url}/robots/nezabyt_distribute_lead",
                           data={**form, "auth[member_id]": "unknown-portal"}, timeout=10)
     assert other.status_code == 401
+
+
+def test_many_calls_cost_a_few_batched_requests(world):
+    m1, _, m3, m4 = world.managers
+    leads = [world.lead(f"Лид {i}") for i in range(40)]
+    for lead in leads:
+        world.robot("distribute", "lead", lead, mode="round_robin", users=[m1, m3, m4])
+    before = world.portal.http_requests
+    assert world.process() == 40
+    # one batch of reads, user.get, 80 writes and replies in two batches, 40 messages in one
+    assert world.portal.http_requests - before <= 6
+    assert len(world.replies("distribute")) == 40
+    owners = [int(world.record("lead", lead)["ASSIGNED_BY_ID"]) for lead in leads]
+    assert {u: owners.count(u) for u in set(owners)} == {m1: 14, m3: 13, m4: 13}
+
+
+def test_deal_pipeline_distribution_and_known_phone_on_the_deals_contact(world):
+    m1, _, m3, _ = world.managers
+    known = world.portal.act_add("contact", {"NAME": "Старый", "ASSIGNED_BY_ID": m3,
+                                             "PHONE": [{"VALUE": "+7 917 000-11-22", "VALUE_TYPE": "WORK"}]})
+    fresh = world.portal.act_add("contact", {"NAME": "Новый", "PHONE": [{"VALUE": "89170001122"}]})
+    deal = world.portal.act_add("deal", {"TITLE": "Кухня", "STAGE_ID": "NEW", "CONTACT_ID": fresh})
+    world.robot("distribute", "deal", deal, mode="round_robin", users=[m1, m3])
+    world.process()
+    assert int(world.record("deal", deal)["ASSIGNED_BY_ID"]) == m1
+    world.robot("one_client_per_phone", "deal", deal)
+    world.process()
+    assert int(world.record("deal", deal)["ASSIGNED_BY_ID"]) == m3  # the known client's manager
+    assert world.replies("one_client_per_phone_deal")[-1]["return_values"]["duplicate_id"] == str(known)
+    assert world.tasks_for(f"D_{deal}")[-1]["responsibleId"] == str(m3)
+
+
+def test_sla_touch_by_comment_or_stage_change(world):
+    m1, _, m3, _ = world.managers
+    commented = world.lead("Комментарий", ASSIGNED_BY_ID=m1)
+    moved = world.lead("Стадия", ASSIGNED_BY_ID=m1)
+    for lead in (commented, moved):
+        world.robot("take_in_work", "lead", lead, minutes=15, users=[m1, m3])
+    world.process()
+    world.advance(minutes=3)
+    from addon.portal_client import PortalClient
+
+    with PortalClient(world.services, world.portal_id) as client:
+        client.call("crm.timeline.comment.add", {"fields": {"ENTITY_ID": commented, "ENTITY_TYPE": "lead",
+                                                            "COMMENT": "Перезвоню в 15:00"}})
+    world.portal.act_move_stage("lead", moved, "IN_PROCESS", user_id=m1)
+    world.advance(minutes=15)
+    assert world.fire() == 2
+    assert [int(world.record("lead", x)["ASSIGNED_BY_ID"]) for x in (commented, moved)] == [m1, m1]
+    assert [r["return_values"]["sla_met"] for r in world.replies("take_in_work")] == ["Y", "Y"]
+
+
+def test_stage_gate_refuses_an_item_that_skipped_the_ranking_stage(world):
+    m1 = world.managers[0]
+    honest = world.lead("Встреча была", status="IN_PROCESS", ASSIGNED_BY_ID=m1)
+    skipper = world.lead("Перепрыгнул", status="IN_PROCESS", ASSIGNED_BY_ID=m1)
+    world.portal.bind_stage_robot("lead", "PROCESSED", "nezabyt_ranking_stage_lead", {"share": "0.5"})
+    world.portal.bind_stage_robot("lead", "CONVERTED", "nezabyt_stage_gate_lead",
+                                  {"required_stage": "PROCESSED", "previous_stage": "IN_PROCESS"})
+    world.portal.act_move_stage("lead", honest, "PROCESSED", user_id=m1)
+    assert world.portal.wait_for_deliveries(timeout=5)
+    world.process()
+    world.portal.act_move_stage("lead", honest, "CONVERTED", user_id=m1)
+    world.portal.act_move_stage("lead", skipper, "CONVERTED", user_id=m1)
+    assert world.portal.wait_for_deliveries(timeout=5)
+    world.process()
+    assert world.record("lead", honest)["STATUS_ID"] == "CONVERTED"
+    assert world.record("lead", skipper)["STATUS_ID"] == "IN_PROCESS"
+    assert any("Перепрыгнул" in m for m in world.messages_to(m1))
