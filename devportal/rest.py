@@ -35,6 +35,19 @@ def _methods():
     return METHODS
 
 
+_SCOPES = (("crm.", "crm"), ("user.option.", ""), ("user.", "user"), ("department.", "department"),
+           ("placement.", "placement"), ("im.", "im"), ("log.", "log"), ("tasks.", "task"),
+           ("bizproc.", "bizproc"), ("voximplant.", "telephony"), ("telephony.", "telephony"))
+
+
+def scope_of(method: str) -> str:
+    """The scope a method needs ('' for the basic ones every app has: app.*, profile, event.*, server.time)."""
+    for prefix, scope in _SCOPES:
+        if method.startswith(prefix):
+            return scope
+    return ""
+
+
 def time_block(portal, started: float, finished: float, method: str, dt_start: datetime) -> dict:
     used, reset = portal.operating(method)
     duration = finished - started
@@ -93,6 +106,10 @@ def _call(portal, ctx: Ctx, method: str, params: dict) -> dict:
     handler = _methods().get(method)
     if handler is None:
         raise method_not_found()
+    needed = scope_of(method)
+    if needed and needed not in portal.app["scope"].split(","):
+        raise RestError("insufficient_scope", "The request requires higher privileges than provided by the "
+                                              "access token", 401)
     with portal.lock:
         portal.check_operating(method)
     started = _time.perf_counter()

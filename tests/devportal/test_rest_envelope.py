@@ -88,3 +88,23 @@ def test_server_time_uses_the_portal_clock(installed):
     assert rest(srv, "server.time", answer["access_token"]).json()["result"] == "2025-03-07T18:00:00+03:00"
     srv.portal.advance(days=3)
     assert srv.portal.now().isoformat() == "2025-03-10T18:00:00+03:00"
+
+
+# doc: settings/oauth/error-codes.md (insufficient_scope)
+def test_methods_outside_the_app_scope_are_refused(fast_portal, app_peer):
+    answer = fast_portal.portal.install_app(app_peer.url, "local.test.1", "secret-1", scope="crm,placement")
+    assert rest(fast_portal, "crm.contact.list", answer["access_token"]).status_code == 200
+    refused = rest(fast_portal, "tasks.task.add", answer["access_token"], fields={"TITLE": "x"})
+    assert refused.status_code == 401 and refused.json()["error"] == "insufficient_scope"
+    assert rest(fast_portal, "profile", answer["access_token"]).status_code == 200
+
+
+def test_cli_command_is_wired_into_nezabyt():
+    from click.testing import CliRunner
+
+    from addon.cli import main
+
+    result = CliRunner().invoke(main, ["devportal", "--help"])
+    assert result.exit_code == 0
+    for option in ("--port", "--seed", "--rps", "--burst", "--no-limits", "--token-ttl", "--tz"):
+        assert option in result.output
