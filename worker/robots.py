@@ -411,6 +411,16 @@ SLA_PROPS = ("mode", "users", "departments", "absent", "pool")
 def handle_take_in_work(run: Run, call: RobotCall, item: dict) -> None:
     minutes = max(prop_int(call.properties.get("minutes"), 15), 1)
     responsible = as_int(item.get("ASSIGNED_BY_ID"))
+    if responsible not in run.users():
+        # Nobody active to wait for (no responsible, or a deactivated one): hand it out first.
+        chosen = choose_manager(run, call.document_type, call.properties)
+        if chosen is not None:
+            run.update_item(f"call:{call.event_id}:assign", call.document_type, call.entity_id,
+                            {"ASSIGNED_BY_ID": chosen})
+            add_record(run.session, run.portal_id, "assigned", call.document_id, run.now, chosen, "sla")
+            run.notify(f"call:{call.event_id}:assigned", chosen,
+                       run.t("assigned", item=run.title(call.document_type, call.entity_id, item)))
+            responsible = chosen
     state = {"event_token": call.event_token, "document_type": call.document_type, "entity_id": call.entity_id,
              "minutes": minutes, "max_reassign": max(prop_int(call.properties.get("max_reassign"), 2), 0),
              "reassigned": 0, "assigned_to": responsible, "assigned_at": run.now.isoformat(),
@@ -565,8 +575,10 @@ def handle_one_client_per_phone(run: Run, call: RobotCall, item: dict) -> None:
         return
     ignore = set(prop_list(call.properties.get("ignore_stages")))
     stage = str(item.get(STAGE_FIELD[call.document_type]) or "")
+    known_stage = str(known_item.get("STATUS_ID") or known_item.get("STAGE_ID") or "")
     first = prop_str(call.properties.get("first_stage")) or run.first_stage(call.document_type, item)
-    if stage in ignore or not first:
+    # Seed 000: a client closed as "not a client" (junk) is not brought back by a repeat request.
+    if stage in ignore or known_stage in ignore or not first:
         run.reply(key, call.event_token, {**returns, "outcome": "kept"}, "repeat request: the stage is kept")
         return
     # Nobody active owns the client: back to the first stage, open to everyone, for others to take.

@@ -376,3 +376,25 @@ def test_stage_gate_refuses_an_item_that_skipped_the_ranking_stage(world):
     assert world.record("lead", honest)["STATUS_ID"] == "CONVERTED"
     assert world.record("lead", skipper)["STATUS_ID"] == "IN_PROCESS"
     assert any("Перепрыгнул" in m for m in world.messages_to(m1))
+
+
+def test_sla_hands_out_an_item_whose_responsible_is_deactivated(world):
+    _, m2, m3, _ = world.managers
+    lead = world.lead("Без живого ответственного", ASSIGNED_BY_ID=m2)
+    world.robot("take_in_work", "lead", lead, minutes=15, users=[m2, m3])
+    world.process()
+    assert int(world.record("lead", lead)["ASSIGNED_BY_ID"]) == m3
+    world.advance(minutes=16)
+    assert world.fire() == 1  # m3 did nothing; the only other manager is deactivated: nobody to take it
+    assert int(world.record("lead", lead)["ASSIGNED_BY_ID"]) == m3
+    assert world.replies("take_in_work")[-1]["return_values"]["sla_met"] == "N"
+
+
+def test_a_repeat_request_never_brings_back_a_junk_client(world):
+    old = world.lead("Спам", phone="+79035551234", status="JUNK", ASSIGNED_BY_ID=world.inactive)
+    lead = world.lead("Снова спам", phone="8 903 555-12-34", status="IN_PROCESS", ASSIGNED_BY_ID=world.managers[0])
+    world.robot("one_client_per_phone", "lead", lead, ignore_stages="JUNK")
+    world.process()
+    assert world.record("lead", lead)["STATUS_ID"] == "IN_PROCESS"
+    reply = world.replies("phone")[-1]["return_values"]
+    assert (reply["duplicate_id"], reply["outcome"]) == (str(old), "kept")
