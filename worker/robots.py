@@ -102,30 +102,35 @@ def prop_users(value: Any) -> list[int]:
     return users
 
 
+def _first(value: Any) -> str:
+    """The first value of a property (a multiple one arrives as a list), as trimmed text."""
+    while isinstance(value, (list, tuple, dict)):
+        value = (list(value.values()) if isinstance(value, dict) else list(value)) or [None]
+        value = value[0]
+    return "" if value is None else str(value).strip()
+
+
 def prop_int(value: Any, default: int) -> int:
     try:
-        return int(str(prop_list(value)[0])) if prop_list(value) else default
+        return int(_first(value)) if _first(value) else default
     except ValueError:
         return default
 
 
 def prop_float(value: Any, default: float) -> float:
     try:
-        return float(str(prop_list(value)[0]).replace(",", ".")) if prop_list(value) else default
+        return float(_first(value).replace(",", ".")) if _first(value) else default
     except ValueError:
         return default
 
 
 def prop_bool(value: Any, default: bool) -> bool:
-    items = prop_list(value)
-    if not items:
-        return default
-    return items[0].upper() in ("Y", "1", "TRUE", "YES")
+    first = _first(value)
+    return first.upper() in ("Y", "1", "TRUE", "YES") if first else default
 
 
 def prop_str(value: Any) -> str:
-    items = prop_list(value) if not isinstance(value, str) else [value.strip()]
-    return items[0] if items and items[0] else ""
+    return _first(value)
 
 
 def as_int(value: Any) -> int | None:
