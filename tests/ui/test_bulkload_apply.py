@@ -105,37 +105,46 @@ def test_match_preview_apply_and_report(services, fast_devportal, app_server):
 
 
 class CrashAfterSending:
-    """A PortalClient that 'dies' right after the portal answered its n-th update batch, before
-    the job could commit — the worst moment for exactly-once."""
+    """A PortalClient that 'dies' right after the portal answered its n-th batch HTTP call of
+    updates, before the job could commit — the worst moment for exactly-once."""
 
     def __init__(self, client, crash_on: int):
-        self.client, self.crash_on, self.update_batches = client, crash_on, 0
+        self.client, self.crash_on, self.update_calls = client, crash_on, 0
 
     def batch(self, commands, halt=False):
-        answer = self.client.batch(commands, halt)
-        if any(m.endswith(".update") for m, _ in commands.values()):
-            self.update_batches += 1
-            if self.update_batches == self.crash_on:
-                raise KeyboardInterrupt("killed")
+        items = list(commands.items())
+        answer = None
+        for i in range(0, len(items), 50):  # one HTTP call each, as PortalClient sends them
+            part = self.client.batch(dict(items[i:i + 50]), halt)
+            if answer is None:
+                answer = part
+            else:
+                answer.results.update(part.results)
+                answer.errors.update(part.errors)
+            if any(m.endswith(".update") for m, _ in dict(items[i:i + 50]).values()):
+                self.update_calls += 1
+                if self.update_calls == self.crash_on:
+                    raise KeyboardInterrupt("killed")
         return answer
 
 
 def test_crash_between_batch_and_commit_writes_each_row_once(services, fast_devportal, app_server):
     portal_id = install_on(services, fast_devportal, app_server, events=False)
-    ids = add_contacts(fast_devportal, 180)
+    ids = add_contacts(fast_devportal, 1200)
     job_id = stage(services, portal_id, "ID,Status\n" + "".join(f"{i},WARM\n" for i in ids))
     with PortalClient(services, portal_id) as real:
-        with pytest.raises(KeyboardInterrupt):
-            apply_import(services, job_id, NOW, client=CrashAfterSending(real, crash_on=2))
+        with pytest.raises(KeyboardInterrupt):  # dies inside the second chunk, after 3 of its 10 calls
+            apply_import(services, job_id, NOW, client=CrashAfterSending(real, crash_on=13))
     with services.sessions() as session:
         states = collections.Counter(session.scalars(select(ImportRow.state).where(ImportRow.job_id == job_id)))
-    assert states == {"applied": 50, "sending": 50, "pending": 80}
+    assert states == {"applied": 500, "sending": 500, "pending": 200}
+    assert len(update_calls(fast_devportal)) == 650
     summary = apply_import(services, job_id, NOW)
-    assert summary.applied == 180
+    assert summary.applied == 1200
     per_entity = collections.Counter(int(c["params"]["id"]) for c in update_calls(fast_devportal))
     assert set(per_entity) == set(ids) and set(per_entity.values()) == {1}
     with services.sessions() as session:
-        assert session.scalar(select(func.count()).select_from(StatusHistory)) == 180
+        assert session.scalar(select(func.count()).select_from(StatusHistory)) == 1200
 
 
 @pytest.mark.slow
@@ -166,7 +175,9 @@ def test_100000_rows_killed_halfway_then_rerun(services, fast_devportal, app_ser
         member_id = session.get(__import__("addon.models", fromlist=["Portal"]).Portal, portal_id).member_id
     command = [sys.executable, "-m", "addon", "import", str(path), "--portal", member_id, "--apply",
                "--now", "2026-11-22T09:00:00+00:00"]
-    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log = tmp_path / "first-run.log"
+    with open(log, "wb") as out:
+        first = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # waiting for the other process, not for a clock
@@ -175,7 +186,7 @@ def test_100000_rows_killed_halfway_then_rerun(services, fast_devportal, app_ser
             if applied >= n // 2 or first.poll() is not None:
                 break
             time.sleep(0.2)
-        assert first.poll() is None, first.stdout.read().decode()[-2000:]
+        assert first.poll() is None, log.read_text()[-2000:]
         first.send_signal(signal.SIGKILL)
         first.wait(10)
     finally:
