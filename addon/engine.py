@@ -224,17 +224,25 @@ def plan_status_write(session: Session, ctx: PortalContext, row: TrackedEntity, 
 
 
 def send_outbox(services, client, portal_id: int, limit: int | None = None) -> int:
-    """Send pending planned writes, 50 a batch, marking each as soon as its batch is answered.
-    A write the portal refuses for good (the entity is gone) is marked failed; a transient
-    failure stays pending for the next run."""
+    """Send pending planned writes, 50 a batch. Each batch is marked "sending" (committed) before
+    it goes and "sent" as soon as it is answered; a batch found still "sending" was interrupted
+    (the worker died): its status writes are checked against the portal first, so a write that
+    did arrive is not made twice. A write the portal refuses for good (the entity is gone) is
+    marked failed; a transient failure stays pending for the next pass."""
     sent = 0
     while True:
         with services.sessions() as session:
-            rows = session.scalars(select(Outbox).where(Outbox.portal_id == portal_id, Outbox.status == "pending")
+            rows = session.scalars(select(Outbox).where(Outbox.portal_id == portal_id,
+                                                        Outbox.status.in_(("pending", "sending")))
                                    .order_by(Outbox.id).limit(SEND_CHUNK)).all()
             if not rows:
                 return sent
-            answer = client.batch({str(r.id): (r.method, r.params) for r in rows})
+            sent += _confirm_interrupted(client, [r for r in rows if r.status == "sending"])
+            rows = [r for r in rows if r.status != "sent"]
+            for r in rows:
+                r.status = "sending"
+            session.commit()
+            answer = client.batch({str(r.id): (r.method, r.params) for r in rows}) if rows else None
             transient = 0
             for r in rows:
                 error = answer.errors.get(str(r.id))
@@ -244,13 +252,33 @@ def send_outbox(services, client, portal_id: int, limit: int | None = None) -> i
                 elif _is_permanent(error):
                     r.status, r.error = "failed", str(error)[:2000]
                 else:
-                    r.error = str(error)[:2000]
+                    r.status, r.error = "pending", str(error)[:2000]
                     transient += 1
             session.commit()
         if transient:
             return sent  # the portal is struggling: leave the rest for the next pass
         if limit is not None and sent >= limit:
             return sent
+
+
+def _confirm_interrupted(client, rows: list[Outbox]) -> int:
+    """Mark as sent the interrupted status writes the portal already shows."""
+    by_method: dict[str, list[Outbox]] = {}
+    for r in rows:
+        fields = (r.params or {}).get("fields") or {}
+        # The status travels in the same update as OPENED/ASSIGNED_BY_ID: if it arrived, all did.
+        if r.method.endswith(".update") and STATUS_FIELD in fields:
+            by_method.setdefault(r.method[:-len(".update")] + ".get", []).append(r)
+    confirmed = 0
+    for method, its in by_method.items():
+        got = client.get_many(method, [r.params["id"] for r in its])
+        for r in its:
+            current = got.get(int(r.params["id"]))
+            if isinstance(current, dict) and str(_first(current.get(STATUS_FIELD)) or "") == str(
+                    r.params["fields"][STATUS_FIELD] or ""):
+                r.status, r.sent_at, r.error = "sent", utcnow(), "confirmed after an interruption"
+                confirmed += 1
+    return confirmed
 
 
 def _is_permanent(error) -> bool:

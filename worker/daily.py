@@ -117,7 +117,12 @@ def run_daily(services, portal_id: int, now: dt.datetime, *, client=None, keep=N
         # Whatever an earlier pass planned and did not send goes first.
         engine.flush(services, client, portal_id, ctx.opts.template("feed_title"))
         if not planned:
-            _plan(services, client, ctx, job_id, day)
+            try:
+                _plan(services, ctx, job_id, day, None)
+            except _NeedOrg:
+                # Read the structure outside any write transaction (SQLite has one writer, and a
+                # token refresh during the read must be able to commit), then plan again.
+                _plan(services, ctx, job_id, day, load_org(client))
         if keep is not None:
             keep()
         writes = engine.send_outbox(services, client, portal_id)
@@ -146,7 +151,7 @@ def engine_pending(session, portal_id: int) -> int:
     from addon.models import NotificationLog, Outbox
 
     writes = session.scalar(select(func.count()).select_from(Outbox).where(
-        Outbox.portal_id == portal_id, Outbox.status == "pending")) or 0
+        Outbox.portal_id == portal_id, Outbox.status.in_(("pending", "sending")))) or 0
     messages = session.scalar(select(func.count()).select_from(NotificationLog).where(
         NotificationLog.portal_id == portal_id, NotificationLog.status == "pending")) or 0
     return writes + messages
@@ -158,7 +163,12 @@ def _naive_utc(moment: dt.datetime) -> dt.datetime:
     return moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
 
 
-def _plan(services, client, ctx: PortalContext, job_id: int, day: dt.date) -> None:
+class _NeedOrg(Exception):
+    """Planning found losses or messages that need the company's structure or users' names."""
+
+
+def _plan(services, ctx: PortalContext, job_id: int, day: dt.date,
+          org_and_names: tuple[rules.Org, dict[int, str]] | None) -> None:
     opts = ctx.opts
     summary = DailySummary(ctx.portal_id, day)
     transitions: Counter[str] = Counter()
@@ -206,9 +216,9 @@ def _plan(services, client, ctx: PortalContext, job_id: int, day: dt.date) -> No
                 transitions[f"{ln.from_status}->{ln.to_status}"] += 1
                 summary.steps += 1
         losses = {k: v for k, v in by_entity.items() if v[-1].to_status == LOST}
-        org, names = None, {}
-        if losses and (opts.transfer_mode != "none" or opts.notify_supervisor_on_loss):
-            org, names = load_org(client)
+        org, names = org_and_names if org_and_names is not None else (None, {})
+        if losses and org is None and (opts.transfer_mode != "none" or opts.notify_supervisor_on_loss):
+            raise _NeedOrg
         rows = _rows_for(session, ctx.portal_id, list(by_entity))
         items: list[rules.DigestItem] = []
         for key, its in by_entity.items():
@@ -249,8 +259,8 @@ def _plan(services, client, ctx: PortalContext, job_id: int, day: dt.date) -> No
                 summary.warnings += 1
 
         # 4. The messages, recorded before anything is sent.
-        if items and not names and any(i.kind in ("loss_supervisor", "transfer") for i in items):
-            _, names = load_org(client)
+        if org is None and any(i.kind in ("loss_supervisor", "transfer") for i in items):
+            raise _NeedOrg
         for message in rules.build_messages(opts, day, items, names):
             if engine.plan_message(session, ctx.portal_id, message.key, message.recipient_id, day, message.kind,
                                    message.text) is not None:

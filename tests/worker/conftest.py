@@ -128,15 +128,31 @@ def fast_services(services):
 
 
 @pytest.fixture
-def harness(fast_services):
+def portal_factory(fast_services):
+    """Make devportals (each one Bitrix24 portal) served next to ONE app server; all stopped after."""
+    import logging
+
     from devportal.server import DevPortalServer
     from tests.support import AppServer
 
-    srv = DevPortalServer(limits=False, tz="Europe/Moscow")
-    srv.start()
-    srv.portal.set_clock(at(DAY0, 8), frozen=True)
+    # Thousands of event POSTs: the per-request log line would cost more than the request.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     app = AppServer(fast_services).start()
-    h = Harness(fast_services, srv, app)
-    yield h
+    servers = []
+
+    def make(limits: bool = False, day: dt.date = DAY0) -> Harness:
+        srv = DevPortalServer(limits=limits, tz="Europe/Moscow")
+        srv.start()
+        srv.portal.set_clock(at(day, 8), frozen=True)
+        servers.append(srv)
+        return Harness(fast_services, srv, app)
+
+    yield make
     app.stop()
-    srv.stop()
+    for srv in servers:
+        srv.stop()
+
+
+@pytest.fixture
+def harness(portal_factory):
+    return portal_factory()

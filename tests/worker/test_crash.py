@@ -1,0 +1,82 @@
+"""Crash safety: a worker killed with SIGKILL in the middle of a daily run, then run again, ends
+exactly where an uninterrupted run ends — no client written twice, no digest sent twice."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+from addon.engine import STATUS_FIELD
+from tests.worker.conftest import DAY0, at
+
+
+def prepare(h, seed=21, contacts=500):
+    h.dp.seed(departments=3, managers=9, contacts=contacts, companies=50, months_of_calls=0, deals=0, rng_seed=seed)
+    h.install()
+    rng = random.Random(seed)
+    for kind, n in (("contact", contacts), ("company", 50)):
+        for eid in range(1, n + 1):
+            code = rng.choice(("NEW", "HOT", "WARM", "COLD"))
+            h.put_status(kind, eid, code, at(DAY0 - dt.timedelta(days=rng.randint(0, 100)), 10))
+    h.reindex(at(DAY0, 8))
+    h.clock(at(DAY0, 9, 30))
+
+
+def outcome(h):
+    statuses = {(k, i): h.portal_status(k, i) for k in ("contact", "company") for i in h.dp.records[k]}
+    notes = {n["tag"].split("|", 2)[2]: n["message"] for n in h.dp.notifications}
+    return statuses, notes
+
+
+def writes_per_client(h) -> Counter:
+    return Counter((c["method"], str(c["params"].get("id"))) for c in h.calls(in_batch=True)
+                   if c["method"].endswith(".update") and STATUS_FIELD in str(c["params"]))
+
+
+def worker_env(services) -> dict:
+    s = services.settings
+    return {**os.environ, "DATABASE_URL": s.database_url, "NEZABYT_SECRET_KEY": s.secret_key,
+            "NEZABYT_CLIENT_ID": s.client_id, "NEZABYT_CLIENT_SECRET": s.client_secret,
+            "NEZABYT_PUBLIC_URL": s.public_url, "NEZABYT_PORTAL_RPS": "1000", "NEZABYT_PORTAL_BURST": "1000"}
+
+
+@pytest.mark.slow
+def test_sigkill_during_a_daily_run_then_rerun_equals_an_uninterrupted_run(portal_factory):
+    reference, victim = portal_factory(), portal_factory()
+    prepare(reference)
+    prepare(victim)
+    reference.daily(at(DAY0, 9, 30))
+    expected_statuses, expected_notes = outcome(reference)
+    assert sum(1 for v in writes_per_client(reference).values()) > 200
+
+    # The victim's portal answers slowly, so the run is still writing when it is killed.
+    victim.dp.set_faults(latency_ms=150)
+    proc = subprocess.Popen([sys.executable, "-m", "addon", "decay", "--portal", victim.dp.member_id,
+                             "--now", at(DAY0, 9, 30).isoformat()], env=worker_env(victim.services),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while len(victim.calls("batch")) < 4 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)  # waiting for the worker to be mid-run, not for a clock
+    os.kill(proc.pid, signal.SIGKILL)
+    _, err = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    victim.dp.wait_for_deliveries(30)
+    half = writes_per_client(victim)
+    assert 0 < len(half) < len(writes_per_client(reference)), "killed before or after the writes"
+
+    victim.dp.set_faults(latency_ms=0)
+    victim.daily(at(DAY0, 9, 45))
+    statuses, notes = outcome(victim)
+    assert statuses == expected_statuses
+    assert notes == expected_notes
+    assert writes_per_client(victim) == writes_per_client(reference)
+    assert max(writes_per_client(victim).values()) == 1
+    tags = Counter(c["params"].get("TAG") for c in victim.calls("im.notify.system.add", in_batch=True))
+    assert tags and max(tags.values()) == 1
