@@ -18,7 +18,8 @@ from sqlalchemy import select
 
 from addon.engine import (PortalContext, load_context, notification_command, parse_portal_time, plan_message,
                           plan_write)
-from addon.models import NotificationLog, Outbox, Portal, RobotTimer, StoredEvent, utcnow
+from addon.models import (PORTAL_ACTIVE, PORTAL_UNINSTALLED, NotificationLog, Outbox, Portal, RobotTimer,
+                          StoredEvent, utcnow)
 from addon.phones import multifield_phones, normalize_phones, phone_region_for
 from addon.robots import logic
 from addon.robots.catalog import parse_robot_code
@@ -165,7 +166,12 @@ class Run:
             from addon.portal_client import PortalClient
 
             self._client = PortalClient(self.services, self.portal_id)
+            self._own_client = True
         return self._client
+
+    def close(self) -> None:
+        if getattr(self, "_own_client", False):
+            self._client.close()
 
     @property
     def language(self) -> str:
@@ -916,54 +922,60 @@ def process_robot_calls(services, portal_id: int, now: dt.datetime, limit: int =
         if not events:
             return 0
         run = Run(services, session, portal_id, now, client)
-        calls: dict[int, RobotCall | Exception] = {}
-        for event in events:
-            try:
-                calls[event.id] = parse_call(event)
-            except (ValueError, KeyError, TypeError) as exc:
-                calls[event.id] = exc
-        event_ids = [e.id for e in events]
         try:
-            run.prefetch((c.document_type, c.entity_id) for c in calls.values() if isinstance(c, RobotCall))
-        except Exception as exc:  # the portal is unreachable: nothing is decided, try again later
-            _fail(session, event_ids, exc)
-            session.commit()
-            raise
-        session.commit()
-        for event_id in event_ids:
-            # Claim the call: on PostgreSQL a second worker skips a call this one is executing.
-            query = select(StoredEvent).where(StoredEvent.id == event_id, StoredEvent.processed_at.is_(None)) \
-                .execution_options(populate_existing=True)
-            if not services.settings.is_sqlite:
-                query = query.with_for_update(skip_locked=True)
-            event = session.scalar(query)
-            if event is None:
-                session.rollback()
-                continue
-            call = calls[event_id]
+            calls: dict[int, RobotCall | Exception] = {}
+            for event in events:
+                try:
+                    calls[event.id] = parse_call(event)
+                except (ValueError, KeyError, TypeError) as exc:
+                    calls[event.id] = exc
+            event_ids = [e.id for e in events]
             try:
-                if isinstance(call, Exception):
-                    raise call
-                item = run.item(call.document_type, call.entity_id)
-                if item is None:
-                    run.reply(f"call:{call.event_id}", call.event_token, {}, "the item no longer exists")
-                else:
-                    HANDLERS[call.robot](run, call, item)
-                event.processed_at = utcnow()
-                event.error = None
+                run.prefetch((c.document_type, c.entity_id) for c in calls.values() if isinstance(c, RobotCall))
+            except Exception as exc:  # the portal is unreachable: nothing is decided, try again later
+                _fail(session, event_ids, exc)
                 session.commit()
-                done += 1
-            except (ValueError, KeyError, TypeError) as exc:  # a malformed call never gets better
-                session.rollback()
-                event = session.get(StoredEvent, event_id)
-                event.processed_at, event.error, event.attempts = utcnow(), f"refused: {exc}"[:2000], event.attempts + 1
-                session.commit()
-            except Exception as exc:
-                session.rollback()
-                _fail(session, [event_id], exc)
-                session.commit()
-                log.warning("robot call %s failed: %s", event_id, exc)
-        send_robot_writes(services, run.client, portal_id)
+                raise
+            session.commit()
+            for event_id in event_ids:
+                # Claim the call: on PostgreSQL a second worker skips a call this one is executing.
+                query = select(StoredEvent).where(StoredEvent.id == event_id, StoredEvent.processed_at.is_(None)) \
+                    .execution_options(populate_existing=True)
+                if not services.settings.is_sqlite:
+                    query = query.with_for_update(skip_locked=True)
+                event = session.scalar(query)
+                if event is None:
+                    session.rollback()
+                    continue
+                call = calls[event_id]
+                try:
+                    if isinstance(call, Exception):
+                        raise call
+                    item = run.item(call.document_type, call.entity_id)
+                    if item is None:
+                        run.reply(f"call:{call.event_id}", call.event_token, {}, "the item no longer exists")
+                    else:
+                        HANDLERS[call.robot](run, call, item)
+                    event.processed_at = utcnow()
+                    event.error = None
+                    session.commit()
+                    done += 1
+                except (ValueError, KeyError, TypeError) as exc:  # a malformed call never gets better
+                    session.rollback()
+                    event = session.get(StoredEvent, event_id)
+                    event.processed_at, event.error, event.attempts = utcnow(), f"refused: {exc}"[:2000], event.attempts + 1
+                    token = (event.payload or {}).get("event_token")
+                    if isinstance(token, str) and token:  # let the workflow go on instead of waiting for us
+                        run.reply(f"call:{event_id}", token, {}, f"Nezabyt refused this call: {exc}"[:500])
+                    session.commit()
+                except Exception as exc:
+                    session.rollback()
+                    _fail(session, [event_id], exc)
+                    session.commit()
+                    log.warning("robot call %s failed: %s", event_id, exc)
+            send_robot_writes(services, run.client, portal_id)
+        finally:
+            run.close()
     return done
 
 
@@ -972,6 +984,57 @@ def _fail(session, event_ids: list[int], exc: Exception) -> None:
         event = session.get(StoredEvent, event_id)
         event.attempts += 1
         event.error = f"{type(exc).__name__}: {exc}"[:2000]
+
+
+def _fire_portal_timers(services, session, run: Run, timer_ids: list[int], now: dt.datetime) -> int:
+    from addon.portal_client import PortalError
+
+    portal = session.get(Portal, run.portal_id)
+    if portal is None or portal.status != PORTAL_ACTIVE:
+        # The app is gone from this portal (or waits for re-authorisation): nothing can be done there.
+        if portal is None or portal.status == PORTAL_UNINSTALLED:
+            for timer in session.scalars(select(RobotTimer).where(RobotTimer.id.in_(timer_ids))):
+                timer.status = "cancelled"
+            session.commit()
+        return 0
+    timers = session.scalars(select(RobotTimer).where(RobotTimer.id.in_(timer_ids))).all()
+    try:
+        run.prefetch((t.state["document_type"], int(t.state["entity_id"])) for t in timers
+                     if "document_type" in (t.state or {}))
+    except Exception as exc:  # the portal is unreachable: every timer waits for the next pass
+        log.warning("robot timers of portal %s wait: %s", run.portal_id, exc)
+        return 0
+    session.commit()
+    fired = 0
+    for timer_id in timer_ids:
+        query = select(RobotTimer).where(RobotTimer.id == timer_id).execution_options(populate_existing=True)
+        if not services.settings.is_sqlite:
+            query = query.with_for_update(skip_locked=True)
+        timer = session.scalar(query)
+        if timer is None or timer.status != "waiting" or timer.due_at > now:
+            session.rollback()
+            continue
+        try:
+            TIMER_HANDLERS[timer.robot](run, timer)
+            timer.fired_at = now
+            session.commit()
+            fired += 1
+        except PortalError as exc:  # the portal is struggling: try again next pass
+            session.rollback()
+            log.warning("robot timer %s waits: %s", timer_id, exc)
+        except Exception as exc:  # a timer that cannot be fired gives up after a few tries
+            session.rollback()
+            timer = session.get(RobotTimer, timer_id)
+            state = dict(timer.state or {})
+            state["failures"] = int(state.get("failures", 0)) + 1
+            state["error"] = f"{type(exc).__name__}: {exc}"[:500]
+            timer.state = state
+            if state["failures"] >= MAX_ATTEMPTS:
+                timer.status = "failed"
+            session.commit()
+            log.warning("robot timer %s failed: %s", timer_id, exc)
+    send_robot_writes(services, run.client, run.portal_id)
+    return fired
 
 
 def fire_due_timers(services, now: dt.datetime, portal_id: int | None = None, limit: int = 500,
@@ -993,29 +1056,8 @@ def fire_due_timers(services, now: dt.datetime, portal_id: int | None = None, li
     for pid, timer_ids in due.items():
         with services.sessions() as session:
             run = Run(services, session, pid, now, client)
-            timers = session.scalars(select(RobotTimer).where(RobotTimer.id.in_(timer_ids))).all()
             try:
-                run.prefetch((t.state["document_type"], int(t.state["entity_id"])) for t in timers
-                             if "document_type" in (t.state or {}))
-            except Exception as exc:
-                log.warning("robot timers of portal %s wait: %s", pid, exc)
-                continue
-            session.commit()
-            for timer_id in timer_ids:
-                query = select(RobotTimer).where(RobotTimer.id == timer_id).execution_options(populate_existing=True)
-                if not services.settings.is_sqlite:
-                    query = query.with_for_update(skip_locked=True)
-                timer = session.scalar(query)
-                if timer is None or timer.status != "waiting" or timer.due_at > now:
-                    session.rollback()
-                    continue
-                try:
-                    TIMER_HANDLERS[timer.robot](run, timer)
-                    timer.fired_at = now
-                    session.commit()
-                    fired += 1
-                except Exception as exc:
-                    session.rollback()
-                    log.warning("robot timer %s failed: %s", timer_id, exc)
-            send_robot_writes(services, run.client, pid)
+                fired += _fire_portal_timers(services, session, run, timer_ids, now)
+            finally:
+                run.close()
     return fired

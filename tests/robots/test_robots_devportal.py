@@ -398,3 +398,29 @@ def test_a_repeat_request_never_brings_back_a_junk_client(world):
     assert world.record("lead", lead)["STATUS_ID"] == "IN_PROCESS"
     reply = world.replies("phone")[-1]["return_values"]
     assert (reply["duplicate_id"], reply["outcome"]) == (str(old), "kept")
+
+
+def test_a_call_for_an_unknown_robot_is_refused_once(world):
+    with world.services.sessions.begin() as s:
+        s.add(StoredEvent(portal_id=world.portal_id, event_name="ROBOT:nezabyt_unknown_lead", source="robot",
+                          dedupe_key="robot:test-unknown",
+                          payload={"code": "nezabyt_unknown_lead", "event_token": "t|A1|x",
+                                   "document_id": ["crm", "CCrmDocumentLead", "LEAD_1"]}))
+    world.process()
+    with world.services.sessions() as s:
+        event = s.scalars(select(StoredEvent).where(StoredEvent.dedupe_key == "robot:test-unknown")).one()
+    assert event.processed_at is not None and event.error.startswith("refused")
+    assert world.process() == 0
+
+
+def test_timers_of_an_uninstalled_portal_are_cancelled(world):
+    lead = world.lead("Лид", ASSIGNED_BY_ID=world.managers[0])
+    world.robot("take_in_work", "lead", lead, minutes=15, users=[world.managers[0], world.managers[2]])
+    world.process()
+    world.portal.uninstall_app(clean=False)
+    assert world.portal.wait_for_deliveries(timeout=5)
+    world.advance(minutes=20)
+    assert world.fire() == 0
+    with world.services.sessions() as s:
+        assert s.scalars(select(RobotTimer.status)).all() == ["cancelled"]
+    assert int(world.record("lead", lead)["ASSIGNED_BY_ID"]) == world.managers[0]
