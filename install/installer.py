@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 
 from addon.db import unit_of_work
-from addon.models import Portal, PortalSettings
+from addon.models import PORTAL_UNINSTALLED, Portal, PortalSettings
 from addon.options import Options
 from addon.portal_client import PortalError, unix_to_utc, user_client
 from install.tokens import mark_active, save_application_token, save_tokens
@@ -132,6 +132,9 @@ def _install(services, claim: Claim) -> InstallOutcome:
                     unix_to_utc(time.time() + claim.expires_in))
         if claim.application_token:
             save_application_token(session, portal, claim.application_token)
+        elif portal.status == PORTAL_UNINSTALLED:
+            # A new installation gets a new application_token; it comes with its first event.
+            portal.application_token_enc = None
         portal.scope = claim.scope or proof["scope"] or portal.scope or ""
         portal.language = claim.language or portal.language
         if proof["user_id"]:

@@ -22,8 +22,15 @@ def handle_uninstall(services, form: dict) -> int:
         if portal is None:
             raise IntakeError(401, "unknown portal")
         stored = services.cipher.decrypt(portal.application_token_enc)
-        # No trust on first use here: an uninstall without a known token could be anyone.
-        if not constant_time_equal(stored, str(auth["application_token"])):
+        if stored is None:
+            # A UI install that has not seen an event yet has no application_token to compare.
+            # No trust on first use here (anyone could claim an uninstall): ask the portal instead;
+            # after a real uninstall our tokens are revoked.
+            session.rollback()  # no row lock held across the portal call
+            if _app_still_installed(services, portal_id=portal.id):
+                raise IntakeError(401, "unknown application token")
+            portal = session.scalar(select(Portal).where(Portal.id == portal.id).with_for_update())
+        elif not constant_time_equal(stored, str(auth["application_token"])):
             raise IntakeError(401, "wrong application token")
         data = form.get("data") if isinstance(form.get("data"), dict) else {}
         portal_id = portal.id
@@ -47,3 +54,16 @@ def purge_portal(session, portal_id: int) -> None:
         if table.name != "portal" and "portal_id" in table.c:
             session.execute(delete(table).where(table.c.portal_id == portal_id))
     session.execute(delete(Portal).where(Portal.id == portal_id))
+
+
+def _app_still_installed(services, portal_id: int) -> bool:
+    from addon.portal_client import PortalAuthError, PortalClient, PortalError
+
+    try:
+        with PortalClient(services, portal_id) as client:
+            client.call("app.info")
+    except PortalAuthError:
+        return False
+    except PortalError as exc:
+        raise IntakeError(401, f"the uninstall cannot be confirmed: {exc.code}") from exc
+    return True

@@ -303,3 +303,31 @@ def test_a_non_admin_cannot_install(services, devportal, app_server):
     assert answer.status_code == 403
     with services.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Portal)) == 0
+
+
+def test_uninstall_then_reinstall(services, devportal, app_server):
+    install(devportal, app_server)
+    dp = devportal.portal
+    forged = {"event": "ONAPPUNINSTALL", "data[CLEAN]": "1", "auth[member_id]": dp.member_id,
+              "auth[domain]": devportal.domain, "auth[application_token]": "guessed"}
+    # no event has taught us the application_token yet: the portal itself says the app is installed
+    assert requests.post(f"{app_server.url}/events", data=forged, timeout=10).status_code == 401
+    assert portal_row(services).status == "active"
+    assert dp.uninstall_app(clean=False) == 1
+    assert dp.wait_for_deliveries(timeout=10)
+    portal = portal_row(services)
+    assert portal.status == "uninstalled" and portal.access_token_enc is None
+    with pytest.raises(Exception):
+        PortalClient(services, portal.id).call("profile")
+
+    install(devportal, app_server)  # a new installation: new tokens, new application_token
+    assert portal_row(services).status == "active"
+    contact = dp.act_add("contact", {"NAME": "Клиент"})
+    assert dp.wait_for_deliveries(timeout=10)
+    assert count_events(services, entity_id=contact, source="online") == 1
+
+    assert dp.uninstall_app(clean=True) == 1
+    assert dp.wait_for_deliveries(timeout=10)
+    with services.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Portal)) == 0
+        assert s.scalar(select(func.count()).select_from(StoredEvent)) == 0
