@@ -113,10 +113,11 @@ def _call(portal, ctx: Ctx, method: str, params: dict) -> dict:
     with portal.lock:
         portal.check_operating(method)
     started = _time.perf_counter()
-    try:
-        result = handler(portal, ctx, params)
-    finally:
-        with portal.lock:
+    # methods read and write shared state; none of them waits on the network, so holding the lock is cheap
+    with portal.lock:
+        try:
+            result = handler(portal, ctx, params)
+        finally:
             portal.spend_operating(method, _time.perf_counter() - started)
     if isinstance(result, Listing):
         body = {"result": result.rows}
