@@ -331,3 +331,36 @@ def test_uninstall_then_reinstall(services, devportal, app_server):
     with services.sessions() as s:
         assert s.scalar(select(func.count()).select_from(Portal)) == 0
         assert s.scalar(select(func.count()).select_from(StoredEvent)) == 0
+
+
+def test_the_pace_keeps_a_job_under_the_portals_bucket(services, devportal, app_server):
+    import dataclasses
+
+    from addon.portal_client import _paces
+
+    install(devportal, app_server)
+    dp = devportal.portal
+    # A small bucket so the test is quick: the portal allows 6 at once and 20/s; we allow 5 and 18/s.
+    dp.set_limits(rps=20, burst=6, enabled=True)
+    services.settings = dataclasses.replace(services.settings, portal_rps=18.0, portal_burst=5)
+    _paces.clear()
+    client = PortalClient(services, portal_row(services).id, sleep=lambda s: pytest.fail("no 503 expected"))
+    start = len(dp.calls)
+    for _ in range(40):
+        client.call("profile")
+    assert client.stats.retries_503 == 0
+    assert [c["status"] for c in dp.calls[start:]] == [200] * 40
+
+
+def test_a_503_storm_is_ridden_out_by_calls_and_batches(services, devportal, app_server):
+    install(devportal, app_server)
+    dp = devportal.portal
+    sleeps = []
+    client = PortalClient(services, portal_row(services).id, sleep=sleeps.append)
+    dp.set_faults(fail_next=2, fail_status=503)
+    assert client.call("profile")["ID"] == "1"
+    assert sleeps == [0.5, 1.0]
+    ids = [dp.act_add("contact", {"NAME": f"Клиент {i}"}) for i in range(3)]
+    dp.set_faults(fail_next=1, fail_status=503)
+    answer = client.get_many("crm.contact.get", ids)
+    assert all(isinstance(answer[i], dict) for i in ids)
