@@ -775,6 +775,29 @@ def status_list(portal, ctx, params):
     return rows
 
 
+# doc: api-reference/crm/crm-stage-history-list.md (items with integer IDs)
+@method("crm.stagehistory.list")
+def stage_history_list(portal, ctx, params):
+    kind = {1: "lead", 2: "deal"}.get(int(arg(params, "entityTypeId") or 0))
+    if kind is None:
+        raise RestError("ENTITY_TYPE_NOT_SUPPORTED", "Entity type is not supported", 400)
+    rows = [r for r in portal.stage_history if r["_entity"] == kind]
+    flt = _dict(arg(params, "filter"))
+    if flt:
+        pred = crm.compile_filter(flt, _STAGE_HISTORY_SCHEMA, portal.tz)
+        rows = [r for r in rows if pred(r)]
+    rows = crm.sort_records(rows, _dict(arg(params, "order")), _STAGE_HISTORY_SCHEMA, portal.tz)
+    page, total, nxt = crm.page_of(rows, arg(params, "start", 0))
+    select = _select(arg(params, "select"))
+    items = [{k: v for k, v in r.items() if not k.startswith("_") and (not select or "*" in select or k in select)}
+             for r in page]
+    return Listing({"items": items}, total, nxt)
+
+
+_STAGE_HISTORY_SCHEMA = {"ID": {"type": "integer"}, "TYPE_ID": {"type": "integer"}, "OWNER_ID": {"type": "integer"},
+                         "CATEGORY_ID": {"type": "integer"}, "CREATED_TIME": {"type": "datetime"}}
+
+
 # ---------------------------------------------------------------------- activities
 def _export_activity(row: dict, select: list[str] | None) -> dict:
     out = {k: v for k, v in row.items() if k not in ("COMMUNICATIONS", "BINDINGS")}

@@ -85,6 +85,7 @@ class DevPortal:
         self.departments: dict[int, dict] = {}
         self.records: dict[str, dict[int, dict]] = {e: {} for e in ENTITIES}
         self.activities: dict[int, dict] = {}
+        self.stage_history: list[dict] = []
         self.userfields: dict[str, dict[str, dict]] = {e: {} for e in ENTITIES}
         self._handler_id = 0
         # event delivery runs on one background thread, started on first use
@@ -602,6 +603,8 @@ class DevPortal:
             if "ASSIGNED_BY_ID" not in {str(k).upper() for k in (fields or {})}:
                 record["ASSIGNED_BY_ID"] = str(user_id)
             self.records[entity][rid] = record
+            if entity in DOC_IDS:
+                self._record_stage(entity, record, 1, when or self.now())
             if fire:
                 self.fire(f"ONCRM{entity.upper()}ADD", str(rid), user_id)
             return rid
@@ -627,6 +630,8 @@ class DevPortal:
                 record["IS_NEW"] = "N"
             self.fire(f"ONCRM{entity.upper()}UPDATE", record["ID"], user_id)
             if entity in DOC_IDS and record.get(stage_field) != old_stage:
+                semantic = record.get("STAGE_SEMANTIC_ID" if entity == "deal" else "STATUS_SEMANTIC_ID")
+                self._record_stage(entity, record, 2 if semantic == "P" else 3, self.now())
                 self._stage_entered(entity, int(record["ID"]), record.get(stage_field))
             return True
 
@@ -636,6 +641,17 @@ class DevPortal:
             del self.records[entity][int(record["ID"])]
             self.fire(f"ONCRM{entity.upper()}DELETE", record["ID"], user_id)
             return True
+
+    def _record_stage(self, entity: str, record: dict, type_id: int, when: datetime) -> None:
+        """A crm.stagehistory row: 1 created, 2 moved to an intermediate stage, 3 to a final one."""
+        row = {"ID": self._next("stage_history"), "TYPE_ID": type_id, "OWNER_ID": int(record["ID"]),
+               "CREATED_TIME": self.iso(when), "_entity": entity}
+        if entity == "deal":
+            row.update(CATEGORY_ID=int(record.get("CATEGORY_ID") or 0),
+                       STAGE_SEMANTIC_ID=record.get("STAGE_SEMANTIC_ID"), STAGE_ID=record.get("STAGE_ID"))
+        else:
+            row.update(STATUS_SEMANTIC_ID=record.get("STATUS_SEMANTIC_ID"), STATUS_ID=record.get("STATUS_ID"))
+        self.stage_history.append(row)
 
     # the ctl actions: a user working in the CRM
     def act_add(self, entity: str, fields: dict, user_id: int = 1) -> int:

@@ -146,3 +146,19 @@ def test_deal_stage_semantics_and_activity_calls(crm_portal):
     by_binding = rest(srv, "crm.activity.list", token, filter={"BINDINGS": [{"OWNER_TYPE_ID": 3, "OWNER_ID": 5}]})
     assert [r["ID"] for r in by_binding.json()["result"]] == [str(aid)]
     assert rest(srv, "crm.activity.get", token, id=aid).json()["result"]["OWNER_ID"] == "5"
+
+
+# doc: api-reference/crm/crm-stage-history-list.md
+def test_stage_history_records_creation_and_moves(crm_portal):
+    srv, token = crm_portal
+    deal = srv.portal.act_add("deal", {"TITLE": "История"})
+    srv.portal.act_move_stage("deal", deal, "EXECUTING")
+    srv.portal.act_close_deal(deal, won=False)
+    body = rest(srv, "crm.stagehistory.list", token, entityTypeId=2, order={"ID": "DESC"},
+                filter={"OWNER_ID": deal}).json()
+    items = body["result"]["items"]
+    assert body["total"] == 3
+    assert [(i["TYPE_ID"], i["STAGE_ID"], i["STAGE_SEMANTIC_ID"]) for i in items] == [
+        (3, "LOSE", "F"), (2, "EXECUTING", "P"), (1, "NEW", "P")]
+    assert items[0]["OWNER_ID"] == deal and isinstance(items[0]["ID"], int) and items[0]["CATEGORY_ID"] == 0
+    assert rest(srv, "crm.stagehistory.list", token, entityTypeId=3).json()["error"] == "ENTITY_TYPE_NOT_SUPPORTED"
