@@ -16,6 +16,7 @@ LAZY_COMMANDS = {
     "import": "worker.imports:import_command",
     "demo": "worker.demo:demo_command",
     "web": "addon.web:web_command",
+    "robots": "worker.robots:robots_command",
 }
 
 
