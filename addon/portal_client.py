@@ -291,7 +291,7 @@ class PortalClient:
         self.pace.acquire()
         self.stats.batches += 1
         self.stats.commands += len(chunk)
-        before = self.stats.refreshes
+        self.stats.http_requests += 1  # fast-bitrix24's own retries (5xx, after a refresh) are not seen
         try:
             envelope = asyncio.run(self._batch_async({"halt": 1 if halt else 0, "cmd": chunk}))
         except aiohttp.ClientResponseError as exc:
@@ -305,9 +305,6 @@ class PortalClient:
             for key in chunk:
                 out.errors[key] = PortalError("SERVER_UNAVAILABLE", str(exc), 503, methods[key])
             return
-        finally:
-            # the token hook's refreshes are counted there; each raw HTTP attempt after one is a retry
-            self.stats.http_requests += 1 + (self.stats.refreshes - before)
         body = envelope.get("result") or {}
         results = body.get("result") or {}
         errors = body.get("result_error") or {}

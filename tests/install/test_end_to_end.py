@@ -364,3 +364,24 @@ def test_a_503_storm_is_ridden_out_by_calls_and_batches(services, devportal, app
     dp.set_faults(fail_next=1, fail_status=503)
     answer = client.get_many("crm.contact.get", ids)
     assert all(isinstance(answer[i], dict) for i in ids)
+
+
+def test_operation_time_limit_parks_only_that_method(services, devportal, app_server):
+    from addon.portal_client import MethodParked
+
+    install(devportal, app_server)
+    dp = devportal.portal
+    dp.set_method_cost("crm.contact.list", 500)  # one call spends the whole 10-minute budget
+    portal_id = portal_row(services).id
+    client = PortalClient(services, portal_id)
+    client.call("crm.contact.list", {"start": -1})
+    with pytest.raises(MethodParked) as info:
+        client.call("crm.contact.list", {"start": -1})
+    assert info.value.until > dp.ts()
+    sent = len(dp.calls)
+    with pytest.raises(MethodParked):
+        PortalClient(services, portal_id).call("crm.contact.list")  # parked for every client, no request
+    assert len(dp.calls) == sent
+    assert client.call("crm.company.list", {"start": -1}) == []
+    answer = client.batch({"a": ("crm.contact.list", {}), "b": ("crm.company.list", {})})
+    assert isinstance(answer.errors["a"], MethodParked) and answer.results["b"] == []
