@@ -83,6 +83,13 @@ def handle_page(portal, request: Request) -> Response:
     return _page("Не найдено", "<p>Страница не найдена.</p>", 404)
 
 
+def _when(stamp: str | None) -> str:
+    """ISO stamp as a person reads it on a Russian portal: 23.11.2026 09:41."""
+    if not stamp:
+        return ""
+    return f"{stamp[8:10]}.{stamp[5:7]}.{stamp[0:4]} {stamp[11:16]}"
+
+
 def _user_id(request: Request) -> int:
     try:
         return int(request.args.get("user", 1))
@@ -103,7 +110,7 @@ def _home(portal, request: Request) -> Response:
     with portal.lock:
         app = portal.app
         blocks.append(f"<p class='muted'>{escape(portal.domain)} · member_id {escape(portal.member_id)} · "
-                      f"{escape(portal.iso())} · приложение: "
+                      f"{escape(_when(portal.iso()))} · приложение: "
                       f"{escape(app['client_id']) + (' (установлено)' if app['installed'] else ' (не завершена установка)') if app else 'не установлено'}</p>")
         for entity, title in (("contact", "Контакты"), ("company", "Компании")):
             enums = _enum_columns(portal, entity)
@@ -123,7 +130,7 @@ def _home(portal, request: Request) -> Response:
                 lines.append(f"<tr><td>{r['ID']}</td><td><a href='/crm/{entity}/details/{r['ID']}/'>"
                              f"{escape(name or '—')}</a></td><td>{escape(phone)}</td>"
                              f"<td>{escape(owner.get('NAME', ''))} {escape(owner.get('LAST_NAME', ''))}</td>"
-                             f"<td>{escape(r.get('DATE_MODIFY') or '')}</td>{cells}</tr>")
+                             f"<td>{escape(_when(r.get('DATE_MODIFY')))}</td>{cells}</tr>")
             blocks.append(f"<h2>{title} <span class='muted'>({total})</span></h2><table><tr><th>ID</th>"
                           f"<th>Название</th><th>Телефон</th><th>Ответственный</th><th>Изменён</th>{head}</tr>"
                           f"{''.join(lines)}</table>")
@@ -177,7 +184,7 @@ def _details(portal, request: Request, entity: str, rid: str) -> Response:
         phones = ", ".join(e["VALUE"] for e in record.get("PHONE") or [])
         body = (f"<h1>{escape(name or '—')}</h1><table><tr><th>ID</th><td>{record['ID']}</td></tr>"
                 f"<tr><th>Телефон</th><td>{escape(phones)}</td></tr>"
-                f"<tr><th>Изменён</th><td>{escape(record.get('DATE_MODIFY') or '')}</td></tr>{fields}</table>")
+                f"<tr><th>Изменён</th><td>{escape(_when(record.get('DATE_MODIFY')))}</td></tr>{fields}</table>")
     if tabs:
         tab = tabs[0]
         body += _frame(portal, request, tab["handler"], code, {"ID": str(rid)}, tab["title"] or code)
