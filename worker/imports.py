@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import click
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from addon.models import (
@@ -84,29 +84,33 @@ def apply_import(services, job_id: int, now: dt.datetime, client=None, progress=
     try:
         while True:
             with services.sessions() as session:
-                rows = list(session.scalars(
-                    select(ImportRow).where(ImportRow.job_id == job_id, ImportRow.state.in_(("pending", "sending")))
-                    .order_by(ImportRow.row_no).limit(CHUNK_ROWS)))
+                rows = session.execute(
+                    select(ImportRow.id, ImportRow.row_no, ImportRow.entity_type, ImportRow.entity_id,
+                           ImportRow.status, ImportRow.state, ImportRow.data)
+                    .where(ImportRow.job_id == job_id, ImportRow.state.in_(("pending", "sending")))
+                    .order_by(ImportRow.row_no).limit(CHUNK_ROWS)).all()
                 if not rows:
                     break
                 already = _already_written(client, [r for r in rows if r.state == "sending"], field_items)
                 outcome: dict[int, tuple[str, str | None]] = {r.id: ("applied", None) for r in rows
                                                               if r.id in already}
-                to_send = _prepare(session, portal_id, rows, outcome, field_items, options, now)
+                to_send = _prepare(session, portal_id, rows, outcome, field_items)
                 session.commit()  # the rows are `sending` before anything leaves
                 by_key = {f"r{r.id}": r for r in rows}
                 if to_send:  # PortalClient.batch sends them 50 to an HTTP call, one call after another
                     answer = client.batch(to_send)
                     for key in to_send:
-                        row_id = int(key[1:])
                         error = answer.errors.get(key)
-                        outcome[row_id] = ("failed", _error_text(error, by_key[key])) if error else ("applied", None)
-                _finish_rows(session, portal_id, rows, outcome, options, today, now, created_by)
+                        outcome[by_key[key].id] = (("failed", _error_text(error, by_key[key])) if error
+                                                   else ("applied", None))
+                _finish_rows(session, portal_id, rows, outcome, options, today, created_by)
                 applied = sum(1 for state, _ in outcome.values() if state == "applied")
                 session.execute(update(ImportJob).where(ImportJob.id == job_id)
-                                .values(applied_rows=ImportJob.applied_rows + applied))
+                                .values(applied_rows=ImportJob.applied_rows + applied)
+                                .execution_options(synchronize_session=False))
                 session.execute(update(JobRun).where(JobRun.id == run_id)
-                                .values(progress_done=JobRun.progress_done + len(outcome)))
+                                .values(progress_done=JobRun.progress_done + len(outcome))
+                                .execution_options(synchronize_session=False))
                 session.commit()
                 if progress is not None:
                     progress(len(outcome))
@@ -116,11 +120,14 @@ def apply_import(services, job_id: int, now: dt.datetime, client=None, progress=
             client.close()
 
 
-def _prepare(session: Session, portal_id: int, rows: list[ImportRow], outcome: dict, field_items: dict,
-             options: Options, now: dt.datetime) -> dict[str, tuple[str, dict]]:
+# The two writes per chunk are bulk statements (executemany by primary key, multi-row inserts):
+# a 100,000-row load is 200 chunks, and per-object ORM bookkeeping would dominate its time.
+def _prepare(session: Session, portal_id: int, rows, outcome: dict, field_items: dict) -> dict[str, tuple[str, dict]]:
     """Mark the rows `sending`, note the value we write in the service table, and build commands."""
     tracked = _tracked(session, portal_id, rows)
     commands: dict[str, tuple[str, dict]] = {}
+    written_at = utcnow()
+    new_rows, noted, sending = [], [], []
     for r in rows:
         if r.id in outcome:
             continue
@@ -130,57 +137,76 @@ def _prepare(session: Session, portal_id: int, rows: list[ImportRow], outcome: d
             outcome[r.id] = ("failed", f"the status field on the portal has no item for {r.status}: "
                                        "save the settings to re-sync it")
             continue
-        if entity is not None and entity.status == IN_WORK and entity.open_deals > 0:
+        if entity is not None and entity["status"] == IN_WORK and (entity["open_deals"] or 0) > 0:
             outcome[r.id] = ("failed", "the client has an open deal: its status is IN_WORK until the deal closes")
             continue
         if entity is None:
-            entity = TrackedEntity(portal_id=portal_id, entity_type=r.entity_type, entity_id=r.entity_id,
-                                   status=None, open_deals=0)
-            session.add(entity)
-            tracked[(r.entity_type, r.entity_id)] = entity
-        entity.written_status, entity.written_at = r.status, utcnow()
-        r.state = "sending"
+            new_rows.append({"portal_id": portal_id, "entity_type": r.entity_type, "entity_id": r.entity_id,
+                             "status": None, "open_deals": 0, "written_status": r.status, "written_at": written_at})
+        else:
+            noted.append({"id": entity["id"], "written_status": r.status, "written_at": written_at})
+        sending.append({"id": r.id, "state": "sending"})
         commands[f"r{r.id}"] = (f"crm.{r.entity_type}.update", {
             "id": r.entity_id, "fields": {STATUS_FIELD: item_id},
             "params": {"REGISTER_SONET_EVENT": "N"}})
+    if new_rows:
+        session.execute(insert(TrackedEntity), new_rows)
+    if noted:
+        session.execute(update(TrackedEntity), noted)
+    if sending:
+        session.execute(update(ImportRow), sending)
     return commands
 
 
-def _finish_rows(session: Session, portal_id: int, rows: list[ImportRow], outcome: dict, options: Options,
-                 today: dt.date, now: dt.datetime, created_by: int | None) -> None:
+def _finish_rows(session: Session, portal_id: int, rows, outcome: dict, options: Options, today: dt.date,
+                 created_by: int | None) -> None:
     from addon.rules import Entity, dates
 
     tracked = _tracked(session, portal_id, rows)
+    recorded_at = utcnow()
+    states, entities, history, missing = [], [], [], []
     for r in rows:
         state, error = outcome.get(r.id, ("pending", None))
-        r.state, r.error = state, error
+        states.append({"id": r.id, "state": state, "error": error})
         if state != "applied":
             continue
-        e = tracked.get((r.entity_type, r.entity_id))
-        if e is None:  # applied on an earlier run whose service-table row was since removed
-            e = TrackedEntity(portal_id=portal_id, entity_type=r.entity_type, entity_id=r.entity_id, open_deals=0)
-            session.add(e)
+        e = tracked.get((r.entity_type, r.entity_id)) or {
+            "id": None, "status": None, "previous_status": None, "last_call_on": None, "open_deals": 0,
+            "assigned_by_id": None}
         set_on = dt.date.fromisoformat(r.data["status_on"]) if (r.data or {}).get("status_on") else today
-        previous = e.status
-        e.previous_status = previous if previous != r.status else e.previous_status
-        e.status, e.status_set_on = r.status, set_on
-        e.due_on, e.warn_on = dates(options, Entity(status=e.status, status_set_on=set_on,
-                                                    last_call_on=e.last_call_on, open_deals=e.open_deals or 0))
-        e.written_status = r.status
-        session.add(StatusHistory(portal_id=portal_id, entity_type=r.entity_type, entity_id=r.entity_id,
-                                  from_status=previous, to_status=r.status, changed_on=set_on,
-                                  recorded_at=utcnow(), cause="import", by_user_id=created_by,
-                                  assigned_by_id=e.assigned_by_id, note=f"import row {r.row_no}"))
+        due_on, warn_on = dates(options, Entity(status=r.status, status_set_on=set_on, last_call_on=e["last_call_on"],
+                                                open_deals=e["open_deals"] or 0))
+        values = {"status": r.status, "status_set_on": set_on, "due_on": due_on, "warn_on": warn_on,
+                  "written_status": r.status,
+                  "previous_status": e["status"] if e["status"] != r.status else e["previous_status"]}
+        if e["id"] is None:  # applied on an earlier run whose service-table row was since removed
+            missing.append({"portal_id": portal_id, "entity_type": r.entity_type, "entity_id": r.entity_id,
+                            "open_deals": 0, **values})
+        else:
+            entities.append({"id": e["id"], **values})
+        history.append({"portal_id": portal_id, "entity_type": r.entity_type, "entity_id": r.entity_id,
+                        "from_status": e["status"], "to_status": r.status, "changed_on": set_on,
+                        "recorded_at": recorded_at, "cause": "import", "by_user_id": created_by,
+                        "assigned_by_id": e["assigned_by_id"], "note": f"import row {r.row_no}"})
+    session.execute(update(ImportRow), states)
+    if entities:
+        session.execute(update(TrackedEntity), entities)
+    if missing:
+        session.execute(insert(TrackedEntity), missing)
+    if history:
+        session.execute(insert(StatusHistory), history)
 
 
-def _tracked(session: Session, portal_id: int, rows: list[ImportRow]) -> dict[tuple[str, int], TrackedEntity]:
-    out: dict[tuple[str, int], TrackedEntity] = {}
+def _tracked(session: Session, portal_id: int, rows) -> dict[tuple[str, int], dict[str, Any]]:
+    out: dict[tuple[str, int], dict[str, Any]] = {}
     for entity_type in {r.entity_type for r in rows}:
         ids = [r.entity_id for r in rows if r.entity_type == entity_type]
-        for e in session.scalars(select(TrackedEntity).where(
+        for e in session.execute(select(
+                TrackedEntity.id, TrackedEntity.entity_id, TrackedEntity.status, TrackedEntity.previous_status,
+                TrackedEntity.last_call_on, TrackedEntity.open_deals, TrackedEntity.assigned_by_id).where(
                 TrackedEntity.portal_id == portal_id, TrackedEntity.entity_type == entity_type,
-                TrackedEntity.entity_id.in_(ids))):
-            out[(entity_type, e.entity_id)] = e
+                TrackedEntity.entity_id.in_(ids))).mappings():
+            out[(entity_type, e["entity_id"])] = dict(e)
     return out
 
 
@@ -210,7 +236,7 @@ def _already_written(client, rows: list[ImportRow], field_items: dict) -> set[in
     return done
 
 
-def _error_text(error: Any, row: ImportRow) -> str:
+def _error_text(error: Any, row) -> str:
     description = getattr(error, "description", "") or ""
     if description == "Not found":  # legacy crm.* errors carry no code, only this text
         return f"no {row.entity_type} with ID {row.entity_id}"
