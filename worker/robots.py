@@ -316,23 +316,26 @@ class Run:
         rows = self.stages(document_type, item)
         return str(rows[0]["STATUS_ID"]) if rows else None
 
+    def stage_history(self, document_type: str, entity_id: int) -> list[str]:
+        """The stages the item entered, newest first (crm.stagehistory.list); empty if unknown."""
+        try:
+            result = self.client.call("crm.stagehistory.list", {
+                "entityTypeId": OWNER_TYPE[document_type], "order": {"ID": "DESC"},
+                "filter": {"OWNER_ID": int(entity_id)}})
+        except Exception:  # an older portal without the method: callers fall back
+            return []
+        rows = result.get("items", []) if isinstance(result, dict) else result or []
+        return [str(r.get("STAGE_ID") or r.get("STATUS_ID") or "") for r in rows if isinstance(r, dict)]
+
     def previous_stage(self, document_type: str, item: dict, explicit: str = "") -> str | None:
         """Where to send an item back: the robot's setting, else the stage it came from (stage
         history), else the in-progress stage before the current one in the pipeline."""
         if explicit:
             return explicit
         current = str(item.get(STAGE_FIELD[document_type]) or "")
-        try:
-            result = self.client.call("crm.stagehistory.list", {
-                "entityTypeId": OWNER_TYPE[document_type], "order": {"ID": "DESC"},
-                "filter": {"OWNER_ID": int(item["ID"])}})
-            rows = result.get("items", []) if isinstance(result, dict) else result or []
-            for row in rows:
-                stage = str(row.get("STAGE_ID") or row.get("STATUS_ID") or "")
-                if stage and stage != current:
-                    return stage
-        except Exception:
-            pass
+        for stage in self.stage_history(document_type, int(item["ID"])):
+            if stage and stage != current:
+                return stage
         rows = self.stages(document_type, item)
         codes = [str(r["STATUS_ID"]) for r in rows]
         if current not in codes:
@@ -651,7 +654,8 @@ def handle_ranking_stage(run: Run, call: RobotCall, item: dict) -> None:
 def handle_stage_gate(run: Run, call: RobotCall, item: dict) -> None:
     key = f"call:{call.event_id}"
     required = prop_str(call.properties.get("required_stage"))
-    passed = (not required) or has_record(run.session, run.portal_id, "reached", call.document_id, required)
+    passed = (not required or has_record(run.session, run.portal_id, "reached", call.document_id, required)
+              or required in run.stage_history(call.document_type, call.entity_id))
     if passed:
         run.reply(key, call.event_token, {"passed": "Y"}, "the required stage was passed")
         return

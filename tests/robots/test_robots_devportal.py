@@ -219,8 +219,8 @@ def test_required_fields_and_close_reason_send_the_item_back(world):
     world.portal.act_move_stage("deal", deal, "LOSE")
     world.robot("close_reason", "deal", deal, reason_field="COMMENTS")
     world.process()
-    # no stage history on this portal: back to the last in-progress stage before the losing one
-    assert world.record("deal", deal)["STAGE_ID"] == "FINAL_INVOICE"
+    # back to the stage it came from (crm.stagehistory.list)
+    assert world.record("deal", deal)["STAGE_ID"] == "EXECUTING"
     assert any("причину" in m for m in world.messages_to(m1))
     world.portal.act_update("deal", deal, {"STAGE_ID": "LOSE", "COMMENTS": "Дорого"})
     world.robot("close_reason", "deal", deal, reason_field="COMMENTS")
