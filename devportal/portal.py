@@ -470,6 +470,33 @@ class DevPortal:
             if self.app is not None:
                 self.app["installed"] = True
 
+    def update_app(self, version: int | None = None, finish: bool = True, lang: str = "ru") -> dict:
+        """A new version of the app: the portal drops its event handlers and opens the installer again
+        (a UI app: the installer page; API-only: ONAPPINSTALL), so the app re-binds everything."""
+        with self.lock:
+            if self.app is None:
+                raise KeyError("no app is installed")
+            app = self.app
+            app["version"] = version or app["version"] + 1
+            self.bound_events.clear()
+            self.offline_events.clear()
+            app["installed"] = app["api_only"]
+            tokens = self.issue_tokens(1)
+        url = app["app_url"] + app["install_path"]
+        if app["api_only"]:
+            form = {"event": "ONAPPINSTALL",
+                    "data": {"VERSION": str(app["version"]), "ACTIVE": "Y", "INSTALLED": "Y", "LANGUAGE_ID": lang},
+                    "ts": int(self.ts()), "auth": {**self.auth_block(None), "access_token": tokens["access_token"],
+                                                   "expires": tokens["expires"], "expires_in": self.token_ttl,
+                                                   "refresh_token": tokens["refresh_token"], "user_id": 1}}
+            response = requests.post(url, data=flatten(form), timeout=30)
+        else:
+            response = requests.post(url, params=self.page_query(lang), data=self.page_form(tokens, "DEFAULT", {}),
+                                     timeout=30)
+            if finish:
+                self.finish_install()
+        return {**tokens, "status_code": response.status_code, "answer": response.text}
+
     def uninstall_app(self, clean: bool = True, lang: str = "ru") -> int:
         """POST ONAPPUNINSTALL (no tokens) to each bound handler; drop handlers, placements, tokens."""
         with self.lock:

@@ -89,10 +89,10 @@ def handle_http(portal, method: str, params: dict, bearer: str | None) -> tuple[
         else:
             body = _call(portal, ctx, method, params)
     except RestError as err:
-        _log(portal, method, params, err.status, err, in_batch=False, dt=dt_start)
+        _log(portal, method, params, err.status, err, in_batch=False, dt=dt_start, user_id=None)
         return err.status, err.body()
     body["time"] = time_block(portal, started, _time.perf_counter(), method, dt_start)
-    _log(portal, method, params, 200, None, in_batch=False, dt=dt_start)
+    _log(portal, method, params, 200, None, in_batch=False, dt=dt_start, user_id=ctx.user_id)
     return 200, body
 
 
@@ -107,7 +107,10 @@ def _call(portal, ctx: Ctx, method: str, params: dict) -> dict:
     if handler is None:
         raise method_not_found()
     needed = scope_of(method)
-    if needed and needed not in portal.app["scope"].split(","):
+    granted = portal.app["scope"].split(",")
+    if needed == "user" and ("user_brief" in granted or "user_basic" in granted):
+        needed = ""
+    if needed and needed not in granted:
         raise RestError("insufficient_scope", "The request requires higher privileges than provided by the "
                                               "access token", 401)
     with portal.lock:
@@ -128,11 +131,11 @@ def _call(portal, ctx: Ctx, method: str, params: dict) -> dict:
     return {"result": result}
 
 
-def _log(portal, method, params, status, err, in_batch, dt):
+def _log(portal, method, params, status, err, in_batch, dt, user_id=None):
     params = {k: v for k, v in params.items() if k not in ("auth", "access_token")}
     with portal.lock:
         portal.calls.append({"method": method, "params": params, "time": dt, "status": status,
-                             "error": err.code if err else None, "in_batch": in_batch})
+                             "error": err.code if err else None, "in_batch": in_batch, "user_id": user_id})
 
 
 _REF = re.compile(r"\$(result|next|total|error|time)\[([^\]]*)\]((?:\[[^\]]*\])*)")
@@ -203,12 +206,12 @@ def run_batch(portal, ctx: Ctx, params: dict) -> dict:
                 raise RestError("ERROR_BATCH_METHOD_NOT_ALLOWED", "Method is not allowed for batch usage", 400)
             body = _call(portal, Ctx(ctx.user_id, ctx.token, in_batch=True), method, sub_params)
         except RestError as err:
-            _log(portal, method, sub_params, err.status, err, in_batch=True, dt=dt_start)
+            _log(portal, method, sub_params, err.status, err, in_batch=True, dt=dt_start, user_id=ctx.user_id)
             results["error"][key] = err.body()
             if halt:
                 break
             continue
-        _log(portal, method, sub_params, 200, None, in_batch=True, dt=dt_start)
+        _log(portal, method, sub_params, 200, None, in_batch=True, dt=dt_start, user_id=ctx.user_id)
         results["result"][key] = body["result"]
         if "total" in body:
             results["total"][key] = body["total"]

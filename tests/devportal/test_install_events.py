@@ -146,3 +146,18 @@ def test_server_is_a_context_manager_and_knows_its_url():
     with DevPortalServer(limits=False) as srv:
         assert srv.url == f"http://127.0.0.1:{srv.port}" and srv.domain == f"127.0.0.1:{srv.port}"
         assert srv.portal.rest_endpoint == f"{srv.url}/rest/"
+
+
+# doc: settings/app-installation/local-apps/index.md (an update drops event handlers; the installer re-runs)
+def test_update_drops_handlers_and_reopens_the_installer(installed):
+    srv, answer, peer = installed
+    token = answer["access_token"]
+    rest(srv, "event.bind", token, event="ONCRMCONTACTADD", handler=f"{peer.url}/events")
+    rest(srv, "app.option.set", token, options={"kept": "yes"})
+    before = len(peer.posts("/install"))
+    update = srv.portal.update_app()
+    assert srv.portal.bound_events == [] and srv.portal.options == {"kept": "yes"}
+    assert len(peer.posts("/install")) == before + 1 and update["status_code"] == 200
+    info = rest(srv, "app.info", update["access_token"]).json()["result"]
+    assert info["VERSION"] == 2 and info["INSTALLED"] is True
+    assert srv.portal.calls[-1]["user_id"] == 1
