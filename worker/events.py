@@ -386,17 +386,16 @@ def _apply(session, ctx: PortalContext, key: tuple[str, int], t: _Touch, row: Tr
             hist(steps, note=f"deal {deal_id} {outcome}" if outcome else f"deal {deal_id}")
         else:
             changed_on = day
+            # The edit is judged as of its day: the client is first brought up to date through
+            # it (a portal still showing a status that has since decayed is a change back to it).
+            e, steps = rules.decay_through(opts, e, changed_on)
+            hist(steps)
             verdict_kind = rules.classify_change(e.status, portal_status, row.written_status)
             if verdict_kind != "manual":
-                # Bring it up to date through the edit's day anyway (status is a function of the day).
-                e, steps = rules.decay_through(opts, e, changed_on)
-                hist(steps)
                 if verdict_kind == "echo":
                     row.written_status = None
                 continue
             reason = ctx.reason_of(kind, fields.get(engine.REASON_FIELD))
-            e, steps = rules.decay_through(opts, e, changed_on)
-            hist(steps)
             verdict = rules.check_manual_change(opts, e, portal_status, changed_on, e.last_call_on, reason)
             by_user = engine.int_or_none(fields.get("MODIFY_BY_ID"))
             if verdict.allowed:

@@ -2,9 +2,7 @@
 exactly where an uninterrupted run ends — no client written twice, no digest sent twice."""
 from __future__ import annotations
 
-import datetime as dt
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -13,38 +11,8 @@ from collections import Counter
 
 import pytest
 
-from addon.engine import STATUS_FIELD
 from tests.worker.conftest import DAY0, at
-
-
-def prepare(h, seed=21, contacts=500):
-    h.dp.seed(departments=3, managers=9, contacts=contacts, companies=50, months_of_calls=0, deals=0, rng_seed=seed)
-    h.install()
-    rng = random.Random(seed)
-    for kind, n in (("contact", contacts), ("company", 50)):
-        for eid in range(1, n + 1):
-            code = rng.choice(("NEW", "HOT", "WARM", "COLD"))
-            h.put_status(kind, eid, code, at(DAY0 - dt.timedelta(days=rng.randint(0, 100)), 10))
-    h.reindex(at(DAY0, 8))
-    h.clock(at(DAY0, 9, 30))
-
-
-def outcome(h):
-    statuses = {(k, i): h.portal_status(k, i) for k in ("contact", "company") for i in h.dp.records[k]}
-    notes = {n["tag"].split("|", 2)[2]: n["message"] for n in h.dp.notifications}
-    return statuses, notes
-
-
-def writes_per_client(h) -> Counter:
-    return Counter((c["method"], str(c["params"].get("id"))) for c in h.calls(in_batch=True)
-                   if c["method"].endswith(".update") and STATUS_FIELD in str(c["params"]))
-
-
-def worker_env(services) -> dict:
-    s = services.settings
-    return {**os.environ, "DATABASE_URL": s.database_url, "NEZABYT_SECRET_KEY": s.secret_key,
-            "NEZABYT_CLIENT_ID": s.client_id, "NEZABYT_CLIENT_SECRET": s.client_secret,
-            "NEZABYT_PUBLIC_URL": s.public_url, "NEZABYT_PORTAL_RPS": "1000", "NEZABYT_PORTAL_BURST": "1000"}
+from tests.worker.simulation import outcome, prepare, worker_env, writes_per_client
 
 
 @pytest.mark.slow
