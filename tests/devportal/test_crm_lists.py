@@ -162,3 +162,27 @@ def test_stage_history_records_creation_and_moves(crm_portal):
         (3, "LOSE", "F"), (2, "EXECUTING", "P"), (1, "NEW", "P")]
     assert items[0]["OWNER_ID"] == deal and isinstance(items[0]["ID"], int) and items[0]["CATEGORY_ID"] == 0
     assert rest(srv, "crm.stagehistory.list", token, entityTypeId=3).json()["error"] == "ENTITY_TYPE_NOT_SUPPORTED"
+
+
+# doc: api-reference/crm/universal/crm-item-list.md ; crm-item-update.md ; crm-item-get.md
+def test_crm_item_methods_use_camel_case_and_fm(crm_portal):
+    srv, token = crm_portal
+    listed = rest(srv, "crm.item.list", token, entityTypeId=3, select=["*"], filter={">id": 125},
+                  order={"id": "ASC"}).json()
+    items = listed["result"]["items"]
+    assert [i["id"] for i in items] == [126, 127, 128, 129, 130] and listed["total"] == 5
+    assert items[0]["assignedById"] and items[0]["updatedTime"] and items[0]["fm"][0]["typeId"] == "PHONE"
+    offset = rest(srv, "crm.item.list", token, entityTypeId=3, start=30, select=["id"]).json()
+    assert offset["result"]["items"][0] == {"id": 31}  # ORM lists page from the exact offset
+    before = srv.portal.records["contact"][5]["DATE_MODIFY"]
+    srv.portal.advance(hours=1)
+    same = rest(srv, "crm.item.update", token, entityTypeId=3, id=5, fields={"name": "Имя5"}).json()
+    assert same["result"]["item"]["name"] == "Имя5"
+    assert srv.portal.records["contact"][5]["DATE_MODIFY"] == before  # nothing changed: no save
+    changed = rest(srv, "crm.item.update", token, entityTypeId=3, id=5,
+                   fields={"name": "Пятый", "fm": {"n0": {"typeId": "EMAIL", "valueType": "WORK", "value": "5@x.ru"}}})
+    item = changed.json()["result"]["item"]
+    assert item["name"] == "Пятый" and {f["value"] for f in item["fm"]} == {"+7 (900) 000-0005", "5@x.ru"}
+    assert srv.portal.records["contact"][5]["DATE_MODIFY"] != before
+    missing = rest(srv, "crm.item.get", token, entityTypeId=3, id=999)
+    assert missing.status_code == 400 and missing.json()["error"] == "NOT_FOUND"
