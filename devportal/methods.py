@@ -866,6 +866,26 @@ def activity_todo_add(portal, ctx, params):
     return {"id": aid}
 
 
+_STATISTIC_SCHEMA = {"ID": {"type": "integer"}, "PORTAL_USER_ID": {"type": "user"}, "CALL_TYPE": {"type": "integer"},
+                     "CALL_DURATION": {"type": "integer"}, "CRM_ENTITY_ID": {"type": "integer"},
+                     "CRM_ACTIVITY_ID": {"type": "integer"}, "CALL_START_DATE": {"type": "datetime"}}
+
+
+# doc: api-reference/telephony/voximplant/voximplant-statistic-get.md
+@method("voximplant.statistic.get")
+def statistic_get(portal, ctx, params):
+    rows = list(portal.call_statistics)
+    flt = _dict(arg(params, "FILTER"))
+    if flt:
+        pred = crm.compile_filter(flt, _STATISTIC_SCHEMA, portal.tz)
+        rows = [r for r in rows if pred(r)]
+    sort = arg(params, "SORT")
+    if sort:
+        rows = crm.sort_records(rows, {sort: arg(params, "ORDER") or "ASC"}, _STATISTIC_SCHEMA, portal.tz)
+    page, total, nxt = crm.page_of(rows, arg(params, "start", 0))
+    return Listing([dict(r) for r in page], total, nxt)
+
+
 # ---------------------------------------------------------------------- timeline, duplicates
 _TIMELINE_TYPES = {"lead", "deal", "contact", "company"}
 

@@ -86,6 +86,7 @@ class DevPortal:
         self.records: dict[str, dict[int, dict]] = {e: {} for e in ENTITIES}
         self.activities: dict[int, dict] = {}
         self.stage_history: list[dict] = []
+        self.call_statistics: list[dict] = []
         self.userfields: dict[str, dict[str, dict]] = {e: {} for e in ENTITIES}
         self._handler_id = 0
         # event delivery runs on one background thread, started on first use
@@ -747,14 +748,19 @@ class DevPortal:
                                     "ENTITY_TYPE_ID": str(owner_type_id)}],
             }, user_id)
             call_id = f"externalCall.{secrets.token_hex(8)}"
-            self.fire("ONVOXIMPLANTCALLEND", None, user_id, data={
-                "CALL_ID": call_id, "CALL_TYPE": "2" if incoming else "1", "PHONE_NUMBER": phone,
-                "PORTAL_NUMBER": "", "PORTAL_USER_ID": str(user_id),
-                "CALL_DURATION": str(int((end - start).total_seconds())) if completed else "0",
-                "CALL_START_DATE": self.iso(start), "COST": "0.0000", "COST_CURRENCY": "RUR",
-                "CALL_FAILED_CODE": "200" if completed else "304",
-                "CALL_FAILED_REASON": "Success call" if completed else "Missed call",
-                "CRM_ACTIVITY_ID": str(aid)})
+            event = {"CALL_ID": call_id, "CALL_TYPE": "2" if incoming else "1", "PHONE_NUMBER": phone,
+                     "PORTAL_NUMBER": "", "PORTAL_USER_ID": str(user_id),
+                     "CALL_DURATION": str(int((end - start).total_seconds())) if completed else "0",
+                     "CALL_START_DATE": self.iso(start), "COST": "0.0000", "COST_CURRENCY": "RUR",
+                     "CALL_FAILED_CODE": "200" if completed else "304",
+                     "CALL_FAILED_REASON": "Success call" if completed else "Missed call",
+                     "CRM_ACTIVITY_ID": str(aid)}
+            self.call_statistics.append({"ID": str(len(self.call_statistics) + 1), **event,
+                                         "EXTERNAL_CALL_ID": None, "CALL_CATEGORY": "external",
+                                         "CRM_ENTITY_TYPE": crm.OWNER_TYPE_NAME[owner_type_id].upper(),
+                                         "CRM_ENTITY_ID": str(owner_id), "CALL_RECORD_URL": "",
+                                         "REST_APP_ID": None, "CALL_VOTE": None, "COMMENT": None})
+            self.fire("ONVOXIMPLANTCALLEND", None, user_id, data=event)
             return aid
 
     # ------------------------------------------------------------------ robots

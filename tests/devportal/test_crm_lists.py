@@ -186,3 +186,20 @@ def test_crm_item_methods_use_camel_case_and_fm(crm_portal):
     assert srv.portal.records["contact"][5]["DATE_MODIFY"] != before
     missing = rest(srv, "crm.item.get", token, entityTypeId=3, id=999)
     assert missing.status_code == 400 and missing.json()["error"] == "NOT_FOUND"
+
+
+# doc: api-reference/telephony/voximplant/voximplant-statistic-get.md ; events/on-voximplant-call-end.md
+def test_call_statistics_and_call_end_event(crm_portal, app_peer):
+    srv, token = crm_portal
+    rest(srv, "event.bind", token, event="ONVOXIMPLANTCALLEND", handler=f"{app_peer.url}/events")
+    aid = srv.portal.act_call("contact", 7, user_id=1, direction=2, completed=False)
+    assert srv.portal.wait_for_deliveries()
+    form = app_peer.posts("/events")[-1]
+    assert form["event"] == "ONVOXIMPLANTCALLEND" and form["data[CALL_TYPE]"] == "1"  # outgoing
+    assert form["data[CRM_ACTIVITY_ID]"] == str(aid) and form["data[CALL_FAILED_CODE]"] == "304"
+    assert "data[CRM_ENTITY_ID]" not in form  # the event names no CRM entity
+    rows = rest(srv, "voximplant.statistic.get", token, FILTER={"CALL_ID": form["data[CALL_ID]"]}).json()
+    assert rows["total"] == 1
+    row = rows["result"][0]
+    assert row["CRM_ENTITY_TYPE"] == "CONTACT" and row["CRM_ENTITY_ID"] == "7"
+    assert row["CRM_ACTIVITY_ID"] == str(aid)
