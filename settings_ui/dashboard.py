@@ -9,7 +9,7 @@ from markupsafe import Markup, escape
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from addon.models import StatusHistory, TrackedEntity
+from addon.models import JobRun, StatusHistory, TrackedEntity
 from addon.options import IN_WORK, LOST, NEW, Options
 
 # Bitrix24's palette, one colour per kind of status.
@@ -73,18 +73,27 @@ def build_dashboard(session: Session, portal_id: int, options: Options, today: d
                StatusHistory.changed_on <= today]
     if only_manager is not None:
         history.append(StatusHistory.assigned_by_id == only_manager)
-    for day, cause, to_status, note, count in session.execute(
-            select(StatusHistory.changed_on, StatusHistory.cause, StatusHistory.to_status,
-                   StatusHistory.note, func.count())
+    for day, cause, to_status, count in session.execute(
+            select(StatusHistory.changed_on, StatusHistory.cause, StatusHistory.to_status, func.count())
             .where(*history)
-            .group_by(StatusHistory.changed_on, StatusHistory.cause, StatusHistory.to_status, StatusHistory.note)):
+            .group_by(StatusHistory.changed_on, StatusHistory.cause, StatusHistory.to_status)):
         week = (day - start).days // 7
         if to_status == LOST:
             changes["losses"][week] += count
         elif cause == "decay":
             changes["decays"][week] += count
-        if note and "transfer" in note.lower():
-            changes["transfers"][week] += count
+    if only_manager is None:
+        # Transfers on loss are counted by each daily run (its JobRun summary), not in the history.
+        for params, summary in session.execute(
+                select(JobRun.params, JobRun.summary).where(
+                    JobRun.portal_id == portal_id, JobRun.kind == "daily",
+                    JobRun.created_at >= dt.datetime.combine(start - dt.timedelta(days=1), dt.time()))):
+            try:
+                day = dt.date.fromisoformat((params or {}).get("day", ""))
+            except ValueError:
+                continue
+            if start <= day <= today:
+                changes["transfers"][(day - start).days // 7] += int((summary or {}).get("transfers") or 0)
 
     horizon = today + dt.timedelta(days=7)
     risk_scope = scope + [TrackedEntity.due_on.is_not(None), TrackedEntity.due_on <= horizon]

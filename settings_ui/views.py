@@ -84,7 +84,7 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
 
     @bp.post("/placement/<code>")
     def placement(code: str):
-        entity_type = PLACEMENT_ENTITIES.get(code)
+        entity_type = PLACEMENT_ENTITIES.get(code.upper())  # the manifest binds lower-case paths
         if entity_type is None:
             abort(404)
         user = verify_user(services, request.form.get("member_id", ""), request.form.get("AUTH_ID", ""),

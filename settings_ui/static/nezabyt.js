@@ -119,8 +119,10 @@
           bar.dataset.status = p.status;
           if (p.status === "done") {
             bar.classList.add("done");
+            var s = p.summary || {};
             text.textContent = (lang === "en" ? "Done: " : "Готово: ") + p.percent + "%" +
-              (p.summary && p.summary.applied !== undefined ? " · " + JSON.stringify(p.summary) : "");
+              (s.applied !== undefined ? (lang === "en" ? " · applied " + s.applied + ", failed " + s.failed
+                                                         : " · загружено " + s.applied + ", не удалось " + s.failed) : "");
             if (done) { done(p); }
             return;
           }

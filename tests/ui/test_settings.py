@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from addon.models import PortalSettings, StatusHistory, TrackedEntity
+from addon.models import JobRun, PortalSettings, StatusHistory, TrackedEntity
 from addon.options import Options, StatusDef
 
 from .conftest import MANAGER_AUTH, MANAGER_ID, MEMBER_ID, ADMIN_AUTH, add_tracked, open_app, page_token, today_msk
@@ -161,6 +161,15 @@ def test_dashboard_counts_and_at_risk(client, services, portal, portal_auth):
         session.add(StatusHistory(portal_id=portal, entity_type="contact", entity_id=9, from_status="COLD",
                                   to_status="LOST", changed_on=today, cause="decay", assigned_by_id=MANAGER_ID))
         session.commit()
+        session.add(JobRun(portal_id=portal, kind="daily", key=f"daily:{portal}:{today}", status="done",
+                           params={"day": today.isoformat()}, summary={"transfers": 2}))
+        session.commit()
+    from settings_ui.dashboard import build_dashboard
+
+    with services.sessions() as session:
+        board = build_dashboard(session, portal, Options(time_zone="Europe/Moscow"), today)
+        assert (board.changes["losses"][-1], board.changes["transfers"][-1]) == (1, 2)
+        assert {m.manager_id: m.total for m in board.managers} == {MANAGER_ID: 2, 8: 1}
     html = client.post("/ui/page", data={"t": page_token(open_app(client)), "tab": "dashboard"}).get_data(as_text=True)
     assert 'id="managers-chart"' in html and "<svg" in html
     assert 'id="at-risk-count">1<' in html and "Скоро" in html
