@@ -106,6 +106,19 @@ def test_admin_loads_statuses_previews_changes_saves_and_opens_a_card(
         job = session.scalars(select(ImportJob)).one()
         assert (job.status, job.applied_rows) == ("done", 10_000 - bad)
 
+    # --- index the base: the worker reads every client back, the bar follows its progress
+    app.locator('#tabs button[data-tab="index"]').click()
+    with Worker(services) as worker:
+        app.locator("#index-btn").click()
+        app.locator('#index-progress[data-status="done"]').wait_for(timeout=90_000)
+    assert not worker.errors
+    assert app.locator("#index-progress").get_attribute("data-percent") == "100"
+    app.locator('#debug-form input[name="entity_id"]').fill(str(ids[0]))
+    app.locator('#debug-form button[type="submit"]').click()
+    app.locator("#entity-history").wait_for()
+    assert "загрузка" in app.locator("#entity-history").inner_text()
+    page.screenshot(path=str(artifacts_dir / "ui-03b-index-and-lookup.png"), full_page=True)
+
     # --- what-if: shorter days for HOT, before saving
     app.locator('#tabs button[data-tab="settings"]').click()
     hot = app.locator('tr[data-code="HOT"]')
