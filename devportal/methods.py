@@ -575,14 +575,8 @@ def _entity_methods(entity: str):
         order = _dict(arg(params, "order"))
         select = _select(arg(params, "select"))
         full_schema = {**schema, **{n: _uf_schema(d) for n, d in portal.userfields[entity].items()}}
-        records = portal.records[entity].values()
-        if flt:
-            pred = crm.compile_filter(flt, full_schema, portal.tz)
-            records = [r for r in records if pred(r)]
-        else:
-            records = list(records)
-        records = crm.sort_records(records, order, full_schema, portal.tz)
-        page, total, nxt = crm.page_of(records, arg(params, "start", 0))
+        page, total, nxt = crm.list_page(portal.records[entity], flt, order, arg(params, "start", 0), full_schema,
+                                         portal.tz)
         return Listing([export(r, select) for r in page], total, nxt)
 
     def fields(portal, ctx, params):
@@ -812,18 +806,14 @@ def _export_activity(row: dict, select: list[str] | None) -> dict:
 def activity_list(portal, ctx, params):
     flt = dict(_dict(arg(params, "filter")))
     bindings = flt.pop("BINDINGS", None)
-    rows = list(portal.activities.values())
-    if flt:
-        pred = crm.compile_filter(flt, None, portal.tz)
-        rows = [r for r in rows if pred(r)]
+    source = portal.activities
     if bindings:
         wanted = {(str(b.get("OWNER_TYPE_ID")), str(b.get("OWNER_ID"))) for b in as_list(bindings)
                   if isinstance(b, dict)}
-        rows = [r for r in rows if any((str(b["OWNER_TYPE_ID"]), str(b["OWNER_ID"])) in wanted
-                                       for b in r.get("BINDINGS") or [])]
+        source = {k: r for k, r in source.items() if any((str(b["OWNER_TYPE_ID"]), str(b["OWNER_ID"])) in wanted
+                                                         for b in r.get("BINDINGS") or [])}
     order = _dict(arg(params, "order")) or {"START_TIME": "ASC"}
-    rows = crm.sort_records(rows, order, None, portal.tz)
-    page, total, nxt = crm.page_of(rows, arg(params, "start", 0))
+    page, total, nxt = crm.list_page(source, flt, order, arg(params, "start", 0), None, portal.tz)
     select = _select(arg(params, "select"))
     return Listing([_export_activity(r, select) for r in page], total, nxt)
 

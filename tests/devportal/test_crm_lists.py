@@ -203,3 +203,22 @@ def test_call_statistics_and_call_end_event(crm_portal, app_peer):
     row = rows["result"][0]
     assert row["CRM_ENTITY_TYPE"] == "CONTACT" and row["CRM_ENTITY_ID"] == "7"
     assert row["CRM_ACTIVITY_ID"] == str(aid)
+
+
+def test_id_window_fast_path_matches_a_plain_scan():
+    import random
+
+    from devportal.crm import SCHEMAS, compile_filter, list_page
+
+    rng = random.Random(5)
+    tz = ZoneInfo("Europe/Moscow")
+    by_id = {i: {"ID": str(i), "ASSIGNED_BY_ID": str(rng.randint(1, 4)), "NAME": rng.choice(["А", "Б"])}
+             for i in range(1, 400) if rng.random() < 0.8}
+    for _ in range(60):
+        flt = {rng.choice([">ID", ">=ID"]): rng.choice([0, 17, 17.5, 250, 399, "120"])}
+        if rng.random() < 0.5:
+            flt["ASSIGNED_BY_ID"] = rng.randint(1, 4)
+        fast, total, nxt = list_page(by_id, flt, {"ID": "ASC"}, -1, SCHEMAS["contact"], tz)
+        pred = compile_filter(flt, SCHEMAS["contact"], tz)
+        plain = [r for r in by_id.values() if pred(r)][:50]
+        assert fast == plain and total is None and nxt is None
