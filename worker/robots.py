@@ -388,10 +388,8 @@ def choose_manager(run: Run, document_type: str, props: dict, exclude: Iterable[
     mode = prop_str(props.get("mode")) or "round_robin"
     if mode not in logic.MODES:
         mode = "round_robin"
+    # Portal reads first: the pool's row lock (and, on SQLite, the write lock) is held only briefly.
     pool = pool_of(run, props)
-    name = prop_str(props.get("pool")) or "default"
-    key = f"pool:{document_type}:{name}"[:128]
-    state = logic.PoolState.from_dict(get_state(run.session, run.portal_id, key, lock=True))
     absent = set(prop_users(props.get("absent"))) | absent_users(run.session, run.portal_id)
     active = set(run.users())
     candidates = logic.eligible_managers(pool, active, absent, exclude)
@@ -400,6 +398,9 @@ def choose_manager(run: Run, document_type: str, props: dict, exclude: Iterable[
     if mode == "ranking":
         month = f"{run.local_now.year:04d}-{run.local_now.month:02d}"
         weights = ranking_weights_for(run.session, run.portal_id, month, run.ctx.tz, document_type)
+    name = prop_str(props.get("pool")) or "default"
+    key = f"pool:{document_type}:{name}"[:128]
+    state = logic.PoolState.from_dict(get_state(run.session, run.portal_id, key, lock=True))
     chosen, new_state = logic.distribute(mode, pool, active, state, absent=absent, exclude=exclude,
                                          loads=loads, weights=weights)
     if chosen is not None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from addon.models import Portal
 
@@ -55,6 +55,25 @@ class World:
         from worker.robots import fire_due_timers
 
         return fire_due_timers(self.services, self.now())
+
+    def run_for(self, **delta) -> None:
+        """Move the clock forward by `delta`, stopping at every moment a robot timer is due and
+        firing it there, like a worker that runs every minute."""
+        from addon.models import RobotTimer
+
+        end = self.now() + dt.timedelta(**delta)
+        while True:
+            with self.services.sessions() as s:
+                due = s.scalar(select(func.min(RobotTimer.due_at)).where(RobotTimer.status == "waiting"))
+            if due is None:
+                break
+            moment = due.replace(tzinfo=dt.timezone.utc).astimezone(MSK) + dt.timedelta(minutes=1)
+            if moment > end:
+                break
+            if moment > self.now():
+                self.portal.set_clock(moment, frozen=True)
+            self.fire()
+        self.portal.set_clock(end, frozen=True)
 
     def record(self, entity: str, entity_id: int) -> dict:
         return self.portal.records[entity][entity_id]

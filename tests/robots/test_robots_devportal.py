@@ -125,9 +125,7 @@ def test_call_cadence_tasks_on_the_right_days_then_the_final_stage(world):
     world.robot("call_cadence", "lead", lead, final_stage="JUNK")
     world.process()
     start = world.now()
-    for _ in range(57 * 24):  # eight weeks, an hour at a time
-        world.advance(hours=1)
-        world.fire()
+    world.run_for(days=57)  # eight weeks
     tasks = world.tasks_for(f"L_{lead}")
     assert len(tasks) == 13
     days = [(dt.datetime.fromisoformat(t["deadline"]).date() - start.date()).days for t in tasks]
@@ -149,19 +147,13 @@ def test_call_cadence_stops_at_the_first_completed_call(world):
     lead = world.lead("Не дозвонились", status="IN_PROCESS", ASSIGNED_BY_ID=m1)
     world.robot("call_cadence", "lead", lead, final_stage="JUNK")
     world.process()
-    for _ in range(5 * 24):
-        world.advance(hours=1)
-        world.fire()
+    world.run_for(days=5)
     assert len(world.tasks_for(f"L_{lead}")) == 2
     world.portal.act_call("lead", lead, user_id=m1, completed=False)  # no answer: the cadence goes on
-    for _ in range(2 * 24):
-        world.advance(hours=1)
-        world.fire()
+    world.run_for(days=2)
     assert len(world.tasks_for(f"L_{lead}")) == 3
     world.portal.act_call("lead", lead, user_id=m1)  # the client answered
-    for _ in range(60 * 24):
-        world.advance(hours=1)
-        world.fire()
+    world.run_for(days=60)
     assert len(world.tasks_for(f"L_{lead}")) == 3
     assert world.record("lead", lead)["STATUS_ID"] == "IN_PROCESS"
 
@@ -242,9 +234,7 @@ def test_reminder_before_the_appointment_is_replanned_when_the_date_moves(world)
     world.process()
     world.advance(days=2)  # Wednesday: the client moves the measurement to Thursday the 12th
     world.portal.act_update("lead", lead, {"UF_CRM_MEASURE": "2026-11-12T11:00:00+03:00"})
-    for _ in range(10 * 24):
-        world.advance(hours=1)
-        world.fire()
+    world.run_for(days=10)
     tasks = world.tasks_for(f"L_{lead}")
     assert len(tasks) == 1
     assert "12.11.2026" in tasks[0]["description"]
@@ -284,9 +274,7 @@ def test_stuck_in_stage_is_listed_in_the_supervisors_daily_digest(world):
     world.process()
     world.advance(hours=3)
     world.portal.act_move_stage("lead", moved, "PROCESSED")
-    for _ in range(2 * 24):
-        world.advance(hours=1)
-        world.fire()
+    world.run_for(days=2)
     digests = [m for m in world.messages_to(world.head) if "Зависли" in m]
     assert digests and "Завис" in digests[0] and "Движется" not in digests[0]
 
