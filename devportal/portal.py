@@ -347,16 +347,16 @@ class DevPortal:
             if job is None:
                 return
             try:
-                self._post_job(job)
+                self._post_job(job, self._http)
             finally:
                 with self._pending_cv:
                     self._pending -= 1
                     self._pending_cv.notify_all()
 
-    def _post_job(self, job: dict) -> None:
+    def _post_job(self, job: dict, session: requests.Session | None = None) -> None:
         record = {"url": job["url"], "kind": job["kind"], "event": job.get("event"), "time": self.iso()}
         try:
-            response = self._http.post(job["url"], data=job["pairs"], timeout=10)
+            response = (session or requests).post(job["url"], data=job["pairs"], timeout=10)
             record["status"] = response.status_code
         except requests.RequestException as exc:  # no retries: Bitrix24 logs and drops
             record["status"] = None
@@ -810,10 +810,8 @@ class DevPortal:
         else:
             with self._pending_cv:
                 self._pending += 1
-            if self._http is None:
-                self._start_delivery()
             try:
-                self._post_job(job)
+                self._post_job(job)  # from the caller's thread, with its own connection
             finally:
                 with self._pending_cv:
                     self._pending -= 1
