@@ -157,6 +157,7 @@ class Run:
         self.local_now = self.ctx.local(self.now)
         self._client = client
         self._items: dict[tuple[str, int], dict | None] = {}
+        self._errors: dict[tuple[str, int], Exception] = {}
         self._users: dict[int, dict] | None = None
         self._org = None
         self._fields: dict[str, dict] = {}
@@ -225,12 +226,21 @@ class Run:
                 wanted.setdefault(document_type, []).append(entity_id)
         for document_type, ids in wanted.items():
             for entity_id, item in self.client.get_many(f"crm.{document_type}.get", ids).items():
-                self._items[(document_type, entity_id)] = item if isinstance(item, dict) else None
+                if isinstance(item, dict):
+                    self._items[(document_type, entity_id)] = item
+                elif _permanent(item):  # deleted (or no longer ours to see): the item is gone
+                    self._items[(document_type, entity_id)] = None
+                else:  # a struggling portal says nothing about the item: ask again next pass
+                    self._errors[(document_type, entity_id)] = item
 
     def item(self, document_type: str, entity_id: int) -> dict | None:
-        if (document_type, entity_id) not in self._items:
-            self.prefetch([(document_type, entity_id)])
-        return self._items.get((document_type, entity_id))
+        """The item as the portal has it, None if it is gone; raises the portal's error if unknown."""
+        key = (document_type, entity_id)
+        if key not in self._items and key not in self._errors:
+            self.prefetch([key])
+        if key in self._errors:
+            raise self._errors.pop(key)
+        return self._items.get(key)
 
     def forget(self, document_type: str, entity_id: int) -> None:
         self._items.pop((document_type, entity_id), None)

@@ -1,0 +1,59 @@
+"""The worker's handling of a struggling portal, with a stand-in client that answers like PortalClient."""
+import datetime as dt
+
+from sqlalchemy import select
+
+from addon.db import unit_of_work
+from addon.models import Portal, StoredEvent
+from addon.portal_client import BatchResult, PortalError
+from worker.robots import process_robot_calls
+
+
+class StrugglingPortal:
+    """get_many answers 503 for every item, as PortalClient does when the portal is overloaded."""
+
+    def __init__(self):
+        self.batches = []
+
+    def get_many(self, method, ids, id_param="id"):
+        return {int(i): PortalError("SERVER_UNAVAILABLE", "503 storm", 503, method) for i in ids}
+
+    def batch(self, commands, halt=False):
+        self.batches.append(commands)
+        return BatchResult()
+
+
+class GonePortal(StrugglingPortal):
+    def get_many(self, method, ids, id_param="id"):
+        return {int(i): PortalError("", "Not found", None, method) for i in ids}
+
+
+def store_call(services) -> int:
+    with unit_of_work(services.sessions) as s:
+        portal = Portal(member_id="m-unit", domain="unit.bitrix24.test", client_endpoint="x", server_endpoint="y")
+        s.add(portal)
+        s.flush()
+        s.add(StoredEvent(portal_id=portal.id, event_name="ROBOT:nezabyt_distribute_lead", source="robot",
+                          dedupe_key="robot:unit", entity_type="lead", entity_id=7,
+                          payload={"code": "nezabyt_distribute_lead", "event_token": "tok",
+                                   "document_id": ["crm", "CCrmDocumentLead", "LEAD_7"],
+                                   "properties": {"users": ["user_5"]}}))
+        return portal.id
+
+
+def test_an_overloaded_portal_leaves_the_call_for_later(services):
+    pid = store_call(services)
+    now = dt.datetime(2026, 11, 2, 9, 0)
+    assert process_robot_calls(services, pid, now, client=StrugglingPortal()) == 0
+    with services.sessions() as s:
+        event = s.scalars(select(StoredEvent)).one()
+        assert event.processed_at is None and event.attempts == 1 and "503" in event.error
+
+
+def test_a_deleted_item_is_answered_and_the_call_done(services):
+    pid = store_call(services)
+    client = GonePortal()
+    assert process_robot_calls(services, pid, dt.datetime(2026, 11, 2, 9, 0), client=client) == 1
+    replies = [c for batch in client.batches for c in batch.values() if c[0] == "bizproc.event.send"]
+    assert replies == [("bizproc.event.send", {"event_token": "tok", "return_values": {},
+                                               "log_message": "the item no longer exists"})]
