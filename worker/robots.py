@@ -453,6 +453,15 @@ def handle_take_in_work(run: Run, call: RobotCall, item: dict) -> None:
              "reassigned": 0, "assigned_to": responsible, "assigned_at": run.now.isoformat(),
              "stage": item.get(STAGE_FIELD[call.document_type]), "tried": [responsible] if responsible else [],
              "pool": {k: call.properties.get(k) for k in SLA_PROPS}}
+    # A new watch on the item ends the old one; its workflow gets its answer instead of timing out.
+    older = run.session.scalars(select(RobotTimer).where(
+        RobotTimer.portal_id == run.portal_id, RobotTimer.document_id == call.document_id,
+        RobotTimer.robot == "take_in_work", RobotTimer.status == "waiting")).all()
+    for timer in older:
+        timer.status = "cancelled"
+        run.reply(f"timer:{timer.id}:superseded", timer.state.get("event_token", ""),
+                  {"sla_met": "N", "responsible": f"user_{timer.state.get('assigned_to')}"},
+                  "SLA watch replaced by a new one")
     upsert_timer(run.session, run.portal_id, "take_in_work", f"sla:{call.event_id}", call.document_id,
                  run.now + dt.timedelta(minutes=minutes), state)
 

@@ -412,3 +412,19 @@ def test_timers_of_an_uninstalled_portal_are_cancelled(world):
     with world.services.sessions() as s:
         assert s.scalars(select(RobotTimer.status)).all() == ["cancelled"]
     assert int(world.record("lead", lead)["ASSIGNED_BY_ID"]) == world.managers[0]
+
+
+def test_a_new_sla_watch_on_the_same_item_ends_the_old_one(world):
+    m1, _, m3, _ = world.managers
+    lead = world.lead("Лид", ASSIGNED_BY_ID=m1)
+    world.robot("take_in_work", "lead", lead, minutes=15, users=[m1, m3])
+    world.process()
+    world.advance(minutes=5)
+    world.robot("take_in_work", "lead", lead, minutes=15, users=[m1, m3])
+    world.process()
+    assert [r["log_message"] for r in world.replies("take_in_work")] == ["SLA watch replaced by a new one"]
+    world.advance(minutes=11)
+    assert world.fire() == 0  # the first watch is gone; the second is due at minute 20
+    world.advance(minutes=5)
+    assert world.fire() == 1
+    assert int(world.record("lead", lead)["ASSIGNED_BY_ID"]) == m3
