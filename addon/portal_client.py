@@ -293,7 +293,7 @@ class PortalClient:
         self.stats.commands += len(chunk)
         self.stats.http_requests += 1  # fast-bitrix24's own retries (5xx, after a refresh) are not seen
         try:
-            envelope = asyncio.run(self._batch_async({"halt": 1 if halt else 0, "cmd": chunk}))
+            envelope = _run_async(self._batch_async({"halt": 1 if halt else 0, "cmd": chunk}))
         except aiohttp.ClientResponseError as exc:
             # fast-bitrix24 loses 4xx bodies: keep what we know, the HTTP status.
             for key in chunk:
@@ -385,6 +385,20 @@ class PortalClient:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _run_async(coroutine):
+    """Run a coroutine on a private loop. Unlike asyncio.run this leaves the thread's current
+    event loop alone (a caller's loop, or one fast-bitrix24's sync wrapper set, stays theirs)."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coroutine)
+    finally:
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            loop.close()
 
 
 class UserClient:
