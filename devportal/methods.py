@@ -213,11 +213,23 @@ KNOWN_EVENTS = {"ONAPPINSTALL", "ONAPPUNINSTALL", "ONAPPUPDATE", "ONVOXIMPLANTCA
     f"ONCRM{e}{a}" for e in ("CONTACT", "COMPANY", "DEAL", "LEAD") for a in ("ADD", "UPDATE", "DELETE")}
 
 
+def _event_scope_granted(portal, event: str) -> bool:
+    """An event whose scope the app was not granted does not exist for it."""
+    granted = portal.app["scope"].split(",")
+    if event.startswith("ONCRM"):
+        return "crm" in granted
+    if event.startswith("ONVOXIMPLANT"):
+        return "telephony" in granted
+    if event == "ONUSERADD":
+        return "user" in granted
+    return True
+
+
 @method("event.bind")
 def event_bind(portal, ctx, params):
     event = str(arg(params, "event") or "").upper()
     offline = str(arg(params, "event_type") or "online").lower() == "offline"
-    if event not in KNOWN_EVENTS:
+    if event not in KNOWN_EVENTS or not _event_scope_granted(portal, event):
         raise RestError("ERROR_EVENT_NOT_FOUND", "Event not found", 400)
     handler = arg(params, "handler")
     if offline:
@@ -345,7 +357,8 @@ def placement_bind(portal, ctx, params):
     code = str(arg(params, "PLACEMENT") or "").upper()
     if code == "DEFAULT":
         raise argument_error("Wrong value", "PLACEMENT")
-    if code not in PLACEMENTS:
+    granted = portal.app["scope"].split(",")
+    if code not in PLACEMENTS or (code.startswith("CRM_") and "crm" not in granted):
         raise RestError("ERROR_PLACEMENT_NOT_FOUND", "Placement not found", 400)
     handler = arg(params, "HANDLER")
     _check_handler(handler)

@@ -290,7 +290,9 @@ class DevPortal:
             self.latency_ms = int(latency_ms)
 
     def take_rate_slot(self) -> None:
-        """The leaky bucket: +1 per HTTP request, drains `rps` a second, 503 above `burst`."""
+        """The leaky bucket: +1 per HTTP request, drains `rps` a second, 503 above `burst`.
+
+        It drains on the portal clock: a frozen clock does not drain it, `advance()` does."""
         if not self.limits_enabled:
             return
         now = self.ts()

@@ -161,3 +161,15 @@ def test_update_drops_handlers_and_reopens_the_installer(installed):
     info = rest(srv, "app.info", update["access_token"]).json()["result"]
     assert info["VERSION"] == 2 and info["INSTALLED"] is True
     assert srv.portal.calls[-1]["user_id"] == 1
+
+
+# doc: api-reference/events/event-bind.md (ERROR_EVENT_NOT_FOUND) ; api-reference/widgets/placement-bind.md
+def test_events_and_placements_outside_the_scope_do_not_exist(fast_portal, app_peer):
+    answer = fast_portal.portal.install_app(app_peer.url, "local.test.1", "secret-1", scope="placement,user")
+    token = answer["access_token"]
+    r = rest(fast_portal, "event.bind", token, event="ONCRMCONTACTADD", handler=f"{app_peer.url}/e")
+    assert r.json()["error"] == "ERROR_EVENT_NOT_FOUND"
+    r = rest(fast_portal, "placement.bind", token, PLACEMENT="CRM_CONTACT_DETAIL_TAB", HANDLER=f"{app_peer.url}/t")
+    assert r.json()["error"] == "ERROR_PLACEMENT_NOT_FOUND"
+    assert rest(fast_portal, "event.bind", token, event="ONAPPUNINSTALL",
+                handler=f"{app_peer.url}/bye").json()["result"] is True
