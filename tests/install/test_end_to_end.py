@@ -203,6 +203,17 @@ def test_after_dropped_events_one_reconcile_pass_stores_every_change_exactly_onc
     assert again.stored_total == 0
     assert count_events(services, source="reconcile") == report.stored_total
 
+    # later changes whose events are all lost are found by the next pass, and only they
+    assert again.entity_watermark >= report.entity_watermark
+    dp.advance(minutes=20)
+    dp.set_faults(drop_events=1.0)
+    dp.act_update("company", companies[0], {"TITLE": "ООО Новое"})
+    dp.act_call("company", companies[0], user_id=1)
+    assert dp.wait_for_deliveries(timeout=10)
+    later = reconcile_portal(services, portal_id, now=dp.now())
+    assert later.stored == {"company": 1, "activity": 1}
+    assert later.entity_watermark > again.entity_watermark
+
 
 def _unix(iso: str) -> int:
     return int(dt.datetime.fromisoformat(iso).timestamp())
