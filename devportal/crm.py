@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from datetime import datetime, timezone
-
-from devportal.errors import RestError
+from datetime import datetime
 
 PAGE = 50
 MULTI_FIELDS = ("PHONE", "EMAIL", "WEB", "IM")
@@ -321,10 +319,6 @@ def page_of(records: list, start) -> tuple[list, int | None, int | None]:
     rows = records[start:start + PAGE]
     nxt = start + PAGE if start + PAGE < total else None
     return rows, total, nxt
-
-
-def now_epoch_utc() -> float:
-    return datetime.now(timezone.utc).timestamp()
 
 
 def _id_floor(flt: dict) -> int | None:

@@ -1,8 +1,10 @@
 """REST methods of the devportal, each with the semantics and answer shape of Bitrix24."""
 from __future__ import annotations
 
+import copy
 import json
 import re
+import secrets
 from urllib.parse import urlsplit
 
 from devportal import crm
@@ -303,7 +305,6 @@ def event_offline_get(portal, ctx, params):
             portal.offline_events.pop((row["EVENT_NAME"], str(row["EVENT_DATA"].get("FIELDS", {}).get("ID", ""))),
                                       None)
     else:
-        import secrets
         process_id = secrets.token_hex(16)
         portal._offline_processes[process_id] = [row["ID"] for row in rows]
         for row in rows:
@@ -631,7 +632,7 @@ def _userfield_methods(entity: str):
     prefix = f"crm.{entity}.userfield"
     entity_id = f"CRM_{entity.upper()}"
 
-    def _list_items(portal, definition, items, initial: bool):
+    def _list_items(portal, definition, items):
         current = definition["LIST"]
         for item in as_list(items):
             if not isinstance(item, dict):
@@ -684,7 +685,7 @@ def _userfield_methods(entity: str):
             "LIST_FILTER_LABEL": _label(fields.get("LIST_FILTER_LABEL"), _label(label, name)),
             "LIST": []}
         if definition["USER_TYPE_ID"] == "enumeration":
-            _list_items(portal, definition, fields.get("LIST"), True)
+            _list_items(portal, definition, fields.get("LIST"))
         portal.userfields[entity][name] = definition
         for record in portal.records[entity].values():
             record.setdefault(name, [] if definition["MULTIPLE"] == "Y" else None)
@@ -728,7 +729,7 @@ def _userfield_methods(entity: str):
         if "SETTINGS" in fields:
             definition["SETTINGS"] = _dict(fields["SETTINGS"])
         if "LIST" in fields and definition["USER_TYPE_ID"] == "enumeration":
-            _list_items(portal, definition, fields["LIST"], False)
+            _list_items(portal, definition, fields["LIST"])
             valid = {i["ID"] for i in definition["LIST"]}
             for record in portal.records[entity].values():  # values of deleted items vanish
                 value = record.get(definition["FIELD_NAME"])
@@ -754,7 +755,6 @@ def _userfield_methods(entity: str):
 
 
 def _xml_id() -> str:
-    import secrets
     return secrets.token_hex(16)
 
 
@@ -1066,7 +1066,6 @@ def item_add(portal, ctx, params):
 
 @method("crm.item.update")
 def item_update(portal, ctx, params):
-    import copy
     entity = _item_entity(params)
     record = portal.records[entity].get(int(arg(params, "id") or 0))
     if record is None:

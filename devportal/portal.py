@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import queue
 from collections import deque
 import random
@@ -461,7 +462,6 @@ class DevPortal:
                 "LANG": lang, "APP_SID": secrets.token_hex(16)}
 
     def page_form(self, tokens: dict, placement: str, options: dict) -> dict:
-        import json
         return {"AUTH_ID": tokens["access_token"], "AUTH_EXPIRES": str(self.token_ttl),
                 "REFRESH_ID": tokens["refresh_token"], "SERVER_ENDPOINT": self.rest_endpoint,
                 "member_id": self.member_id, "status": "L", "PLACEMENT": placement,
