@@ -203,9 +203,11 @@ def status_update(ctx: PortalContext, entity_type: str, entity_id: int, code: st
 
 
 def plan_write(session: Session, portal_id: int, key: str, method: str, params: dict,
-               job_run_id: int | None = None) -> Outbox | None:
-    """Add a planned write unless one with this key exists (a rerun plans nothing twice)."""
-    if session.scalar(select(Outbox.id).where(Outbox.portal_id == portal_id, Outbox.key == key)) is not None:
+               job_run_id: int | None = None, check: bool = True) -> Outbox | None:
+    """Add a planned write unless one with this key exists (a rerun plans nothing twice).
+    `check=False` when the caller plans in one transaction that cannot have run before."""
+    if check and session.scalar(select(Outbox.id).where(Outbox.portal_id == portal_id,
+                                                        Outbox.key == key)) is not None:
         return None
     row = Outbox(portal_id=portal_id, key=key[:255], method=method, params=params, status="pending",
                  job_run_id=job_run_id)
@@ -214,10 +216,10 @@ def plan_write(session: Session, portal_id: int, key: str, method: str, params: 
 
 
 def plan_status_write(session: Session, ctx: PortalContext, row: TrackedEntity, key: str,
-                      extra: dict | None = None, job_run_id: int | None = None) -> Outbox | None:
+                      extra: dict | None = None, job_run_id: int | None = None, check: bool = True) -> Outbox | None:
     """Plan writing the row's status to the portal and remember it, to know its echo."""
     method, params = status_update(ctx, row.entity_type, row.entity_id, row.status, extra)
-    planned = plan_write(session, ctx.portal_id, key, method, params, job_run_id)
+    planned = plan_write(session, ctx.portal_id, key, method, params, job_run_id, check)
     row.written_status = row.status
     row.written_at = utcnow()
     return planned
@@ -289,10 +291,10 @@ def _is_permanent(error) -> bool:
 # --- NotificationLog: messages exactly once -----------------------------------------------------------
 
 def plan_message(session: Session, portal_id: int, key: str, recipient_id: int, day: dt.date, kind: str,
-                 message: str) -> NotificationLog | None:
+                 message: str, check: bool = True) -> NotificationLog | None:
     """Record a message before it is sent; its key makes it exactly-once per recipient and day."""
-    if session.scalar(select(NotificationLog.id).where(NotificationLog.portal_id == portal_id,
-                                                       NotificationLog.key == key)) is not None:
+    if check and session.scalar(select(NotificationLog.id).where(NotificationLog.portal_id == portal_id,
+                                                                 NotificationLog.key == key)) is not None:
         return None
     row = NotificationLog(portal_id=portal_id, key=key[:255], recipient_id=recipient_id, day=day, kind=kind,
                           message=message, status="pending")

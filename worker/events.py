@@ -217,39 +217,66 @@ def _process_batch(services, client, portal_id: int, now: dt.datetime, limit: in
                 snapshots.update({(kind, i): v for i, v in got.items()})
         open_counts = _open_deals(client, {k for k, t in touches.items() if t.deals})
 
-        # --- apply, one client at a time; a failure stays with that client's events ----------
-        for key, t in touches.items():
-            snap = snapshots.get(key)
-            if isinstance(snap, PortalError):
-                if _is_gone(snap):
-                    t.deleted = True
-                else:
-                    failed.update({i: str(snap) for i in t.event_ids})
-                    continue
-            if any(i in failed for i in t.event_ids):
-                continue
-            try:
-                with session.begin_nested():
-                    report.steps += _apply(session, ctx, key, t, rows.get(key), snap, open_counts.get(key),
-                                           now, report)
-                done_ids.update(t.event_ids)
-            except Exception as exc:  # noqa: BLE001 — one bad client must not block the others
-                failed.update({i: f"{type(exc).__name__}: {exc}" for i in t.event_ids})
-        stamp = utcnow()
-        for ev in events:
-            if ev.id in failed:
-                ev.attempts = (ev.attempts or 0) + 1
-                ev.error = failed[ev.id][:2000]
-                report.failed += 1
-            elif ev.id in done_ids:
-                ev.processed_at, ev.error = stamp, None
-                report.processed += 1
-            else:
-                ev.attempts = (ev.attempts or 0) + 1
-                ev.error = "not processed"
-                report.failed += 1
-        session.commit()
+        # --- apply: all clients in one go; if one of them breaks, again one client at a time
+        # in savepoints, so the failure stays with that client's events ----------------------
+        event_ids = [ev.id for ev in events]
+        try:
+            _finish(session, ctx, touches, snapshots, open_counts, rows, events, dict(failed), set(done_ids), now,
+                    report, safe=False)
+        except Exception:  # noqa: BLE001
+            session.rollback()
+            events = list(session.scalars(select(StoredEvent).where(StoredEvent.id.in_(event_ids))))
+            rows = _load_rows(session, portal_id, touches)
+            _finish(session, ctx, touches, snapshots, open_counts, rows, events, failed, done_ids, now, report,
+                    safe=True)
         return len(events)
+
+
+def _finish(session, ctx: PortalContext, touches, snapshots, open_counts, rows, events, failed: dict[int, str],
+            done_ids: set[int], now: dt.datetime, report: EventsReport, *, safe: bool) -> None:
+    """Apply every touched client and mark the events; commit. With `safe`, each client in a
+    savepoint and its failure recorded on its events (attempts+1) instead of raised."""
+    from addon.portal_client import PortalError
+
+    counts = EventsReport(report.portal_id)
+    for key, t in touches.items():
+        snap = snapshots.get(key)
+        if isinstance(snap, PortalError):
+            if _is_gone(snap):
+                t.deleted = True
+            else:
+                failed.update({i: str(snap) for i in t.event_ids})
+                continue
+        if any(i in failed for i in t.event_ids):
+            continue
+        if not safe:
+            counts.steps += _apply(session, ctx, key, t, rows.get(key), snap, open_counts.get(key), now, counts)
+            done_ids.update(t.event_ids)
+            continue
+        try:
+            with session.begin_nested():
+                counts.steps += _apply(session, ctx, key, t, rows.get(key), snap, open_counts.get(key), now, counts)
+            done_ids.update(t.event_ids)
+        except Exception as exc:  # noqa: BLE001 — one bad client must not block the others
+            failed.update({i: f"{type(exc).__name__}: {exc}" for i in t.event_ids})
+    stamp = utcnow()
+    for ev in events:
+        if ev.id in failed:
+            ev.attempts = (ev.attempts or 0) + 1
+            ev.error = failed[ev.id][:2000]
+            counts.failed += 1
+        elif ev.id in done_ids:
+            ev.processed_at, ev.error = stamp, None
+            counts.processed += 1
+        else:
+            ev.attempts = (ev.attempts or 0) + 1
+            ev.error = "not processed"
+            counts.failed += 1
+    session.commit()
+    report.steps += counts.steps
+    report.reverts += counts.reverts
+    report.failed += counts.failed
+    report.processed += counts.processed
 
 
 def _is_gone(error) -> bool:
@@ -407,7 +434,7 @@ def _apply(session, ctx: PortalContext, key: tuple[str, int], t: _Touch, row: Tr
                 hist([rules.revert_step(e, portal_status, changed_on)], by_user_id=by_user, note=verdict.problem)
                 report.reverts += 1
                 engine.store(row, e, opts)
-                engine.plan_status_write(session, ctx, row, f"revert:{kind}:{eid}:{stamp}")
+                engine.plan_status_write(session, ctx, row, f"revert:{kind}:{eid}:{stamp}", check=False)
                 recipient = by_user or row.assigned_by_id
                 if recipient:
                     engine.plan_message(session, ctx.portal_id, f"revert:{kind}:{eid}:{stamp}", recipient, today,
@@ -427,7 +454,9 @@ def _write_if_needed(session, ctx: PortalContext, row: TrackedEntity, portal_sta
     if row.status != portal_status and (row.status is not None or portal_status is not None):
         if row.written_status == row.status and portal_status == row.status:
             return
-        engine.plan_status_write(session, ctx, row, f"live:{row.entity_type}:{row.entity_id}:{stamp}:{row.status}")
+        # The key holds the newest event id of the batch: planned in the batch's transaction, once.
+        engine.plan_status_write(session, ctx, row, f"live:{row.entity_type}:{row.entity_id}:{stamp}:{row.status}",
+                                 check=False)
 
 
 def _outcome_seen(session, row: TrackedEntity, deal_id: int, outcome: str) -> bool:
@@ -467,7 +496,7 @@ def _start_tracking(session, ctx: PortalContext, kind: str, eid: int, fields: di
         row.status = None
         engine.add_history(session, row, [rules.revert_step(empty, portal_status, changed_on)], by_user_id=by_user,
                            note=verdict.problem)
-        engine.plan_status_write(session, ctx, row, f"revert:{kind}:{eid}:{stamp}")
+        engine.plan_status_write(session, ctx, row, f"revert:{kind}:{eid}:{stamp}", check=False)
         recipient = by_user or row.assigned_by_id
         if recipient:
             engine.plan_message(session, ctx.portal_id, f"revert:{kind}:{eid}:{stamp}", recipient, changed_on,

@@ -33,7 +33,7 @@ class Scenario:
     companies: int = 300
     days: int = 60
     seed: int = 11
-    calls_per_day: int = 25
+    calls_per_day: int = 15
     manual_per_day: int = 10
     deals_opened_per_day: int = 3
     deals_closed_per_day: int = 2

@@ -6,7 +6,7 @@ import datetime as dt
 
 from sqlalchemy import func, select
 
-from addon.models import NotificationLog, StatusHistory, StoredEvent
+from addon.models import NotificationLog, PortalSettings, StatusHistory, StoredEvent
 from tests.worker.conftest import DAY0, at
 
 
@@ -137,19 +137,37 @@ def test_new_clients_get_new_and_deleted_ones_stop_being_tracked(harness):
 def test_a_failing_event_is_retried_without_blocking_others(harness):
     h = harness
     setup_portal(h)
+    from addon import engine, rules
+
+    with h.services.sessions() as s:  # contact 10 has been HOT for 40 days: overdue
+        row = engine.tracked_row(s, h.portal_id, "contact", 10)
+        engine.store(row, rules.Entity(status="HOT", status_set_on=DAY0 - dt.timedelta(days=40)), h.options())
+        s.commit()
+    # The enumeration list lost its WARM item (out of sync): contact 10, overdue, must decay to
+    # WARM when its call comes in, and cannot be written.
     with h.services.sessions() as s:
-        s.add(StoredEvent(portal_id=h.portal_id, event_name="ONCRMCONTACTUPDATE", entity_type="contact",
-                          entity_id=10, payload={}, source="online", dedupe_key="x1"))
+        row = s.get(PortalSettings, h.portal_id)
+        items = dict(row.field_items)
+        items["contact"] = {k: v for k, v in items["contact"].items() if k != "WARM"}
+        row.field_items = items
         s.commit()
     h.clock(at(DAY0, 16))
-    h.manager_sets("contact", 11, "WARM")
-    h.dp.set_faults(fail_next=0)
-    # Contact 10 breaks on our side: its list item is unknown to the settings for this run.
-    h.dp.records["contact"][10]["UF_CRM_NEZABYT_STATUS"] = "999999"
+    h.dp.act_call("contact", 10, user_id=2)
+    h.manager_sets("contact", 11, "COLD")
     report = h.drain(at(DAY0, 16, 1))
-    assert h.row("contact", 11).status == "WARM"
-    assert report.failed == 0  # an unknown list item is a manual change to an unknown status: reverted
-    assert h.portal_status("contact", 10) == "HOT"
+    assert report.failed == 2 and report.processed > 0  # the call's two events
+    assert h.row("contact", 11).status == "COLD"
+    with h.services.sessions() as s:
+        failing = s.scalars(select(StoredEvent).where(StoredEvent.processed_at.is_(None))).all()
+    assert {(e.attempts, "WARM" in e.error) for e in failing} == {(1, True)}
+    assert h.row("contact", 10).status == "HOT"  # nothing half-applied
+    # The list is synced again: the retry goes through.
+    from install.manifest import sync_status_fields
+
+    sync_status_fields(h.services, h.portal_id)
+    report = h.drain(at(DAY0, 16, 5))
+    assert report.failed == 0
+    assert h.row("contact", 10).status == "WARM" and h.portal_status("contact", 10) == "WARM"
 
 
 def test_burst_of_1000_events_costs_at_most_25_rest_calls(harness):
