@@ -298,7 +298,8 @@ class DevPortal:
             return
         now = self.ts()
         if self._bucket_at is not None:
-            self._bucket_level = max(0.0, self._bucket_level - (now - self._bucket_at) * self.rps)
+            # A clock set backwards (a test or the demo rewinding) never fills the bucket.
+            self._bucket_level = max(0.0, self._bucket_level - max(0.0, now - self._bucket_at) * self.rps)
         self._bucket_at = now
         if self._bucket_level + 1 > self.burst:
             raise RestError("QUERY_LIMIT_EXCEEDED", "Too many requests", 503)
