@@ -1,6 +1,7 @@
 """fast-bitrix24, a real client, unmodified, against the devportal with the default limits on."""
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -9,6 +10,18 @@ from fast_bitrix24 import Bitrix
 
 
 def test_get_all_10000_contacts_and_2000_updates_through_batch(devportal, app_peer):
+    # The sync client runs on the thread's event loop: give it one and close it afterwards, so no
+    # loop leaks into later tests.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        _read_and_write(devportal, app_peer)
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+def _read_and_write(devportal, app_peer):
     logging.getLogger("fast_bitrix24").setLevel(logging.WARNING)
     portal = devportal.portal
     portal.set_clock(datetime(2025, 6, 2, 10, 0, tzinfo=ZoneInfo("Europe/Moscow")))
