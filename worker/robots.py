@@ -426,7 +426,14 @@ def handle_distribute(run: Run, call: RobotCall, item: dict) -> None:
         return
     run.update_item(f"{key}:assign", call.document_type, call.entity_id, {"ASSIGNED_BY_ID": chosen})
     add_record(run.session, run.portal_id, "assigned", call.document_id, run.now, chosen, "distribute")
-    run.notify(f"{key}:assigned", chosen, run.t("assigned", item=run.title(call.document_type, call.entity_id, item)))
+    title = run.title(call.document_type, call.entity_id, item)
+    run.notify(f"{key}:assigned", chosen, run.t("assigned", item=title))
+    minutes = prop_int(call.properties.get("task_minutes"), 0)
+    if minutes > 0:  # seed 004: the robot also sets the chosen manager a task to call the client
+        deadline = run.local_now + dt.timedelta(minutes=minutes)
+        run.task(f"{key}:contact", chosen, run.t("contact_title"),
+                 run.t("contact_body", item=title, deadline=deadline.strftime("%d.%m.%Y %H:%M")),
+                 [f"{TASK_PREFIX[call.document_type]}_{call.entity_id}"], deadline=deadline)
     run.reply(key, call.event_token, {"assigned_user": f"user_{chosen}"}, f"→ {run.user_name(chosen)}")
 
 

@@ -60,7 +60,9 @@ ROBOTS: tuple[Robot, ...] = (
              "пропускает уволенных и отсутствующих.",
              "Assigns a manager from a pool: round robin, least loaded or by the monthly ranking; skips "
              "deactivated and absent users."),
-          _pool_properties(),
+          {**_pool_properties(),
+           "task_minutes": _prop("Задача связаться с клиентом за (мин., 0 — без задачи)",
+                                 "Task to contact the client within (min; 0 = no task)", "int", default=0)},
           {"assigned_user": _prop("Назначенный менеджер", "Assigned manager", "user")}),
     Robot("take_in_work",
           _t("Не забыт: взять в работу за N минут", "Nezabyt: take in work within N minutes"),

@@ -58,9 +58,12 @@ def test_department_pool_and_least_loaded(world):
         world.lead("старый", ASSIGNED_BY_ID=m1)
     world.lead("старый", ASSIGNED_BY_ID=m3)
     lead = world.lead("новый")
-    world.robot("distribute", "lead", lead, mode="least_loaded", departments=str(world.department))
+    world.robot("distribute", "lead", lead, mode="least_loaded", departments=str(world.department), task_minutes=30)
     assert world.process() == 1
     assert int(world.record("lead", lead)["ASSIGNED_BY_ID"]) == m4
+    task = world.tasks_for(f"L_{lead}")[-1]
+    assert task["responsibleId"] == str(m4)
+    assert dt.datetime.fromisoformat(task["deadline"]) == world.now() + dt.timedelta(minutes=30)
 
 
 def test_fifteen_minute_sla_breach_reassigns_once_per_breach(world):
