@@ -150,3 +150,16 @@ def test_fields_reasons_stuck_and_repeat():
     assert repeat_request_branch(5, {5, 6}) == "owner"
     assert repeat_request_branch(5, {6}) == "return"
     assert repeat_request_branch(None, {6}) == "return"
+
+
+@pytest.mark.parametrize("weekday", range(7))
+def test_cadence_holds_from_any_start_day(weekday):
+    start = dt.datetime(2026, 11, 2 + weekday, 20, 45, tzinfo=MSK)
+    slots = call_cadence(start)
+    assert len(slots) == 13
+    assert all(a.start < b.start for a, b in zip(slots, slots[1:]))
+    assert all(s.start.date() > start.date() for s in slots)  # never on the day of the unanswered call
+    for week in range(1, 4):
+        in_week = [s for s in slots if 7 * week <= (s.start.date() - start.date()).days < 7 * week + 7]
+        assert len(in_week) == 2 and sum(s.start.weekday() >= 5 for s in in_week) == 1
+        assert abs((in_week[1].start.date() - in_week[0].start.date()).days) >= 2
