@@ -69,7 +69,10 @@ class Harness:
         value = self.dp.records[kind][eid].get(STATUS_FIELD)
         if not value:
             return None
-        return {v: k for k, v in self.items(kind).items()}[str(value)]
+        cache = self.__dict__.setdefault("_codes", {})
+        if str(value) not in cache.get(kind, {}):  # the list may have been re-synced: read it again
+            cache[kind] = {v: k for k, v in self.items(kind).items()}
+        return cache[kind].get(str(value), f"?{value}")
 
     def put_status(self, kind: str, eid: int, code: str | None, when: dt.datetime) -> None:
         """Set a status in the portal's data directly (as an import before install would), no event."""
