@@ -2,13 +2,14 @@
 resumable after a crash, every valid row written exactly once; and `nezabyt import FILE`."""
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import os
 from dataclasses import dataclass
 from typing import Any
 
 import click
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from addon.models import (
@@ -94,7 +95,7 @@ def apply_import(services, job_id: int, now: dt.datetime, client=None, progress=
                 already = _already_written(client, [r for r in rows if r.state == "sending"], field_items)
                 outcome: dict[int, tuple[str, str | None]] = {r.id: ("applied", None) for r in rows
                                                               if r.id in already}
-                to_send = _prepare(session, portal_id, rows, outcome, field_items)
+                to_send, inserted = _prepare(session, portal_id, rows, outcome, field_items, options, today)
                 session.commit()  # the rows are `sending` before anything leaves
                 by_key = {f"r{r.id}": r for r in rows}
                 if to_send:  # PortalClient.batch sends them 50 to an HTTP call, one call after another
@@ -103,7 +104,7 @@ def apply_import(services, job_id: int, now: dt.datetime, client=None, progress=
                         error = answer.errors.get(key)
                         outcome[by_key[key].id] = (("failed", _error_text(error, by_key[key])) if error
                                                    else ("applied", None))
-                _finish_rows(session, portal_id, rows, outcome, options, today, created_by)
+                _finish_rows(session, portal_id, rows, outcome, inserted, options, today, created_by)
                 applied = sum(1 for state, _ in outcome.values() if state == "applied")
                 session.execute(update(ImportJob).where(ImportJob.id == job_id)
                                 .values(applied_rows=ImportJob.applied_rows + applied)
@@ -120,14 +121,36 @@ def apply_import(services, job_id: int, now: dt.datetime, client=None, progress=
             client.close()
 
 
-# The two writes per chunk are bulk statements (executemany by primary key, multi-row inserts):
-# a 100,000-row load is 200 chunks, and per-object ORM bookkeeping would dominate its time.
-def _prepare(session: Session, portal_id: int, rows, outcome: dict, field_items: dict) -> dict[str, tuple[str, dict]]:
-    """Mark the rows `sending`, note the value we write in the service table, and build commands."""
+# A chunk's updates are set-based (UPDATE ... WHERE id IN) and its new rows one executemany INSERT;
+# row-by-row UPDATEs are left to the rare cases (a client already tracked, a failed write): on
+# PostgreSQL every UPDATE of an executemany is its own statement, and a 100,000-row load would
+# otherwise spend most of its time there.
+def _row_values(options: Options, r, e: dict | None, today: dt.date) -> dict[str, Any]:
+    """The service-table values once row `r` is applied (e: the client's current row, if any)."""
+    from addon.rules import Entity, dates
+
+    set_on = dt.date.fromisoformat(r.data["status_on"]) if (r.data or {}).get("status_on") else today
+    last_call = e["last_call_on"] if e else None
+    due_on, warn_on = dates(options, Entity(status=r.status, status_set_on=set_on, last_call_on=last_call,
+                                            open_deals=(e["open_deals"] or 0) if e else 0))
+    previous = None
+    if e:
+        previous = e["status"] if e["status"] != r.status else e["previous_status"]
+    return {"status": r.status, "status_set_on": set_on, "due_on": due_on, "warn_on": warn_on,
+            "written_status": r.status, "previous_status": previous}
+
+
+def _prepare(session: Session, portal_id: int, rows, outcome: dict, field_items: dict, options: Options,
+             today: dt.date) -> tuple[dict[str, tuple[str, dict]], set[int]]:
+    """Mark the rows `sending`, tell the service table what we are about to write, and build the
+    commands. A client not tracked yet gets its row now, with the values the load gives it (removed
+    again if the write fails); returns the commands and the ImportRow ids whose client row is new."""
     tracked = _tracked(session, portal_id, rows)
     commands: dict[str, tuple[str, dict]] = {}
     written_at = utcnow()
-    new_rows, noted, sending = [], [], []
+    new_rows, inserted = [], set()
+    noted: dict[str, list[int]] = collections.defaultdict(list)
+    sending = []
     for r in rows:
         if r.id in outcome:
             continue
@@ -142,57 +165,75 @@ def _prepare(session: Session, portal_id: int, rows, outcome: dict, field_items:
             continue
         if entity is None:
             new_rows.append({"portal_id": portal_id, "entity_type": r.entity_type, "entity_id": r.entity_id,
-                             "status": None, "open_deals": 0, "written_status": r.status, "written_at": written_at})
+                             "open_deals": 0, "written_at": written_at, **_row_values(options, r, None, today)})
+            inserted.add(r.id)
+            tracked[(r.entity_type, r.entity_id)] = {"id": None}  # one row per client, even if listed twice
         else:
-            noted.append({"id": entity["id"], "written_status": r.status, "written_at": written_at})
-        sending.append({"id": r.id, "state": "sending"})
+            noted[r.status].append(entity["id"])
+        sending.append(r.id)
         commands[f"r{r.id}"] = (f"crm.{r.entity_type}.update", {
             "id": r.entity_id, "fields": {STATUS_FIELD: item_id},
             "params": {"REGISTER_SONET_EVENT": "N"}})
     if new_rows:
         session.execute(insert(TrackedEntity), new_rows)
-    if noted:
-        session.execute(update(TrackedEntity), noted)
+    for status, ids in noted.items():
+        session.execute(update(TrackedEntity).where(TrackedEntity.id.in_(ids))
+                        .values(written_status=status, written_at=written_at)
+                        .execution_options(synchronize_session=False))
     if sending:
-        session.execute(update(ImportRow), sending)
-    return commands
+        session.execute(update(ImportRow).where(ImportRow.id.in_(sending)).values(state="sending")
+                        .execution_options(synchronize_session=False))
+    return commands, inserted
 
 
-def _finish_rows(session: Session, portal_id: int, rows, outcome: dict, options: Options, today: dt.date,
-                 created_by: int | None) -> None:
-    from addon.rules import Entity, dates
-
+def _finish_rows(session: Session, portal_id: int, rows, outcome: dict, inserted: set[int], options: Options,
+                 today: dt.date, created_by: int | None) -> None:
     tracked = _tracked(session, portal_id, rows)
     recorded_at = utcnow()
-    states, entities, history, missing = [], [], [], []
+    applied_ids, failed, entities, restore, history = [], [], [], [], []
+    dropped: dict[str, list[int]] = collections.defaultdict(list)
     for r in rows:
         state, error = outcome.get(r.id, ("pending", None))
-        states.append({"id": r.id, "state": state, "error": error})
+        e = tracked.get((r.entity_type, r.entity_id))
+        if state == "failed":
+            failed.append({"id": r.id, "state": state, "error": error})
+            if r.id in inserted:
+                dropped[r.entity_type].append(r.entity_id)  # the client was not tracked before this row
+            elif e is not None:
+                restore.append({"id": e["id"], "written_status": e["status"]})
+            continue
         if state != "applied":
             continue
-        e = tracked.get((r.entity_type, r.entity_id)) or {
-            "id": None, "status": None, "previous_status": None, "last_call_on": None, "open_deals": 0,
-            "assigned_by_id": None}
-        set_on = dt.date.fromisoformat(r.data["status_on"]) if (r.data or {}).get("status_on") else today
-        due_on, warn_on = dates(options, Entity(status=r.status, status_set_on=set_on, last_call_on=e["last_call_on"],
-                                                open_deals=e["open_deals"] or 0))
-        values = {"status": r.status, "status_set_on": set_on, "due_on": due_on, "warn_on": warn_on,
-                  "written_status": r.status,
-                  "previous_status": e["status"] if e["status"] != r.status else e["previous_status"]}
-        if e["id"] is None:  # applied on an earlier run whose service-table row was since removed
-            missing.append({"portal_id": portal_id, "entity_type": r.entity_type, "entity_id": r.entity_id,
-                            "open_deals": 0, **values})
+        applied_ids.append(r.id)
+        if r.id in inserted:  # its row was written with these values before the batch went out
+            from_status = None
         else:
-            entities.append({"id": e["id"], **values})
+            values = _row_values(options, r, e, today)
+            from_status = values["previous_status"]
+            if e is None:  # applied on an earlier run whose service-table row was since removed
+                session.execute(insert(TrackedEntity), [{"portal_id": portal_id, "entity_type": r.entity_type,
+                                                         "entity_id": r.entity_id, "open_deals": 0, **values}])
+            else:
+                entities.append({"id": e["id"], **values})
         history.append({"portal_id": portal_id, "entity_type": r.entity_type, "entity_id": r.entity_id,
-                        "from_status": e["status"], "to_status": r.status, "changed_on": set_on,
+                        "from_status": from_status, "to_status": r.status,
+                        "changed_on": dt.date.fromisoformat(r.data["status_on"]) if (r.data or {}).get("status_on")
+                        else today,
                         "recorded_at": recorded_at, "cause": "import", "by_user_id": created_by,
-                        "assigned_by_id": e["assigned_by_id"], "note": f"import row {r.row_no}"})
-    session.execute(update(ImportRow), states)
+                        "assigned_by_id": e["assigned_by_id"] if e else None, "note": f"import row {r.row_no}"})
+    if applied_ids:
+        session.execute(update(ImportRow).where(ImportRow.id.in_(applied_ids)).values(state="applied", error=None)
+                        .execution_options(synchronize_session=False))
+    if failed:
+        session.execute(update(ImportRow), failed)
     if entities:
         session.execute(update(TrackedEntity), entities)
-    if missing:
-        session.execute(insert(TrackedEntity), missing)
+    if restore:
+        session.execute(update(TrackedEntity), restore)
+    for entity_type, ids in dropped.items():
+        session.execute(delete(TrackedEntity).where(
+            TrackedEntity.portal_id == portal_id, TrackedEntity.entity_type == entity_type,
+            TrackedEntity.entity_id.in_(ids)).execution_options(synchronize_session=False))
     if history:
         session.execute(insert(StatusHistory), history)
 

@@ -84,6 +84,7 @@ def test_match_preview_apply_and_report(services, fast_devportal, app_server):
         items["HOT"], items["WARM"], items["COLD"], items["LOST"]]
     with services.sessions() as session:
         tracked = {e.entity_id: e for e in session.scalars(select(TrackedEntity))}
+        assert 999999 not in tracked  # the failed write left no service-table row behind
         assert tracked[ids[0]].status == "HOT" and tracked[ids[0]].status_set_on == dt.date(2026, 11, 1)
         assert tracked[ids[0]].due_on == dt.date(2026, 12, 1)  # 30 days of HOT
         assert tracked[ids[1]].status_set_on == dt.date(2026, 11, 2)
