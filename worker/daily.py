@@ -320,7 +320,8 @@ def _plan_timeline(session, ctx: PortalContext, lines, job_id: int) -> int:
     texts = TIMELINE_TEXT.get(ctx.opts.language, TIMELINE_TEXT["en"])
     n = 0
     for ln in lines:
-        if ln.to_status == ln.from_status:
+        # Indexing only reads what the portal already shows: not a change to comment on.
+        if ln.to_status == ln.from_status or ln.cause == "index":
             continue
         text = texts.get(ln.cause, texts["other"]).format(a=ctx.opts.name_of(ln.from_status),
                                                            b=ctx.opts.name_of(ln.to_status))
