@@ -886,6 +886,11 @@ def _permanent(error) -> bool:
             or any(s in text for s in ("not found", "access denied", "error_argument", "id is not defined")))
 
 
+def _has_unsent(session, portal_id: int) -> bool:
+    return any(session.scalar(select(model.id).where(model.portal_id == portal_id, model.status == ROBOT_PENDING)
+                              .limit(1)) is not None for model in (Outbox, NotificationLog))
+
+
 def send_robot_writes(services, client, portal_id: int) -> int:
     """Send the portal's planned robot writes (replies included), then its robot messages, 50 a
     batch; each row is claimed while its batch is in flight and marked as soon as it is answered."""
@@ -953,6 +958,12 @@ def process_robot_calls(services, portal_id: int, now: dt.datetime, limit: int =
             StoredEvent.portal_id == portal_id, StoredEvent.source == "robot", StoredEvent.processed_at.is_(None),
             StoredEvent.attempts < MAX_ATTEMPTS).order_by(StoredEvent.id).limit(limit)).all()
         if not events:
+            if _has_unsent(session, portal_id):  # left over from a pass the portal cut short
+                run = Run(services, session, portal_id, now, client)
+                try:
+                    send_robot_writes(services, run.client, portal_id)
+                finally:
+                    run.close()
             return 0
         run = Run(services, session, portal_id, now, client)
         try:

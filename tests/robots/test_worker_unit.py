@@ -57,3 +57,38 @@ def test_a_deleted_item_is_answered_and_the_call_done(services):
     replies = [c for batch in client.batches for c in batch.values() if c[0] == "bizproc.event.send"]
     assert replies == [("bizproc.event.send", {"event_token": "tok", "return_values": {},
                                                "log_message": "the item no longer exists"})]
+
+
+class FlakySender(StrugglingPortal):
+    """Reads work; the first batch of writes meets a 503, later ones go through."""
+
+    def __init__(self):
+        super().__init__()
+        self.fail = True
+
+    def get_many(self, method, ids, id_param="id"):
+        return {int(i): {"ID": str(i), "TITLE": "Лид", "STATUS_ID": "NEW"} for i in ids}
+
+    def call_envelope(self, method, params=None):
+        return {"result": [{"ID": "5", "ACTIVE": True, "NAME": "Иван", "UF_DEPARTMENT": [1]}]}
+
+    def batch(self, commands, halt=False):
+        self.batches.append(commands)
+        if self.fail:
+            self.fail = False
+            return BatchResult(errors={k: PortalError("QUERY_LIMIT_EXCEEDED", "", 503, m) for k, (m, _) in
+                                       commands.items()})
+        return BatchResult(results={k: True for k in commands})
+
+
+def test_writes_cut_short_by_the_portal_are_sent_on_the_next_pass(services):
+    pid = store_call(services)
+    client = FlakySender()
+    now = dt.datetime(2026, 11, 2, 9, 0)
+    assert process_robot_calls(services, pid, now, client=client) == 1
+    sent_first = len(client.batches)
+    assert process_robot_calls(services, pid, now, client=client) == 0  # no new call, but the rest goes out
+    methods = [m for batch in client.batches[sent_first:] for (m, _) in batch.values()]
+    assert "crm.lead.update" in methods and "bizproc.event.send" in methods
+    assert process_robot_calls(services, pid, now, client=client) == 0
+    assert len([b for b in client.batches if any(m == "crm.lead.update" for m, _ in b.values())]) == 2
