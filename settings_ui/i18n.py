@@ -1,6 +1,8 @@
 """The settings page's words in Russian (the default) and English."""
 from __future__ import annotations
 
+import re
+
 TEXTS: dict[str, dict[str, str]] = {
     "ru": {
         "app_title": "Не забыт",
@@ -230,3 +232,53 @@ def option_error(lang: str, message: str) -> str:
     if message.endswith("does not decay"):
         return "этот статус не меняется по сроку"
     return message
+
+
+# Row errors of a bulk load (addon.bulkload, worker.imports) are stored in English, the words of
+# the result report; the Russian page shows them in Russian.
+_ENTITY_RU = {"contact": "контакт", "company": "компания", "contacts": "контакты", "companys": "компании"}
+_MATCH_RU = {"phone": "телефоном", "email": "e-mail", "id": "ID"}
+ROW_ERRORS_RU = [
+    (re.compile(r"unknown type «(.*)» \(contact or company\)"), "неизвестный тип «{0}» (контакт или компания)"),
+    (re.compile(r"(contact|company) is not tracked in the settings"), "{0:entity} не отслеживается в настройках"),
+    (re.compile(r"status is empty"), "не указан статус"),
+    (re.compile(r"unknown status «(.*)»"), "неизвестный статус «{0}»"),
+    (re.compile(r"date «(.*)» is not like .*"), "дата «{0}» не похожа на 01.01.2000 или 01.01.2000 12:34:00"),
+    (re.compile(r"date (.*) is in the future"), "дата {0} ещё не наступила"),
+    (re.compile(r"ID «(.*)» is not a number"), "ID «{0}» — не число"),
+    (re.compile(r"phone «(.*)» is not a phone number"), "«{0}» — не номер телефона"),
+    (re.compile(r"e-mail «(.*)» is not an address"), "«{0}» — не адрес e-mail"),
+    (re.compile(r"no ID, phone or e-mail to find the client"), "нет ID, телефона или e-mail, чтобы найти клиента"),
+    (re.compile(r"no (contact|company) with (phone|email|ID) (.*)"), "нет клиента ({0:entity}) с {1:match} {2}"),
+    (re.compile(r"several (contact|company)s have (phone|email) (.*): IDs (.*)"),
+     "{2} есть у нескольких клиентов ({0:entity}): ID {3}"),
+    (re.compile(r"the same (contact|company) (\d+) is already in row (\d+)"),
+     "этот клиент ({0:entity} {1}) уже есть в строке {2}"),
+    (re.compile(r"the status field on the portal has no item for (.*): save the settings to re-sync it"),
+     "в поле статуса на портале нет значения {0}: сохраните настройки, чтобы обновить список"),
+    (re.compile(r"the client has an open deal: .*"), "у клиента открыта сделка: его статус «В работе», пока она не закрыта"),
+]
+
+
+def row_error(lang: str, message: str | None) -> str:
+    """One row's error(s) ("; "-joined) in the page's language."""
+    if not message or lang != "ru":
+        return message or ""
+    return "; ".join(_row_error_ru(part) for part in message.split("; "))
+
+
+def _row_error_ru(part: str) -> str:
+    for pattern, text in ROW_ERRORS_RU:
+        match = pattern.fullmatch(part)
+        if match:
+            values = match.groups()
+            return re.sub(r"\{(\d)(?::(\w+))?\}", lambda m: _word(values[int(m.group(1))], m.group(2)), text)
+    return part
+
+
+def _word(value: str, kind: str | None) -> str:
+    if kind == "entity":
+        return _ENTITY_RU.get(value, value)
+    if kind == "match":
+        return _MATCH_RU.get(value, value)
+    return value

@@ -23,7 +23,7 @@ from addon.options import (
     OptionsError,
 )
 from settings_ui.access import TOKEN_FIELD, TOKEN_HEADER, AccessDenied, PageTokens, PageUser, verify_user
-from settings_ui.i18n import option_error, translator
+from settings_ui.i18n import option_error, row_error, translator
 
 PLACEMENT_ENTITIES = {"CRM_CONTACT_DETAIL_TAB": "contact", "CRM_COMPANY_DETAIL_TAB": "company"}
 TABS = ("settings", "index", "import", "dashboard")
@@ -315,7 +315,7 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
                 import_job=import_job, import_errors=import_errors, recent_imports=recent_imports,
                 import_runs=import_runs, last_index=last_index, template_kinds=TEMPLATE_KINDS,
                 placeholders=TEMPLATE_PLACEHOLDERS, default_templates=DEFAULT_TEMPLATES,
-                system_codes=SYSTEM_CODES, IN_WORK=IN_WORK, LOST=LOST, **extra)
+                system_codes=SYSTEM_CODES, IN_WORK=IN_WORK, LOST=LOST, row_error=row_error, **extra)
 
     return bp
 

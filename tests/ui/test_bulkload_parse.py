@@ -114,3 +114,22 @@ def test_unreadable_files_say_why():
         rows_of("x", filename="old.xls")
     with pytest.raises(BulkLoadError, match="spreadsheet"):
         list(parse_rows("broken.xlsx", b"PK\x03\x04 not really a zip", OPTS, today=TODAY))
+
+
+def test_every_row_error_reads_in_russian():
+    from settings_ui.i18n import row_error
+
+    text = ("ID;Телефон;E-mail;Статус;Дата;Тип\n11;;;Ёжик;;\n12;;;HOT;31.02.2000;\n13;;;HOT;01.01.2099;\n"
+            ";12-34;;HOT;;\n;;x;HOT;;\n;;;HOT;;\nabc;;;HOT;;\n14;;;;;\n15;;;HOT;;робот\n16;;;HOT;;\n16;;;HOT;;\n")
+    rows = rows_of(text)
+    mark_duplicates(rows)
+    messages = ["; ".join(r.errors) for r in rows if r.errors]
+    messages += ["no contact with phone +79170000000", "several companys have email a@b.c: IDs 1, 2",
+                 "company is not tracked in the settings", "no contact with ID 5",
+                 "the status field on the portal has no item for HOT: save the settings to re-sync it",
+                 "the client has an open deal: its status is IN_WORK until the deal closes"]
+    assert len(messages) == 16
+    for message in messages:
+        russian = row_error("ru", message)
+        assert russian != message and not any(w in russian for w in (" is ", " with ", " the ")), russian
+        assert row_error("en", message) == message
