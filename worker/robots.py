@@ -771,22 +771,25 @@ def _plan_reminder(run: Run, timer: RobotTimer, item: dict) -> None:
     document_type, entity_id = st["document_type"], int(st["entity_id"])
     appointment = _appointment(run, item, st["date_field"])
     days = int(st["days_before"])
-    plan = logic.reminder_plan(appointment, days, run.local_now)
+    # A date without a time (a date field, or midnight) is the whole day: it has not passed until its end.
+    whole_day = appointment is not None and appointment.time() == dt.time(0)
+    until = appointment + dt.timedelta(days=1, minutes=-1) if whole_day else appointment
+    plan = logic.reminder_plan(until, days, run.local_now)
     st["appointment"] = appointment.isoformat() if appointment else None
     if plan == "none":
         timer.status = "done"
     elif plan == "now":
         if st.get("reminded_for") != st["appointment"]:
+            shown = appointment.strftime("%d.%m.%Y" if whole_day else "%d.%m.%Y %H:%M")
             run.task(f"timer:{timer.id}:{st['appointment']}", as_int(item.get("ASSIGNED_BY_ID")), st["title"],
-                     run.t("reminder_body", item=run.title(document_type, entity_id, item),
-                           date=appointment.strftime("%d.%m.%Y %H:%M")),
-                     [f"{TASK_PREFIX[document_type]}_{entity_id}"], deadline=appointment)
+                     run.t("reminder_body", item=run.title(document_type, entity_id, item), date=shown),
+                     [f"{TASK_PREFIX[document_type]}_{entity_id}"], deadline=until)
             st["reminded_for"] = st["appointment"]
         # Keep watching until the appointment: if it moves, the reminder is planned again.
-        timer.due_at = naive_utc(min(appointment, run.local_now + dt.timedelta(days=1)))
+        timer.due_at = naive_utc(min(until, run.local_now + dt.timedelta(days=1)))
         timer.status = "waiting"
     else:
-        moment = logic.reminder_moment(appointment, days)
+        moment = logic.reminder_moment(until, days)
         # Look again daily until then, so a moved date re-plans the reminder in time.
         timer.due_at = naive_utc(min(moment, run.local_now + dt.timedelta(days=1)))
         timer.status = "waiting"

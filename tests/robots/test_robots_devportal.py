@@ -431,3 +431,16 @@ def test_a_new_sla_watch_on_the_same_item_ends_the_old_one(world):
     world.advance(minutes=5)
     assert world.fire() == 1
     assert int(world.record("lead", lead)["ASSIGNED_BY_ID"]) == m3
+
+
+def test_reminder_on_a_date_field_the_same_day(world):
+    m1 = world.managers[0]
+    # a deal's start date is a date without a time: the reminder on the day itself (0 working days before)
+    deal = world.portal.act_add("deal", {"TITLE": "Встреча", "STAGE_ID": "EXECUTING", "ASSIGNED_BY_ID": m1,
+                                         "BEGINDATE": "2026-11-04"})
+    world.robot("appointment_reminder", "deal", deal, date_field="BEGINDATE", days_before=0, title="Встреча сегодня")
+    world.process()
+    world.run_for(days=4)
+    tasks = world.tasks_for(f"D_{deal}")
+    assert [t["title"] for t in tasks] == ["Встреча сегодня"]
+    assert tasks[0]["createdDate"].startswith("2026-11-04T09") and "04.11.2026" in tasks[0]["description"]
