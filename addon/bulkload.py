@@ -398,9 +398,10 @@ def prepare_import(session: Session, client: Batcher | None, portal_id: int, fil
     return stage_import(session, portal_id, filename, drafts, created_by, now)
 
 
-def queue_import(session: Session, job: ImportJob, now: dt.datetime) -> int:
+def queue_import(session: Session, job: ImportJob, now: dt.datetime, requeue: bool = True) -> int:
     """Queue an import for the worker: the job goes `queued` and a JobRun(kind="import") is added.
-    Returns the JobRun id (the one the progress bar polls); queuing twice returns the same run."""
+    Returns the JobRun id (the one the progress bar polls); queuing twice returns the same run, and
+    re-queues it if it had stopped before the end."""
     from addon.models import JobRun
 
     key = f"import:{job.id}"
@@ -410,6 +411,11 @@ def queue_import(session: Session, job: ImportJob, now: dt.datetime) -> int:
                      params={"import_job_id": job.id}, progress_done=0, progress_total=job.valid_rows,
                      created_at=now)
         session.add(run)
+    elif requeue and run.status in ("running", "failed") and job.status != "done":
+        # Asked again for a load that stopped (its worker died, the portal failed): queue it again.
+        # Harmless if it is in fact still running: the portal's lease keeps a second worker off,
+        # and the rerun applies only the rows still pending.
+        run.status, run.error = "queued", None
     if job.status == "preview":
         session.execute(update(ImportJob).where(ImportJob.id == job.id).values(status="queued"))
     session.flush()

@@ -48,7 +48,7 @@ def import_run(session: Session, job: ImportJob, now: dt.datetime) -> JobRun:
     """The JobRun that carries the job's progress (created when the CLI applies directly)."""
     from addon.bulkload import queue_import
 
-    run_id = queue_import(session, job, now)
+    run_id = queue_import(session, job, now, requeue=False)  # the caller runs it right now
     return session.get(JobRun, run_id)
 
 
@@ -362,9 +362,6 @@ def import_command(file: str, portal_key: str, do_apply: bool, entity_type: str,
         if not do_apply:
             click.echo("preview only: run again with --apply to write the statuses")
             return
-        with services.sessions() as session:
-            import_run(session, session.get(ImportJob, job_id), now)
-            session.commit()
         summary = apply_import(services, job_id, now)
         click.echo(f"import {job_id} done: {summary.applied} applied, {summary.failed} failed, "
                    f"{summary.invalid} invalid")

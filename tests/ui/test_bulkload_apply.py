@@ -214,3 +214,60 @@ def test_100000_rows_killed_halfway_then_rerun(services, fast_devportal, app_ser
         assert (job.status, job.applied_rows, job.valid_rows) == ("done", n - len(bad), n - len(bad))
         assert session.scalar(select(func.count()).select_from(TrackedEntity)) == n - len(bad)
         assert session.scalar(select(func.count()).select_from(StatusHistory)) == n - len(bad)
+
+
+def test_downloads_and_applying_from_the_page(services, fast_devportal, app_server):
+    """The template (CSV, XLSX), the upload, the queued run the worker picks up, and the report."""
+    import requests
+    from openpyxl import load_workbook
+
+    from settings_ui.access import PageTokens, PageUser
+    from worker.jobs import run_queued_jobs
+
+    portal_id = install_on(services, fast_devportal, app_server, events=False)
+    ids = add_contacts(fast_devportal, 5)
+    token = PageTokens(services.settings.secret_key).issue(
+        PageUser(portal_id=portal_id, user_id=1, is_admin=True, lang="ru", domain=fast_devportal.domain))
+    base = app_server.url
+    template = requests.get(f"{base}/ui/import/template.csv", params={"t": token}, timeout=10)
+    assert template.status_code == 200 and template.content.startswith(b"\xef\xbb\xbfID;Phone;Email;Status")
+    xlsx = requests.get(f"{base}/ui/import/template.xlsx", params={"t": token}, timeout=10)
+    assert load_workbook(io.BytesIO(xlsx.content)).active["D1"].value == "Status"
+    assert requests.get(f"{base}/ui/import/template.csv", timeout=10).status_code == 403
+
+    body = "ID;Статус\n" + "".join(f"{i};Тёплый\n" for i in ids) + "77777;Тёплый\n"
+    page = requests.post(f"{base}/ui/import", data={"t": token, "entity_type": "contact"},
+                         files={"file": ("load.csv", body.encode())}, timeout=30)
+    assert page.status_code == 200 and 'id="import-preview"' in page.text
+    with services.sessions() as session:
+        job_id = session.scalars(select(ImportJob.id)).one()
+    run_id = requests.post(f"{base}/ui/import/{job_id}/apply", headers={"X-Nezabyt-Token": token},
+                           timeout=10).json()["run_id"]
+    assert requests.get(f"{base}/ui/jobs/{run_id}", headers={"X-Nezabyt-Token": token},
+                        timeout=10).json()["status"] == "queued"
+    assert not run_queued_jobs(services, NOW).errors
+    progress = requests.get(f"{base}/ui/jobs/{run_id}", headers={"X-Nezabyt-Token": token}, timeout=10).json()
+    assert (progress["status"], progress["percent"], progress["summary"]["applied"]) == ("done", 100, 5)
+    report = requests.get(f"{base}/ui/import/{job_id}/report.csv", params={"t": token}, timeout=10)
+    lines = report.content.decode("utf-8-sig").splitlines()
+    assert len(lines) == 7 and lines[-1].endswith("failed;no contact with ID 77777")
+    # asking again for a finished load queues nothing
+    again = requests.post(f"{base}/ui/import/{job_id}/apply", headers={"X-Nezabyt-Token": token}, timeout=10)
+    assert again.json()["run_id"] == run_id
+    with services.sessions() as session:
+        assert session.get(JobRun, run_id).status == "done"
+
+
+def test_a_stopped_load_is_queued_again_when_asked(services, fast_devportal, app_server):
+    from addon.bulkload import queue_import
+
+    portal_id = install_on(services, fast_devportal, app_server, events=False)
+    ids = add_contacts(fast_devportal, 3)
+    job_id = stage(services, portal_id, "ID,Status\n" + "".join(f"{i},HOT\n" for i in ids))
+    with services.sessions() as session:
+        run_id = queue_import(session, session.get(ImportJob, job_id), NOW)
+        session.get(JobRun, run_id).status = "running"  # its worker died mid-way
+        session.commit()
+        assert queue_import(session, session.get(ImportJob, job_id), NOW) == run_id
+        session.commit()
+        assert session.get(JobRun, run_id).status == "queued"
