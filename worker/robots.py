@@ -509,9 +509,14 @@ def fire_take_in_work(run: Run, timer: RobotTimer) -> None:
         check = logic.SlaCheck(exists=False, responsible=None, stage=None)
     else:
         activities, comments = _touch_times(run, document_type, entity_id, assigned_at)
+        edited = None
+        if as_int(item.get("MODIFY_BY_ID")) == assigned_to:
+            moment = parse_portal_time(item.get("DATE_MODIFY"), run.ctx.tz)
+            edited = naive_utc(moment) if moment else None
         check = logic.SlaCheck(exists=True, responsible=as_int(item.get("ASSIGNED_BY_ID")),
                                stage=item.get(STAGE_FIELD[document_type]), closed=is_closed(document_type, item),
-                               activity_times=tuple(activities), comment_times=tuple(comments))
+                               activity_times=tuple(activities), comment_times=tuple(comments),
+                               edited_by_responsible_at=edited)
     verdict = logic.sla_verdict(check, assigned_to, assigned_at, st.get("stage"))
     title = run.title(document_type, entity_id, item)
     if verdict == "met":

@@ -162,10 +162,12 @@ class SlaCheck:
     closed: bool = False
     activity_times: tuple[dt.datetime, ...] = ()  # created activities (calls, tasks, e-mails)
     comment_times: tuple[dt.datetime, ...] = ()  # timeline comments
+    edited_by_responsible_at: dt.datetime | None = None  # the responsible's own last edit of the item
 
 
 def sla_verdict(check: SlaCheck, assigned_to: int, assigned_at: dt.datetime, stage_at_assign: str | None) -> str:
-    """'met' (the responsible touched the item), 'gone' (the reason to wait went away: deleted,
+    """'met' (the responsible touched the item: a stage change, an activity, a comment or their own
+    edit), 'gone' (the reason to wait went away: deleted,
     closed, or someone else made responsible) or 'breach'."""
     if not check.exists or check.closed:
         return "gone"
@@ -174,6 +176,8 @@ def sla_verdict(check: SlaCheck, assigned_to: int, assigned_at: dt.datetime, sta
     if stage_at_assign is not None and check.stage != stage_at_assign:
         return "met"
     if any(t >= assigned_at for t in check.activity_times) or any(t >= assigned_at for t in check.comment_times):
+        return "met"
+    if check.edited_by_responsible_at is not None and check.edited_by_responsible_at >= assigned_at:
         return "met"
     return "breach"
 

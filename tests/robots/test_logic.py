@@ -96,6 +96,8 @@ def test_sla_verdicts():
     assert sla_verdict(SlaCheck(**base, activity_times=(at + dt.timedelta(minutes=3),)), 7, at, "NEW") == "met"
     assert sla_verdict(SlaCheck(**base, activity_times=(at - dt.timedelta(days=1),)), 7, at, "NEW") == "breach"
     assert sla_verdict(SlaCheck(**base, comment_times=(at,)), 7, at, "NEW") == "met"
+    assert sla_verdict(SlaCheck(**base, edited_by_responsible_at=at + dt.timedelta(minutes=1)), 7, at, "NEW") == "met"
+    assert sla_verdict(SlaCheck(**base, edited_by_responsible_at=at - dt.timedelta(minutes=1)), 7, at, "NEW") == "breach"
     assert sla_verdict(SlaCheck(exists=True, responsible=7, stage="IN_PROCESS"), 7, at, "NEW") == "met"
     assert sla_verdict(SlaCheck(exists=True, responsible=9, stage="NEW"), 7, at, "NEW") == "gone"
     assert sla_verdict(SlaCheck(exists=False, responsible=None, stage=None), 7, at, "NEW") == "gone"

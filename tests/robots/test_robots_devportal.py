@@ -330,11 +330,13 @@ def test_deal_pipeline_distribution_and_known_phone_on_the_deals_contact(world):
     assert world.tasks_for(f"D_{deal}")[-1]["responsibleId"] == str(m3)
 
 
-def test_sla_touch_by_comment_or_stage_change(world):
+def test_sla_touch_by_comment_stage_change_or_own_edit(world):
     m1, _, m3, _ = world.managers
     commented = world.lead("Комментарий", ASSIGNED_BY_ID=m1)
     moved = world.lead("Стадия", ASSIGNED_BY_ID=m1)
-    for lead in (commented, moved):
+    edited = world.lead("Правка", ASSIGNED_BY_ID=m1)
+    other_edit = world.lead("Чужая правка", ASSIGNED_BY_ID=m1)
+    for lead in (commented, moved, edited, other_edit):
         world.robot("take_in_work", "lead", lead, minutes=15, users=[m1, m3])
     world.process()
     world.advance(minutes=3)
@@ -344,10 +346,13 @@ def test_sla_touch_by_comment_or_stage_change(world):
         client.call("crm.timeline.comment.add", {"fields": {"ENTITY_ID": commented, "ENTITY_TYPE": "lead",
                                                             "COMMENT": "Перезвоню в 15:00"}})
     world.portal.act_move_stage("lead", moved, "IN_PROCESS", user_id=m1)
+    world.portal.act_update("lead", edited, {"COMMENTS": "клиент просит перезвонить"}, user_id=m1)
+    world.portal.act_update("lead", other_edit, {"COMMENTS": "правка администратора"}, user_id=1)
     world.advance(minutes=15)
-    assert world.fire() == 2
-    assert [int(world.record("lead", x)["ASSIGNED_BY_ID"]) for x in (commented, moved)] == [m1, m1]
-    assert [r["return_values"]["sla_met"] for r in world.replies("take_in_work")] == ["Y", "Y"]
+    assert world.fire() == 4
+    assert [int(world.record("lead", x)["ASSIGNED_BY_ID"]) for x in (commented, moved, edited, other_edit)] == [
+        m1, m1, m1, m3]
+    assert [r["return_values"]["sla_met"] for r in world.replies("take_in_work")] == ["Y", "Y", "Y"]
 
 
 def test_stage_gate_refuses_an_item_that_skipped_the_ranking_stage(world):
