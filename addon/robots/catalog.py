@@ -66,9 +66,9 @@ ROBOTS: tuple[Robot, ...] = (
           {"assigned_user": _prop("Назначенный менеджер", "Assigned manager", "user")}),
     Robot("take_in_work",
           _t("Не забыт: взять в работу за N минут", "Nezabyt: take in work within N minutes"),
-          _t("Если ответственный не тронул элемент (дело, комментарий, смена стадии) за N минут, элемент "
+          _t("Если ответственный не тронул элемент (дело, комментарий, смена стадии, правка) за N минут, элемент "
              "передаётся следующему менеджеру; сообщения обоим и руководителю; не более K раз.",
-             "If the responsible does not touch the item (activity, comment, stage change) in N minutes, it "
+             "If the responsible does not touch the item (activity, comment, stage change, edit) in N minutes, it "
              "goes to the next manager; both and the supervisor are told; at most K times."),
           {"minutes": _prop("Минут на реакцию", "Minutes to react", "int", required=True, default=15),
            "max_reassign": _prop("Передавать не более (раз)", "Reassign at most (times)", "int", default=2),
