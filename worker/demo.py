@@ -39,13 +39,13 @@ class DemoConfig:
     days: int = 30
     seed: int = 1
     database_url: str | None = None  # None: a fresh SQLite file in a temporary folder
-    calls_per_manager: int = 12  # calls a manager makes on an ordinary day, warned clients first
+    calls_per_manager: int = 10  # calls a manager makes on an ordinary day, warned clients first
     forget_share: float = 0.3  # share of the warned clients a manager forgets to call
     changes_per_day: int = 20  # manual status changes a day across the company
     changes_without_call: float = 0.3  # share of them made without a call (Nezabyt reverts them)
     deals_per_day: int = 8  # new deals a day; about as many are closed
     new_clients_per_day: int = 6
-    calls_per_client: float = 0.4  # the seeded six months of call history, per client
+    calls_per_client: float = 0.3  # the seeded six months of call history, per client
 
 
 @dataclass
@@ -163,6 +163,7 @@ class Demo:
         self.services = self.srv = self.app = None
         self.portal_id: int | None = None
         self.actions: Counter = Counter()
+        self.forgotten: set[tuple[str, int]] = set()  # warned clients their manager will not call
         self.mix_by_day: list[dict[str, int]] = []
         self.started = time.monotonic()
         self.tracked_at_start = 0
@@ -278,19 +279,25 @@ class Demo:
         report = reindex(self.services, self.portal_id, self.at(self.first_day, 8, 30))
         self.tracked_at_start = report.tracked
         self.say(f"[{self.elapsed()}] indexed the base: {report.read} clients read, {report.tracked} tracked, "
-                 f"{report.untracked} without a status, {len(self.srv.portal.calls)} REST calls so far")
+                 f"{report.untracked} without a status; {self.rest_requests()} REST requests so far")
 
     # --- the month -------------------------------------------------------------------------------
     def simulate(self) -> None:
-        for n in range(self.config.days):
-            day = self.first_day + dt.timedelta(days=n + 1)
-            self._run_worker(self.at(day, 9, 0))  # the morning's daily run and digest
+        days = [self.first_day + dt.timedelta(days=n + 1) for n in range(self.config.days)]
+        for n, day in enumerate(days):
+            # The morning: yesterday's events first, then the daily run and the digest.
+            self._run_worker(self.at(day, 9, 0))
+            if n:
+                self._report_day(n, days[n - 1])
             self._working_day(day)
-            self._run_worker(self.at(day, 19, 0))  # the evening drain of the day's events
-            mix = self._status_mix()
-            self.mix_by_day.append(mix)
-            self.say(f"[{self.elapsed()}] {day.isoformat()} day {n + 1:2d}/{self.config.days}: "
-                     + self._day_line(day))
+        # The last evening: the month's final events.
+        self._run_worker(self.at(days[-1], 19, 0))
+        self._report_day(len(days), days[-1])
+
+    def _report_day(self, n: int, day: dt.date) -> None:
+        """A day's line, once its events are processed (the next morning's run does that)."""
+        self.mix_by_day.append(self._status_mix())
+        self.say(f"[{self.elapsed()}] {day.isoformat()} day {n:2d}/{self.config.days}: " + self._day_line(day))
 
     def _run_worker(self, now: dt.datetime) -> None:
         from worker.jobs import run_once
@@ -337,8 +344,15 @@ class Demo:
 
         called: list[tuple[int, str, int]] = []
         for uid in active:
-            todo = [c for c in warned.get(uid, []) if rng.random() >= cfg.forget_share]
-            self.actions["forgotten"] += len(warned.get(uid, [])) - len(todo)
+            todo = []
+            for client in warned.get(uid, []):
+                if client in self.forgotten:
+                    continue
+                if rng.random() < cfg.forget_share:
+                    self.forgotten.add(client)
+                    self.actions["warned clients forgotten"] += 1
+                else:
+                    todo.append(client)
             own = clients.get(uid) or []
             extra = rng.sample(own, min(len(own), max(0, cfg.calls_per_manager - len(todo))))
             for kind, rid in (todo + extra)[: cfg.calls_per_manager]:
@@ -399,6 +413,10 @@ class Demo:
                 .group_by(TrackedEntity.status))
             return {status: n for status, n in rows}
 
+    def rest_requests(self) -> int:
+        """HTTP requests the app made to the portal (a batch of 50 commands is one request)."""
+        return sum(1 for c in list(self.srv.portal.calls) if not c.get("in_batch"))
+
     def _day_line(self, day: dt.date) -> str:
         from sqlalchemy import func, select
 
@@ -413,7 +431,7 @@ class Demo:
         return (f"{causes.get('decay', 0)} decays, {causes.get('manager', 0)} manual, "
                 f"{causes.get('revert', 0)} reverted, {causes.get('deal', 0)} by deals, "
                 f"{summary.get('losses', 0)} lost, {summary.get('transfers', 0)} transferred, "
-                f"{summary.get('messages_sent', 0)} messages; {len(self.srv.portal.calls)} REST calls in all")
+                f"{summary.get('messages_sent', 0)} messages; {self.rest_requests()} REST requests in all")
 
     # --- the summary -----------------------------------------------------------------------------
     def result(self) -> DemoResult:
