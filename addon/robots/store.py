@@ -112,10 +112,14 @@ def ranking_report(session: Session, portal_id: int, month: str, tz: dt.tzinfo =
     start, end = _month_range_utc(month, tz)
     assigned_q = select(RobotRecord.user_id, RobotRecord.document_id).where(
         RobotRecord.portal_id == portal_id, RobotRecord.kind == "assigned",
-        RobotRecord.at >= start, RobotRecord.at < end)
-    assigned = [(u, d) for u, d in session.execute(assigned_q)
-                if u is not None and (not document_type or d.lower().startswith(document_type.lower() + "_"))]
-    documents = {d for _, d in assigned}
+        RobotRecord.at >= start, RobotRecord.at < end).order_by(RobotRecord.at, RobotRecord.id)
+    # An item handed on (the take-in-work SLA) counts for the manager who finally had it.
+    holder: dict[str, int] = {}
+    for user, document in session.execute(assigned_q):
+        if user is not None and (not document_type or document.lower().startswith(document_type.lower() + "_")):
+            holder[document] = user
+    assigned = [(u, d) for d, u in holder.items()]
+    documents = set(holder)
     reached = set()
     if documents:
         reached_q = select(RobotRecord.document_id).where(
