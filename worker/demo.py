@@ -46,6 +46,7 @@ class DemoConfig:
     deals_per_day: int = 8  # new deals a day; about as many are closed
     new_clients_per_day: int = 6
     calls_per_client: float = 0.3  # the seeded six months of call history, per client
+    last_day: dt.date | None = None  # the month's last day (None: today in the portal's time zone)
 
 
 @dataclass
@@ -156,7 +157,7 @@ class Demo:
         self.say = say
         self.rng = random.Random(config.seed)
         self.tz = ZoneInfo(TZ_NAME)
-        self.today = dt.datetime.now(self.tz).date()
+        self.today = config.last_day or dt.datetime.now(self.tz).date()
         # The month ends today, so the dates the app shows afterwards look like now.
         self.first_day = self.today - dt.timedelta(days=config.days)
         self._tmp: tempfile.TemporaryDirectory | None = None
@@ -290,8 +291,11 @@ class Demo:
             if n:
                 self._report_day(n, days[n - 1])
             self._working_day(day)
-        # The last evening: the month's final events.
-        self._run_worker(self.at(days[-1], 19, 0))
+        # The last evening: the month's final events, and the echoes of the worker's own writes.
+        for _ in range(3):
+            self._run_worker(self.at(days[-1], 19, 0))
+            if not self._pending():
+                break
         self._report_day(len(days), days[-1])
 
     def _report_day(self, n: int, day: dt.date) -> None:
@@ -309,6 +313,12 @@ class Demo:
         report = run_once(self.services, now)
         if report.errors:
             self.say("  worker errors: " + "; ".join(report.errors[:3]))
+
+    def _pending(self) -> bool:
+        from worker.events import has_pending
+
+        self.srv.portal.wait_for_deliveries(60)
+        return has_pending(self.services, self.portal_id)
 
     def _warned(self, day: dt.date) -> dict[int, list[tuple[str, int]]]:
         """Per manager, the clients Nezabyt warned about (what a manager reads in the digest)."""
@@ -556,16 +566,18 @@ def run_demo(config: DemoConfig, say: Callable[[str], None] = print) -> tuple[De
 @click.option("--managers", default=12, show_default=True, type=int)
 @click.option("--days", default=30, show_default=True, type=int, help="days of work to simulate")
 @click.option("--seed", default=1, show_default=True, type=int, help="random seed of the data and the month")
+@click.option("--last-day", default=None, type=click.DateTime(["%Y-%m-%d"]),
+              help="the simulated month's last day (default: today)")
 @click.option("--database-url", default=None, help="where to keep the data (default: a fresh SQLite file in a "
                                                    "temporary folder, removed on exit)")
 @click.option("--exit", "exit_after", is_flag=True, help="end after the summary instead of serving")
-def demo_command(contacts, companies, managers, days, seed, database_url, exit_after):
+def demo_command(contacts, companies, managers, days, seed, last_day, database_url, exit_after):
     """Run Nezabyt end to end on this machine: a seeded local portal, the app installed, a month simulated."""
     import logging
 
     logging.getLogger("fast_bitrix24").setLevel(logging.WARNING)
     config = DemoConfig(contacts=contacts, companies=companies, managers=managers, days=days, seed=seed,
-                        database_url=database_url)
+                        database_url=database_url, last_day=last_day.date() if last_day else None)
     demo, res = run_demo(config, click.echo)
     try:
         from addon.options import Options
