@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from contextlib import contextmanager
 
 import click
 
@@ -14,10 +15,16 @@ def _now(value: str | None) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
 
+@contextmanager
 def _services():
+    """The command's services, disposed however the command ends (no connection left open)."""
     from addon.services import build_services
 
-    return build_services()
+    services = build_services()
+    try:
+        yield services
+    finally:
+        services.dispose()
 
 
 def _portal_id(services, portal: str) -> int:
@@ -43,29 +50,26 @@ def worker_command(once: bool, now_text: str | None) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("fast_bitrix24").setLevel(logging.WARNING)
-    services = _services()
-    if once:
-        from worker.jobs import run_once
+    with _services() as services:
+        if once:
+            from worker.jobs import run_once
 
-        report = run_once(services, _now(now_text))
-        click.echo(f"events {report.events}, daily runs {report.daily_runs}, jobs {report.jobs}, "
-                   f"robot calls {report.robot_calls}, timers {report.timers}, "
-                   f"portals held by others {report.skipped_portals}")
-        for error in report.errors:
-            click.echo(f"error: {error}", err=True)
-        services.dispose()
-        if report.errors:
-            raise SystemExit(1)
-        return
-    from worker.schedule import build_scheduler
+            report = run_once(services, _now(now_text))
+            click.echo(f"events {report.events}, daily runs {report.daily_runs}, jobs {report.jobs}, "
+                       f"robot calls {report.robot_calls}, timers {report.timers}, "
+                       f"portals held by others {report.skipped_portals}")
+            for error in report.errors:
+                click.echo(f"error: {error}", err=True)
+            if report.errors:
+                raise SystemExit(1)
+            return
+        from worker.schedule import build_scheduler
 
-    scheduler = build_scheduler(services, blocking=True)
-    try:
-        scheduler.start()
-    except (KeyboardInterrupt, SystemExit):
-        pass
-    finally:
-        services.dispose()
+        scheduler = build_scheduler(services, blocking=True)
+        try:
+            scheduler.start()
+        except (KeyboardInterrupt, SystemExit):
+            pass
 
 
 @click.command("decay")
@@ -73,25 +77,23 @@ def worker_command(once: bool, now_text: str | None) -> None:
 @now_option
 def decay_command(portal: str, now_text: str | None) -> None:
     """One daily run as of --now: pending events first, then decay, loss actions and the digest."""
-    from worker.jobs import portal_cycle
-
-    services = _services()
-    pid = _portal_id(services, portal)
-    now = _now(now_text)
-    report = portal_cycle(services, pid, now, daily=True)
-    if report.skipped_portals:
-        raise click.ClickException("another worker holds this portal right now; try again shortly")
     from sqlalchemy import select
 
     from addon import engine
     from addon.models import JobRun
     from worker.daily import DailySummary, daily_key
+    from worker.jobs import portal_cycle
 
-    with services.sessions() as session:
-        day = engine.load_context(session, pid).today(now)
-        job = session.scalar(select(JobRun).where(JobRun.key == daily_key(pid, day)))
-        click.echo(DailySummary.from_dict(job.summary).text() if job is not None else "nothing run")
-    services.dispose()
+    with _services() as services:
+        pid = _portal_id(services, portal)
+        now = _now(now_text)
+        report = portal_cycle(services, pid, now, daily=True)
+        if report.skipped_portals:
+            raise click.ClickException("another worker holds this portal right now; try again shortly")
+        with services.sessions() as session:
+            day = engine.load_context(session, pid).today(now)
+            job = session.scalar(select(JobRun).where(JobRun.key == daily_key(pid, day)))
+            click.echo(DailySummary.from_dict(job.summary).text() if job is not None else "nothing run")
 
 
 @click.command("reconcile")
@@ -99,19 +101,14 @@ def decay_command(portal: str, now_text: str | None) -> None:
 @now_option
 def reconcile_command(portal: str | None, now_text: str | None) -> None:
     """Store the changes whose events were lost (by DATE_MODIFY / LAST_UPDATED)."""
+    from worker.jobs import active_portals
     from worker.reconcile import reconcile_portal
 
-    services = _services()
-    now = _now(now_text)
-    if portal:
-        ids = [_portal_id(services, portal)]
-    else:
-        from worker.jobs import active_portals
-
-        ids = active_portals(services)
-    for pid in ids:
-        click.echo(f"portal {pid}: {reconcile_portal(services, pid, now)}")
-    services.dispose()
+    with _services() as services:
+        now = _now(now_text)
+        ids = [_portal_id(services, portal)] if portal else active_portals(services)
+        for pid in ids:
+            click.echo(f"portal {pid}: {reconcile_portal(services, pid, now)}")
 
 
 @click.command("reindex")
@@ -122,17 +119,16 @@ def reindex_command(portal: str, now_text: str | None) -> None:
     from worker import leases
     from worker.reindex import reindex
 
-    services = _services()
-    pid = _portal_id(services, portal)
-    with leases.holding(services, pid) as keep:
-        if keep is None:
-            raise click.ClickException("another worker holds this portal right now; try again shortly")
-        report = reindex(services, pid, _now(now_text), keep=keep)
-    click.echo(f"read {report.read}, tracked {report.tracked}, changed {report.changed}, "
-               f"untracked {report.untracked}, removed {report.removed}")
-    for error in report.errors[:20]:
-        click.echo(f"warning: {error}", err=True)
-    services.dispose()
+    with _services() as services:
+        pid = _portal_id(services, portal)
+        with leases.holding(services, pid) as keep:
+            if keep is None:
+                raise click.ClickException("another worker holds this portal right now; try again shortly")
+            report = reindex(services, pid, _now(now_text), keep=keep)
+        click.echo(f"read {report.read}, tracked {report.tracked}, changed {report.changed}, "
+                   f"untracked {report.untracked}, removed {report.removed}")
+        for error in report.errors[:20]:
+            click.echo(f"warning: {error}", err=True)
 
 
 @click.command("debug")
@@ -143,18 +139,17 @@ def debug_command(portal: str, entity: str, as_json: bool) -> None:
     """A client's service-table row (dates set, last call, due, warn) and its full history."""
     from worker.debug import lookup
 
-    services = _services()
-    pid = _portal_id(services, portal)
-    try:
-        kind, _, raw_id = entity.partition(":")
-        found = lookup(services, pid, kind.strip().lower(), int(raw_id))
-    except ValueError as exc:
-        raise click.ClickException(f"--entity is contact:ID or company:ID ({exc})") from exc
-    if as_json:
-        click.echo(json.dumps(found, ensure_ascii=False, indent=2, default=str))
-    else:
-        click.echo(format_lookup(found))
-    services.dispose()
+    with _services() as services:
+        pid = _portal_id(services, portal)
+        try:
+            kind, _, raw_id = entity.partition(":")
+            found = lookup(services, pid, kind.strip().lower(), int(raw_id))
+        except ValueError as exc:
+            raise click.ClickException(f"--entity is contact:ID or company:ID ({exc})") from exc
+        if as_json:
+            click.echo(json.dumps(found, ensure_ascii=False, indent=2, default=str))
+        else:
+            click.echo(format_lookup(found))
 
 
 def format_lookup(found: dict) -> str:
