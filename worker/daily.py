@@ -117,6 +117,7 @@ def run_daily(services, portal_id: int, now: dt.datetime, *, client=None, keep=N
         # Whatever an earlier pass planned and did not send goes first.
         engine.flush(services, client, portal_id, ctx.opts.template("feed_title"))
         if not planned:
+            _redate_if_settings_changed(services, ctx, day)
             try:
                 _plan(services, ctx, job_id, day, None)
             except _NeedOrg:
@@ -161,6 +162,18 @@ def _naive_utc(moment: dt.datetime) -> dt.datetime:
     if moment.tzinfo is None:
         return moment
     return moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+
+def _redate_if_settings_changed(services, ctx: PortalContext, day: dt.date) -> None:
+    """Due and warning dates follow the options: if they changed since the previous run and the
+    settings page could not re-date (it tries right after saving), re-date before the scan."""
+    with services.sessions() as session:
+        prev = previous_run(session, ctx.portal_id, day)
+        version = (prev.summary or {}).get("settings_version") if prev is not None else None
+    if version != ctx.settings_version:
+        from worker.reindex import redate
+
+        redate(services, ctx.portal_id, ctx.opts)
 
 
 class _NeedOrg(Exception):
@@ -270,7 +283,8 @@ def _plan(services, ctx: PortalContext, job_id: int, day: dt.date,
 
         summary.transitions = dict(transitions)
         job.params = {**(job.params or {}), "planned": True}
-        job.summary = {**summary.to_dict(), "last_history_id": max_line, "pool_cursor": pool_cursor}
+        job.summary = {**summary.to_dict(), "last_history_id": max_line, "pool_cursor": pool_cursor,
+                       "settings_version": ctx.settings_version}
         job.progress_done = job.progress_total = summary.decayed
         session.commit()
 

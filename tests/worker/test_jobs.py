@@ -183,3 +183,17 @@ def test_console_commands(harness):
     assert "daily runs 0" in result.output  # today's run is done
     result = runner.invoke(main, ["decay", "--portal", "nobody.example", "--now", at(DAY0, 9).isoformat()], env=env)
     assert result.exit_code != 0 and "no portal" in result.output
+
+
+def test_daily_run_redates_when_the_settings_changed_behind_its_back(harness):
+    h = harness
+    seeded(h)
+    h.put_status("contact", 2, "WARM", at(DAY0 - dt.timedelta(days=40), 10))
+    h.reindex(at(DAY0, 8))
+    assert h.daily(at(DAY0, 9)).decayed == 0  # WARM lasts 60 days
+    opts = h.options()
+    h.set_options(statuses=tuple(dataclasses.replace(s, days=30) if s.code == "WARM" else s
+                                 for s in opts.statuses))  # saved without re-dating the table
+    summary = h.daily(at(DAY0 + dt.timedelta(days=1), 9))
+    assert summary.decayed == 1 and h.portal_status("contact", 2) == "COLD"
+    assert h.row("contact", 2).status_set_on == DAY0 - dt.timedelta(days=10)  # counted from its due date
