@@ -119,7 +119,8 @@ def dedupe_key_of(event_name: str, form: dict[str, Any], entity_id: int | None) 
 
 def verify(session, form: dict[str, Any]) -> Portal:
     """The portal the form comes from, or IntakeError(401). A portal that has no application_token
-    yet (a UI install: the token comes with the first event) adopts the first one from its domain."""
+    yet (a UI install: the token comes with the first event) adopts the first one whose access
+    token the portal confirms."""
     auth = form.get("auth")
     if not isinstance(auth, dict):
         raise IntakeError(400, "missing auth[...]")
@@ -138,11 +139,28 @@ def verify(session, form: dict[str, Any]) -> Portal:
         domain = str(auth.get("domain") or "").lower()
         if not constant_time_equal(domain, (portal.domain or "").lower()):
             raise IntakeError(401, "unknown application token")
+        # Knowing a portal's member_id and domain proves nothing. The first token is adopted only
+        # when the event's access token works on that portal: one call, once per installation.
+        # Events with no tokens (fired by automation) wait for reconcile to pick their change up.
+        if not _access_token_works(portal, auth.get("access_token")):
+            raise IntakeError(401, "application token not confirmed yet")
         portal.application_token_enc = cipher.encrypt(token)
         return portal
     if not constant_time_equal(stored, token):
         raise IntakeError(401, "wrong application token")
     return portal
+
+
+def _access_token_works(portal: Portal, access_token: Any) -> bool:
+    if not isinstance(access_token, str) or not access_token:
+        return False
+    from addon.portal_client import PortalError, user_client
+
+    try:
+        user_client(portal.client_endpoint, access_token).call("app.info")
+    except PortalError:
+        return False
+    return True
 
 
 def store_event(session, form: dict[str, Any], *, source: str = "online") -> Intake:

@@ -1,7 +1,10 @@
 """Event and robot intake through the real Flask app (test client): parse, verify, store, answer."""
 from __future__ import annotations
 
+import json
+
 import pytest
+import responses
 from sqlalchemy import func, select
 
 from addon.intake import parse_php_form
@@ -79,14 +82,30 @@ def test_a_body_over_the_limit_is_413(services, portal_id, web):
     assert stored(services) == []
 
 
-def test_a_portal_without_a_token_yet_adopts_the_first_from_its_own_domain(services, web):
+@responses.activate
+def test_a_portal_without_a_token_yet_adopts_the_first_the_portal_confirms(services, web):
     from tests.install.conftest import make_portal
 
     make_portal(services, application_token=None)
+
+    def app_info(request):  # the portal knows only the real access token
+        ok = json.loads(request.body).get("auth") == "user-access-secret"
+        return (200, {}, json.dumps({"result": {"ID": "1", "INSTALLED": True}, "time": {}})) if ok else (
+            401, {}, json.dumps({"error": "invalid_token", "error_description": "Unable to get application by token"}))
+
+    responses.add_callback(responses.POST, "https://acme.bitrix24.test/rest/app.info.json", callback=app_info)
+    # Another domain, or an access token the portal does not know: refused, nothing adopted or stored.
     assert web.post("/events", data=event_form(token="t-first", **{"auth[domain]": "evil.test"})).status_code == 401
+    assert web.post("/events", data=event_form(token="t-forged", **{"auth[access_token]": "guess"})).status_code == 401
+    assert web.post("/events", data=event_form(token="t-forged", **{"auth[access_token]": None})).status_code == 401
+    assert stored(services) == []
+    # The first event the portal confirms sets the token; later ones are checked against it, no call.
     assert web.post("/events", data=event_form(token="t-first")).status_code == 200
+    calls = len(responses.calls)
     assert web.post("/events", data=event_form(token="t-other", ts="2")).status_code == 401
     assert web.post("/events", data=event_form(token="t-first", ts="3")).status_code == 200
+    assert len(responses.calls) == calls
+    assert len(stored(services)) == 2
 
 
 def test_robot_calls_are_stored_as_robot_events(services, portal_id, web):
