@@ -389,7 +389,19 @@ class PortalClient:
 
 def _run_async(coroutine):
     """Run a coroutine on a private loop. Unlike asyncio.run this leaves the thread's current
-    event loop alone (a caller's loop, or one fast-bitrix24's sync wrapper set, stays theirs)."""
+    event loop alone (a caller's loop, or one fast-bitrix24's sync wrapper set, stays theirs).
+    Called from a thread whose loop is running (an async caller), it runs in a helper thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return _run_on_private_loop(coroutine)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="nezabyt-batch") as pool:
+        return pool.submit(_run_on_private_loop, coroutine).result()
+
+
+def _run_on_private_loop(coroutine):
     loop = asyncio.new_event_loop()
     try:
         return loop.run_until_complete(coroutine)

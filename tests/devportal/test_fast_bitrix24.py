@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 import logging
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -10,15 +11,19 @@ from fast_bitrix24 import Bitrix
 
 
 def test_get_all_10000_contacts_and_2000_updates_through_batch(devportal, app_peer):
-    # The sync client runs on the thread's event loop: give it one and close it afterwards, so no
-    # loop leaks into later tests.
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    try:
-        _read_and_write(devportal, app_peer)
-    finally:
-        asyncio.set_event_loop(None)
-        loop.close()
+    # The sync client runs on the thread's event loop: run it in a thread of its own (the main
+    # thread may hold another library's running loop, e.g. Playwright's) and close its loop after.
+    def run():
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            _read_and_write(devportal, app_peer)
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(run).result()
 
 
 def _read_and_write(devportal, app_peer):
