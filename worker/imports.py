@@ -362,7 +362,14 @@ def import_command(file: str, portal_key: str, do_apply: bool, entity_type: str,
         if not do_apply:
             click.echo("preview only: run again with --apply to write the statuses")
             return
-        summary = apply_import(services, job_id, now)
+        done = [0]
+
+        def report(n: int) -> None:
+            done[0] += n
+            if done[0] % 10_000 < n:  # a line every 10,000 rows
+                click.echo(f"  {done[0]} rows processed")
+
+        summary = apply_import(services, job_id, now, progress=report)
         click.echo(f"import {job_id} done: {summary.applied} applied, {summary.failed} failed, "
                    f"{summary.invalid} invalid")
     finally:

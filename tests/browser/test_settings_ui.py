@@ -71,6 +71,7 @@ def test_admin_loads_statuses_previews_changes_saves_and_opens_a_card(
         page, services, fast_devportal, app_server, artifacts_dir, tmp_path):
     portal_id = install_on(services, fast_devportal, app_server, events=False)
     fast_devportal.portal.add_user("Иван", "Петров")
+    manager = fast_devportal.portal.add_user("Мария", "Сидорова")  # not an admin
     ids = add_contacts(fast_devportal, 10_000)
     text, bad = bulk_file(ids)
     upload = tmp_path / "statuses.csv"
@@ -166,3 +167,11 @@ def test_admin_loads_statuses_previews_changes_saves_and_opens_a_card(
     app.locator('#tabs button[data-tab="dashboard"]').click()
     app.locator("#managers-chart svg").wait_for()
     page.screenshot(path=str(artifacts_dir / "ui-08-dashboard.png"), full_page=True)
+
+    # --- a manager (not an admin) gets a read-only page
+    page.goto(f"{fast_devportal.url}/app?user={manager}")
+    app = page.frame_locator("#app-frame")
+    app.locator("#readonly-note").wait_for()
+    assert app.locator("#save-btn").count() == 0 and app.locator("#pane-import").count() == 0
+    assert app.locator('#settings-form input[name="st_name"]').first.is_disabled()
+    page.screenshot(path=str(artifacts_dir / "ui-09-manager-read-only.png"), full_page=True)
