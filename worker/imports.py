@@ -12,19 +12,11 @@ import click
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from addon.models import (
-    ImportJob,
-    ImportRow,
-    JobRun,
-    Portal,
-    PortalSettings,
-    StatusHistory,
-    TrackedEntity,
-    utcnow,
-)
-from addon.options import IN_WORK, Options, parse_time_zone
+from addon import engine
+from addon.engine import STATUS_FIELD
+from addon.models import ImportJob, ImportRow, JobRun, StatusHistory, TrackedEntity, utcnow
+from addon.options import IN_WORK, Options
 
-STATUS_FIELD = "UF_CRM_NEZABYT_STATUS"
 CHUNK_ROWS = 500  # rows per database round trip: ten batch calls between two commits
 
 
@@ -35,13 +27,6 @@ class ImportSummary:
     failed: int
     invalid: int
     status: str
-
-
-def portal_today(options: Options, now: dt.datetime) -> dt.date:
-    """The portal's calendar day at `now` (naive datetimes are UTC, as we store them)."""
-    tz = parse_time_zone(options.time_zone) or dt.timezone.utc
-    aware = now if now.tzinfo else now.replace(tzinfo=dt.timezone.utc)
-    return aware.astimezone(tz).date()
 
 
 def import_run(session: Session, job: ImportJob, now: dt.datetime) -> JobRun:
@@ -68,9 +53,8 @@ def apply_import(services, job_id: int, now: dt.datetime, client=None, progress=
         if job is None:
             raise LookupError(f"no import job {job_id}")
         portal_id = job.portal_id
-        ps = session.get(PortalSettings, portal_id)
-        options = Options.from_dict(ps.data if ps else None)
-        field_items = dict(ps.field_items or {}) if ps else {}
+        ctx = engine.load_context(session, portal_id)
+        options, field_items = ctx.opts, ctx.field_items
         run = import_run(session, job, now)
         run.status, run.started_at = "running", run.started_at or utcnow()
         run.progress_total = job.valid_rows
@@ -79,7 +63,7 @@ def apply_import(services, job_id: int, now: dt.datetime, client=None, progress=
         run_id = run.id
         session.commit()
 
-    today = portal_today(options, now)
+    today = ctx.today(now)
     own_client = client is None
     client = client or PortalClient(services, portal_id)
     try:
@@ -304,13 +288,6 @@ def _close_job(services, job_id: int, run_id: int) -> ImportSummary:
 
 
 # --- the command --------------------------------------------------------------------------------
-def find_portal(session: Session, key: str) -> Portal:
-    portal = session.scalars(select(Portal).where((Portal.member_id == key) | (Portal.domain == key))).first()
-    if portal is None:
-        raise click.ClickException(f"no portal with member_id or domain {key!r}")
-    return portal
-
-
 @click.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--portal", "portal_key", required=True, help="the portal's member_id or domain")
@@ -334,13 +311,14 @@ def import_command(file: str, portal_key: str, do_apply: bool, entity_type: str,
     filename = os.path.basename(file)
     try:
         with services.sessions() as session:
-            portal = find_portal(session, portal_key)
+            portal = engine.find_portal(session, portal_key)
+            if portal is None:
+                raise click.ClickException(f"no portal with member_id or domain {portal_key!r}")
             portal_id, language = portal.id, portal.language
             job = session.scalars(select(ImportJob).where(
                 ImportJob.portal_id == portal_id, ImportJob.filename == filename,
                 ImportJob.status.in_(("queued", "running"))).order_by(ImportJob.id.desc())).first()
-            ps = session.get(PortalSettings, portal_id)
-            options = Options.from_dict(ps.data if ps else None)
+            ctx = engine.load_context(session, portal_id)
         if job is not None and do_apply:
             job_id = job.id
             click.echo(f"continuing import {job_id} of {filename}: {job.applied_rows} of {job.valid_rows} applied")
@@ -349,8 +327,8 @@ def import_command(file: str, portal_key: str, do_apply: bool, entity_type: str,
                 content = fh.read()
             with services.sessions() as session, PortalClient(services, portal_id) as client:
                 try:
-                    staged = prepare_import(session, client, portal_id, filename, content, options, None, now,
-                                            portal_today(options, now), entity_type, phone_region_for(language))
+                    staged = prepare_import(session, client, portal_id, filename, content, ctx.opts, None, now,
+                                            ctx.today(now), entity_type, phone_region_for(language))
                 except BulkLoadError as exc:
                     raise click.ClickException(str(exc)) from exc
                 session.commit()

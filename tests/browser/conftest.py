@@ -6,6 +6,8 @@ import shutil
 
 import pytest
 
+from tests.ui.conftest import fast_devportal  # noqa: F401  (the devportal with its limits off)
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]

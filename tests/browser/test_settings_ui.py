@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from addon.models import ImportJob, PortalSettings, TrackedEntity
 from addon.options import Options
-from tests.ui.conftest import add_contacts, fast_devportal, install_on  # noqa: F401 (a fixture)
+from tests.ui.conftest import add_contacts, install_on
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -8,7 +8,7 @@ import json
 from addon.models import JobRun, PortalSettings, StatusHistory, TrackedEntity
 from addon.options import Options, StatusDef
 
-from .conftest import MANAGER_AUTH, MANAGER_ID, MEMBER_ID, ADMIN_AUTH, add_tracked, open_app, page_token, today_msk
+from .conftest import MANAGER_AUTH, MANAGER_ID, MEMBER_ID, add_tracked, open_app, page_token, today_msk
 
 
 def settings_form(opts: Options, token: str) -> list[tuple[str, str]]:
