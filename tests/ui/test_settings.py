@@ -8,7 +8,7 @@ import json
 from addon.models import JobRun, PortalSettings, StatusHistory, TrackedEntity
 from addon.options import Options, StatusDef
 
-from .conftest import MANAGER_AUTH, MANAGER_ID, MEMBER_ID, add_tracked, open_app, page_token, today_msk
+from .conftest import ADMIN_AUTH, MANAGER_AUTH, MANAGER_ID, MEMBER_ID, add_tracked, open_app, page_token, today_msk
 
 
 def settings_form(opts: Options, token: str) -> list[tuple[str, str]]:
@@ -178,3 +178,14 @@ def test_dashboard_counts_and_at_risk(client, services, portal, portal_auth):
     mine = client.post("/ui/page", data={"t": page_token(open_app(client, auth=MANAGER_AUTH)),
                                           "tab": "dashboard"}).get_data(as_text=True)
     assert "#8" not in mine.split('id="managers-table"')[1].split("</table>")[0]
+
+
+def test_company_card_tab_of_an_untracked_company(client, portal, portal_auth):
+    response = client.post("/placement/crm_company_detail_tab?DOMAIN=acme.bitrix24.ru&PROTOCOL=1&LANG=en",
+                           data={"AUTH_ID": ADMIN_AUTH, "member_id": MEMBER_ID, "PLACEMENT": "CRM_COMPANY_DETAIL_TAB",
+                                 "PLACEMENT_OPTIONS": json.dumps({"ID": "12", "URI": "/crm/company/details/12/"})})
+    assert response.status_code == 200
+    text = response.get_data(as_text=True)
+    assert "Company 12" in text and "not in the service table" in text and "No status changes yet." in text
+    assert client.post("/placement/CRM_DEAL_DETAIL_TAB", data={"AUTH_ID": ADMIN_AUTH,
+                                                               "member_id": MEMBER_ID}).status_code == 404
