@@ -141,10 +141,12 @@ def _process_batch(services, client, portal_id: int, now: dt.datetime, limit: in
                 else:
                     t.snapshot = True
                     t.added = t.added or action == "ADD"
+            elif action == "DELETE":
+                done_ids.add(ev.id)  # a deleted call or deal changes no status
             elif kind == "activity":
-                activity_events[oid].append(ev.id) if action != "DELETE" else done_ids.add(ev.id)
-            elif kind == "deal":
-                deal_events[oid].append(ev.id) if action != "DELETE" else done_ids.add(ev.id)
+                activity_events[oid].append(ev.id)
+            else:
+                deal_events[oid].append(ev.id)
 
         failed: dict[int, str] = {}
 

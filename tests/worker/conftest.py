@@ -63,6 +63,8 @@ class Harness:
 
     # --- the portal ----------------------------------------------------------------------
     def clock(self, moment: dt.datetime) -> None:
+        # Events reach the app within moments of a change: deliver what is queued before time moves.
+        assert self.dp.wait_for_deliveries(30)
         self.dp.set_clock(moment, frozen=True)
 
     def portal_status(self, kind: str, eid: int) -> str | None:
