@@ -1,0 +1,138 @@
+"""Benchmark: one daily run over 100,000 tracked contacts with 10% due, at Bitrix24's real limit.
+
+Figures: REST calls against the floor ceil(writes / 50) (goal <= 1.02x); wall time against the
+rate-limit floor (calls - burst) / rate at the devportal's 2/s burst 50 (goal <= 1.1x); the worker's
+peak memory (goal <= 150 MB), measured as the worker process's maximum resident set size
+(`resource.getrusage(RUSAGE_CHILDREN).ru_maxrss` of `nezabyt decay` run as a child process).
+
+Set-up (not measured): the devportal seeded with 100,000 contacts, Nezabyt installed, the statuses
+put on the contacts and the service table filled to match them (as an index would), then the
+portal's events unbound so the run's echo events do not load the machine while it is timed.
+
+Run: python -m bench.daily_run [--url sqlite|postgresql+psycopg://...] (default: PostgreSQL
+database nezabyt_bench_daily, dropped and created again). The last output line is JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import random
+import resource
+import subprocess
+import sys
+import time
+
+from bench.harness import (
+    Stack,
+    at,
+    bench_settings,
+    emit,
+    env_for_child,
+    fresh_database,
+    progress,
+    rate_floor_seconds,
+)
+
+DAY = dt.date(2026, 3, 2)
+
+
+def fill(stack: Stack, contacts: int, due_share: float, rng: random.Random) -> int:
+    """Statuses in the portal and the matching service-table rows; `due_share` of them due on DAY."""
+    from sqlalchemy import insert
+
+    from addon import rules
+    from addon.engine import STATUS_FIELD
+    from addon.models import TrackedEntity
+    from addon.options import Options
+
+    opts = Options()
+    items = stack.items("contact")
+    dp = stack.dp
+    ladder = [("NEW", 10), ("HOT", 30), ("WARM", 60), ("COLD", 90)]
+    rows, due = [], 0
+    with dp.lock:
+        for cid, record in dp.records["contact"].items():
+            code, days = rng.choice(ladder)
+            if rng.random() < due_share:
+                set_on = DAY - dt.timedelta(days=days)  # due exactly today
+                due += 1
+            else:
+                set_on = DAY - dt.timedelta(days=rng.randint(0, days - 1))
+            record[STATUS_FIELD] = items[code]
+            record["DATE_MODIFY"] = dp.iso(at(set_on, 10))
+            e = rules.Entity(status=code, status_set_on=set_on)
+            rows.append({"portal_id": stack.portal_id, "entity_type": "contact", "entity_id": cid,
+                         "assigned_by_id": int(record["ASSIGNED_BY_ID"]),
+                         "title": f"{record.get('NAME', '')} {record.get('LAST_NAME', '')}".strip(),
+                         **rules.row_values(opts, e)})
+    with stack.services.sessions() as session:
+        for i in range(0, len(rows), 5000):
+            session.execute(insert(TrackedEntity), rows[i:i + 5000])
+        session.commit()
+    return due
+
+
+def run(url: str | None = None, contacts: int = 100_000, due_share: float = 0.10) -> dict:
+    from sqlalchemy import select
+
+    from addon.models import JobRun, Portal
+
+    say = progress("daily_run")
+    url = fresh_database(url, "nezabyt_bench_daily")
+    stack = Stack(bench_settings(url)).start(at(DAY, 7))
+    try:
+        dp = stack.dp
+        t0 = time.perf_counter()
+        dp.seed(departments=3, managers=12, contacts=contacts, companies=0, months_of_calls=0, deals=0, rng_seed=9)
+        stack.install(unbind_events=True)
+        due = fill(stack, contacts, due_share, random.Random(9))
+        say(f"set up {contacts} tracked contacts, {due} due, in {time.perf_counter() - t0:.0f}s; running the daily run")
+        with stack.services.sessions() as session:
+            member_id = session.get(Portal, stack.portal_id).member_id
+        now = at(DAY, 9, 0)
+        dp.set_clock(now, frozen=False)  # the leaky bucket drains on a running clock
+        dp.set_limits(rps=2.0, burst=50, enabled=True)
+        mark = stack.mark()
+        t0 = time.perf_counter()
+        child = subprocess.run(
+            [sys.executable, "-c", "from addon.cli import main; main()", "decay", "--portal", member_id,
+             "--now", now.isoformat()], env=env_for_child(stack.settings), capture_output=True, text=True,
+            timeout=1800)
+        process_s = time.perf_counter() - t0
+        maxrss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        if child.returncode != 0:
+            raise SystemExit(f"nezabyt decay failed:\n{child.stdout}\n{child.stderr[-3000:]}")
+        rest = stack.rest_since(mark)
+        with stack.services.sessions() as session:
+            job = session.scalars(select(JobRun).where(JobRun.portal_id == stack.portal_id,
+                                                       JobRun.kind == "daily")).one()
+            run_s = (job.finished_at - job.started_at).total_seconds()
+            summary = dict(job.summary)
+        floor_s = rate_floor_seconds(rest["http_requests"])
+        calls_ratio = rest["http_requests"] / rest["floor"] if rest["floor"] else None
+        return {
+            "bench": "daily_run", "tracked": contacts, "due": due, "decayed": summary.get("decayed"),
+            "writes_sent": summary.get("writes_sent"), "messages_sent": summary.get("messages_sent"),
+            "http_requests": rest["http_requests"], "commands": rest["commands"], "writes": rest["writes"],
+            "calls_floor": rest["floor"], "calls_ratio": round(calls_ratio, 3) if calls_ratio else None,
+            "by_method": rest["by_method"], "rest_errors": rest["errors"],
+            "run_seconds": round(run_s, 1), "process_seconds": round(process_s, 1),
+            "rate_floor_seconds": floor_s, "time_ratio": round(run_s / floor_s, 3) if floor_s else None,
+            "worker_maxrss_mb": round(maxrss_mb, 1), "memory_method": "getrusage(RUSAGE_CHILDREN).ru_maxrss",
+            "add_on_pace": {"rps": stack.settings.portal_rps, "burst": stack.settings.portal_burst},
+            "goals": {"calls_ratio": 1.02, "time_ratio": 1.1, "maxrss_mb": 150},
+        }
+    finally:
+        stack.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--url", default=None)
+    ap.add_argument("--contacts", type=int, default=100_000)
+    args = ap.parse_args()
+    emit(run(args.url, args.contacts))
+
+
+if __name__ == "__main__":
+    main()
