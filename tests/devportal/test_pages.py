@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import threading
 from html import unescape
 
@@ -78,12 +77,7 @@ BX24.init(function () {{
 
 
 @pytest.mark.browser
-def test_bx24_shim_in_headless_chromium(fast_portal):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("no Chromium on this machine")
-    from playwright.sync_api import sync_playwright
-
+def test_bx24_shim_in_headless_chromium(fast_portal, browser):
     def app(environ, start_response):
         request = Request(environ)
         html = APP_PAGE.format(domain=request.args["DOMAIN"], install="true" if request.path == "/install" else
@@ -96,9 +90,9 @@ def test_bx24_shim_in_headless_chromium(fast_portal):
     portal = fast_portal.portal
     try:
         portal.register_app(f"http://127.0.0.1:{server.server_port}", "local.ui", "s", installed=False)
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-            page = browser.new_page()
+        context = browser.new_context()
+        try:
+            page = context.new_page()
             page.goto(f"{fast_portal.url}/app/install")
             page.wait_for_selector("body[data-install-finished='1']", timeout=10_000)
             assert portal.app["installed"] is True
@@ -108,7 +102,8 @@ def test_bx24_shim_in_headless_chromium(fast_portal):
             assert text == f"Админ|{portal.member_id}|{portal.app['id']}|Not found|DEFAULT"
             page.wait_for_function("parseInt(document.getElementById('app-frame').style.height) >= 900",
                                    timeout=10_000)  # fitWindow resized the frame to its content
-            browser.close()
+        finally:
+            context.close()
     finally:
         server.shutdown()
         server.server_close()
