@@ -33,8 +33,8 @@ class Scenario:
     companies: int = 300
     days: int = 60
     seed: int = 11
-    calls_per_day: int = 15
-    manual_per_day: int = 10
+    calls_per_day: int = 12
+    manual_per_day: int = 8
     deals_opened_per_day: int = 3
     deals_closed_per_day: int = 2
     new_per_day: int = 1

@@ -25,7 +25,7 @@ def test_sigkill_during_a_daily_run_then_rerun_equals_an_uninterrupted_run(porta
     assert sum(1 for v in writes_per_client(reference).values()) > 200
 
     # The victim's portal answers slowly, so the run is still writing when it is killed.
-    victim.dp.set_faults(latency_ms=150)
+    victim.dp.set_faults(latency_ms=250)
     proc = subprocess.Popen([sys.executable, "-m", "addon", "decay", "--portal", victim.dp.member_id,
                              "--now", at(DAY0, 9, 30).isoformat()], env=worker_env(victim.services),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
