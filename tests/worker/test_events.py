@@ -203,3 +203,29 @@ def test_burst_of_1000_events_costs_at_most_25_rest_calls(harness):
     assert h.row("contact", 650).last_call_on == DAY0
     with h.services.sessions() as s:
         assert s.scalar(select(func.count()).select_from(NotificationLog)) == 0
+
+
+def test_events_lost_on_the_way_are_recovered_by_reconcile(harness):
+    h = harness
+    setup_portal(h)
+    from addon.models import Portal
+    from worker.jobs import reconcile_all
+
+    with h.services.sessions() as s:  # the last reconcile pass saw the portal as of 08:00
+        portal = s.get(Portal, h.portal_id)
+        portal.entity_watermark = portal.activity_watermark = dt.datetime(2026, 3, 2, 5, 0)
+        s.commit()
+    h.clock(at(DAY0, 12))
+    h.dp.set_faults(drop_events=1.0)  # Bitrix24 never retries: every one of these is lost
+    for cid in range(1, 6):
+        h.manager_sets("contact", cid, "WARM")
+    for cid in range(6, 9):
+        h.dp.act_call("contact", cid, user_id=2)
+    h.clock(at(DAY0, 12, 30))
+    h.dp.set_faults(drop_events=0.0)
+    assert h.drain(at(DAY0, 12, 30)).events == 0
+    report = reconcile_all(h.services, at(DAY0, 12, 30))
+    assert report.reconciled == 1 and report.errors == []
+    h.drain(at(DAY0, 12, 31))
+    assert [(h.row("contact", c).status, h.row("contact", c).status_set_on) for c in range(1, 6)] == [("WARM", DAY0)] * 5
+    assert [h.row("contact", c).last_call_on for c in range(6, 9)] == [DAY0] * 3

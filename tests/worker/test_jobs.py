@@ -197,3 +197,32 @@ def test_daily_run_redates_when_the_settings_changed_behind_its_back(harness):
     summary = h.daily(at(DAY0 + dt.timedelta(days=1), 9))
     assert summary.decayed == 1 and h.portal_status("contact", 2) == "COLD"
     assert h.row("contact", 2).status_set_on == DAY0 - dt.timedelta(days=10)  # counted from its due date
+
+
+def test_days_and_the_notification_time_follow_the_portal_time_zone(harness):
+    from addon.engine import PortalContext
+    from addon.options import Options, parse_time_zone
+    from worker.jobs import daily_is_due
+
+    ctx = PortalContext(portal_id=1, opts=Options(time_zone="+10:00"), tz=parse_time_zone("+10:00"))
+    assert ctx.day_of("2026-03-02T23:30:00+03:00") == dt.date(2026, 3, 3)  # already the 3rd in +10
+    assert ctx.day_of("2026-03-02T23:30:00") == dt.date(2026, 3, 2)  # no offset: the portal's own time
+    assert ctx.today(dt.datetime(2026, 3, 2, 20, 30, tzinfo=dt.timezone.utc)) == dt.date(2026, 3, 3)
+    h = harness
+    seeded(h)
+    h.set_options(time_zone="+10:00", notify_time="09:00")
+    utc = dt.timezone.utc
+    assert not daily_is_due(h.services, h.portal_id, dt.datetime(2026, 3, 1, 22, 59, tzinfo=utc))
+    assert daily_is_due(h.services, h.portal_id, dt.datetime(2026, 3, 1, 23, 0, tzinfo=utc))
+
+
+def test_a_scheduled_job_runs_as_a_plain_function_of_services_and_now(harness):
+    from worker.schedule import SCHEDULE, run_job
+
+    h = harness
+    seeded(h)
+    h.put_status("contact", 4, "NEW", at(DAY0 - dt.timedelta(days=10), 10))
+    h.reindex(at(DAY0, 8))
+    job = next(j for j in SCHEDULE if j.target == "worker.jobs:drain_and_run")
+    report = run_job(h.services, job, clock=lambda: at(DAY0, 9, 1))
+    assert report.daily_runs == 1 and h.portal_status("contact", 4) == "LOST"
