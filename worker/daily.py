@@ -198,6 +198,7 @@ def _plan(services, ctx: PortalContext, job_id: int, day: dt.date,
         while True:
             rows = session.scalars(select(TrackedEntity).where(
                 TrackedEntity.portal_id == ctx.portal_id, TrackedEntity.due_on <= day,
+                TrackedEntity.entity_type.in_(opts.entity_types),  # the admin may have dropped a type
                 TrackedEntity.id > last_id).order_by(TrackedEntity.id).limit(SCAN_CHUNK)).all()
             if not rows:
                 break
@@ -262,7 +263,7 @@ def _plan(services, ctx: PortalContext, job_id: int, day: dt.date,
         low = prev_day if prev_day is not None else day - dt.timedelta(days=1)
         warn_rows = session.scalars(select(TrackedEntity).where(
             TrackedEntity.portal_id == ctx.portal_id, TrackedEntity.warn_on > low, TrackedEntity.warn_on <= day,
-            TrackedEntity.due_on > day)).all()
+            TrackedEntity.due_on > day, TrackedEntity.entity_type.in_(opts.entity_types))).all()
         for row in warn_rows:
             item = rules.warning_item(opts, engine.entity_of(row), day, entity_type=row.entity_type,
                                       entity_id=row.entity_id, title=row.title, manager_id=row.assigned_by_id,
@@ -351,7 +352,8 @@ def _plan_feed(session, ctx: PortalContext, day: dt.date) -> int:
     opts = ctx.opts
     until = day + dt.timedelta(days=opts.feed_post_days)
     rows = session.scalars(select(TrackedEntity).where(
-        TrackedEntity.portal_id == ctx.portal_id, TrackedEntity.due_on > day, TrackedEntity.due_on <= until)
+        TrackedEntity.portal_id == ctx.portal_id, TrackedEntity.due_on > day, TrackedEntity.due_on <= until,
+        TrackedEntity.entity_type.in_(opts.entity_types))
         .order_by(TrackedEntity.due_on, TrackedEntity.id)).all()
     by_manager: dict[int, list[TrackedEntity]] = defaultdict(list)
     for row in rows:

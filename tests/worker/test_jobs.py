@@ -226,3 +226,14 @@ def test_a_scheduled_job_runs_as_a_plain_function_of_services_and_now(harness):
     job = next(j for j in SCHEDULE if j.target == "worker.jobs:drain_and_run")
     report = run_job(h.services, job, clock=lambda: at(DAY0, 9, 1))
     assert report.daily_runs == 1 and h.portal_status("contact", 4) == "LOST"
+
+
+def test_only_the_tracked_entity_types_decay(harness):
+    h = harness
+    seeded(h)
+    h.put_status("contact", 1, "NEW", at(DAY0 - dt.timedelta(days=11), 10))
+    h.put_status("company", 1, "NEW", at(DAY0 - dt.timedelta(days=11), 10))
+    h.reindex(at(DAY0, 8))
+    h.set_options(entity_types=("company",))  # the admin now tracks companies only
+    assert h.daily(at(DAY0, 9)).decayed == 1
+    assert (h.portal_status("contact", 1), h.portal_status("company", 1)) == ("NEW", "LOST")
