@@ -172,7 +172,7 @@ def _prepare(session: Session, portal_id: int, rows, outcome: dict, field_items:
 
 def _finish_rows(session: Session, portal_id: int, rows, outcome: dict, inserted: set[int], options: Options,
                  today: dt.date, created_by: int | None) -> None:
-    tracked = _tracked(session, portal_id, rows)
+    tracked = _tracked(session, portal_id, [r for r in rows if r.id not in inserted and r.id in outcome])
     recorded_at = utcnow()
     applied_ids, failed, entities, restore, history = [], [], [], [], []
     dropped: dict[str, list[int]] = collections.defaultdict(list)
@@ -226,11 +226,13 @@ def _tracked(session: Session, portal_id: int, rows) -> dict[tuple[str, int], di
     out: dict[tuple[str, int], dict[str, Any]] = {}
     for entity_type in {r.entity_type for r in rows}:
         ids = [r.entity_id for r in rows if r.entity_type == entity_type]
+        # The range lets PostgreSQL walk the unique index even when the table grew since its last
+        # ANALYZE (a load fills it from empty), where it would filter every row of the portal.
         for e in session.execute(select(
                 TrackedEntity.id, TrackedEntity.entity_id, TrackedEntity.status, TrackedEntity.previous_status,
                 TrackedEntity.last_call_on, TrackedEntity.open_deals, TrackedEntity.assigned_by_id).where(
                 TrackedEntity.portal_id == portal_id, TrackedEntity.entity_type == entity_type,
-                TrackedEntity.entity_id.in_(ids))).mappings():
+                TrackedEntity.entity_id.between(min(ids), max(ids)), TrackedEntity.entity_id.in_(ids))).mappings():
             out[(entity_type, e["entity_id"])] = dict(e)
     return out
 
