@@ -75,7 +75,9 @@ def fill(stack: Stack, contacts: int, due_share: float, rng: random.Random) -> i
 def run(url: str | None = None, contacts: int = 100_000, due_share: float = 0.10) -> dict:
     from sqlalchemy import select
 
-    from addon.models import JobRun, Portal
+    from sqlalchemy import func
+
+    from addon.models import JobRun, Outbox, Portal
 
     say = progress("daily_run")
     url = fresh_database(url, "nezabyt_bench_daily")
@@ -108,6 +110,13 @@ def run(url: str | None = None, contacts: int = 100_000, due_share: float = 0.10
                                                        JobRun.kind == "daily")).one()
             run_s = (job.finished_at - job.started_at).total_seconds()
             summary = dict(job.summary)
+            first_sent, last_sent = session.execute(select(func.min(Outbox.sent_at), func.max(Outbox.sent_at)).where(
+                Outbox.portal_id == stack.portal_id)).one()
+        # The run's two phases: planning in the database, then sending at the add-on's pace.
+        plan_s = (first_sent - job.started_at).total_seconds() if first_sent else None
+        send_s = (last_sent - first_sent).total_seconds() if first_sent else None
+        pace = stack.settings
+        pace_floor_s = max(0.0, (rest["http_requests"] - pace.portal_burst) / pace.portal_rps)
         floor_s = rate_floor_seconds(rest["http_requests"])
         calls_ratio = rest["http_requests"] / rest["floor"] if rest["floor"] else None
         return {
@@ -118,6 +127,9 @@ def run(url: str | None = None, contacts: int = 100_000, due_share: float = 0.10
             "by_method": rest["by_method"], "rest_errors": rest["errors"],
             "run_seconds": round(run_s, 1), "process_seconds": round(process_s, 1),
             "rate_floor_seconds": floor_s, "time_ratio": round(run_s / floor_s, 3) if floor_s else None,
+            "plan_seconds": round(plan_s, 1) if plan_s is not None else None,
+            "send_seconds": round(send_s, 1) if send_s is not None else None,
+            "pace_floor_seconds": round(pace_floor_s, 1),
             "worker_maxrss_mb": round(maxrss_mb, 1), "memory_method": "getrusage(RUSAGE_CHILDREN).ru_maxrss",
             "add_on_pace": {"rps": stack.settings.portal_rps, "burst": stack.settings.portal_burst},
             "goals": {"calls_ratio": 1.02, "time_ratio": 1.1, "maxrss_mb": 150},
