@@ -50,6 +50,7 @@ def worker_command(once: bool, now_text: str | None) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("fast_bitrix24").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)  # a line per job run
     with _services() as services:
         if once:
             from worker.jobs import run_once
@@ -63,9 +64,14 @@ def worker_command(once: bool, now_text: str | None) -> None:
             if report.errors:
                 raise SystemExit(1)
             return
+        import signal
+
         from worker.schedule import build_scheduler
 
         scheduler = build_scheduler(services, blocking=True)
+        # A platform stops the worker with SIGTERM: finish the running jobs' current step and leave
+        # (every job is safe to stop anywhere; what is left is picked up by the next start).
+        signal.signal(signal.SIGTERM, lambda *_: scheduler.shutdown(wait=False))
         try:
             scheduler.start()
         except (KeyboardInterrupt, SystemExit):

@@ -48,3 +48,27 @@ def test_sigkill_during_a_daily_run_then_rerun_equals_an_uninterrupted_run(porta
     assert max(writes_per_client(victim).values()) == 1
     tags = Counter(c["params"].get("TAG") for c in victim.calls("im.notify.system.add", in_batch=True))
     assert tags and max(tags.values()) == 1
+
+
+@pytest.mark.slow
+def test_the_long_running_worker_does_the_day_run_and_stops_cleanly_on_sigterm(harness):
+    from sqlalchemy import select
+
+    from addon.models import JobRun
+
+    h = harness
+    h.dp.seed(departments=2, managers=4, contacts=10, companies=2, months_of_calls=0, deals=0, rng_seed=2)
+    h.install(notify_time="00:00")  # due as soon as the worker looks (it runs on the real clock)
+    env = worker_env(h.services)
+    proc = subprocess.Popen([sys.executable, "-m", "addon", "worker"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    done = False
+    while not done and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)  # waiting for the worker's first cycle, not for a clock
+        with h.services.sessions() as s:
+            done = s.scalar(select(JobRun).where(JobRun.kind == "daily", JobRun.status == "done")) is not None
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert done, err.decode()[-2000:]
+    assert proc.returncode == 0, err.decode()[-2000:]
