@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import threading
+import time
 from collections import Counter
 
 import pytest
@@ -69,6 +71,7 @@ def test_demo_summary_is_non_zero_and_agrees_with_the_database(small_demo, servi
     assert sum(res.status_mix.values()) == res.tracked_at_end == len(rows)
     assert res.status_mix == dict(Counter(r.status for r in rows))
     assert len(res.status_mix_by_day) == 12
+    assert sum(res.status_mix_at_start.values()) == res.tracked_at_start
     # The portal shows what the service table says, client by client.
     dp = demo.srv.portal
     for row in rows:
@@ -83,6 +86,29 @@ def test_demo_summary_is_non_zero_and_agrees_with_the_database(small_demo, servi
     assert res.rest_http_requests == len(outer)
     assert res.rest_by_method == dict(Counter(c["method"] for c in outer))
     assert res.notifications_in_portal == len(dp.notifications) == res.messages_sent
+
+    # After the summary the demo keeps serving: the worker goes on processing on the portal's clock.
+    stop = threading.Event()
+    serving = threading.Thread(target=demo.serve, kwargs={"every": 0.05, "stop": stop}, daemon=True)
+    serving.start()
+    try:
+        uid = int(dp.records["contact"][1]["ASSIGNED_BY_ID"])
+        new_id = dp.act_add("contact", {"NAME": "Пришёл", "LAST_NAME": "После демо", "ASSIGNED_BY_ID": uid},
+                            user_id=uid)
+        deadline = time.monotonic() + 30
+        row = None
+        while row is None and time.monotonic() < deadline:  # waiting for an outcome, not for a clock
+            with services.sessions() as session:
+                row = session.scalars(select(TrackedEntity).where(
+                    TrackedEntity.portal_id == pid, TrackedEntity.entity_id == new_id,
+                    TrackedEntity.entity_type == "contact")).one_or_none()
+            if row is None:
+                stop.wait(0.05)
+        assert row is not None and row.status == "NEW"
+    finally:
+        stop.set()
+        serving.join(timeout=30)
+    assert not serving.is_alive()
 
     text = summary_text(res)
     assert f"reverts (changed without a call): {res.reverts}" in text
