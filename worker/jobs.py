@@ -135,12 +135,16 @@ def robots_all(services, now: dt.datetime, owner: str | None = None) -> CycleRep
 
 
 def run_queued_jobs(services, now: dt.datetime, owner: str | None = None) -> CycleReport:
-    """Re-index and bulk-load jobs the settings UI queued as JobRun rows (status "queued")."""
+    """Re-index and bulk-load jobs the settings UI queued as JobRun rows (status "queued"), and
+    jobs left "running" by a worker that died: whoever holds the portal's lease now resumes them
+    (both jobs are resumable: a re-index reads again, an import skips rows already applied)."""
     report = CycleReport()
     owner = owner or services.settings.worker_id
     with services.sessions() as session:
         queued = session.execute(select(JobRun.id, JobRun.portal_id).where(
-            JobRun.status == "queued", JobRun.kind.in_(("reindex", "import"))).order_by(JobRun.id)).all()
+            JobRun.kind.in_(("reindex", "import")),
+            (JobRun.status == "queued") | ((JobRun.status == "running") & (JobRun.owner != owner)),
+        ).order_by(JobRun.id)).all()
     for job_id, portal_id in queued:
         if portal_id is None:
             continue
@@ -163,8 +167,11 @@ def run_queued_jobs(services, now: dt.datetime, owner: str | None = None) -> Cyc
 
 def _take_job(services, job_id: int, owner: str) -> dict[str, Any] | None:
     with services.sessions() as session:
-        job = session.scalar(select(JobRun).where(JobRun.id == job_id, JobRun.status == "queued")
-                             .with_for_update(skip_locked=True))
+        # Called while holding the portal's lease: a "running" job of another owner is orphaned.
+        job = session.scalar(select(JobRun).where(
+            JobRun.id == job_id,
+            (JobRun.status == "queued") | ((JobRun.status == "running") & (JobRun.owner != owner)))
+            .with_for_update(skip_locked=True))
         if job is None:
             return None
         job.status, job.owner, job.started_at = "running", owner, utcnow()

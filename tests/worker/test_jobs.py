@@ -7,7 +7,7 @@ import datetime as dt
 import json
 
 from click.testing import CliRunner
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from addon.models import JobRun, StatusHistory
 from tests.worker.conftest import DAY0, at
@@ -237,3 +237,27 @@ def test_only_the_tracked_entity_types_decay(harness):
     h.set_options(entity_types=("company",))  # the admin now tracks companies only
     assert h.daily(at(DAY0, 9)).decayed == 1
     assert (h.portal_status("contact", 1), h.portal_status("company", 1)) == ("NEW", "LOST")
+
+
+def test_a_job_left_running_by_a_dead_worker_is_resumed(harness):
+    h = harness
+    seeded(h, contacts=30)
+    with h.services.sessions() as s:
+        orphan = JobRun(portal_id=h.portal_id, kind="reindex", status="running", owner="gone-host:4242")
+        s.add(orphan)
+        s.commit()
+        orphan_id = orphan.id
+    from worker.jobs import run_queued_jobs
+
+    # A job "running" under this very worker's name is its own and is left alone.
+    mine = h.services.settings.worker_id
+    with h.services.sessions() as s:
+        s.add(JobRun(portal_id=h.portal_id, kind="reindex", status="running", owner=mine))
+        s.commit()
+    report = run_queued_jobs(h.services, at(DAY0, 8))
+    assert report.jobs == 1 and report.errors == []
+    with h.services.sessions() as s:
+        job = s.get(JobRun, orphan_id)
+        assert job.status == "done" and job.owner == mine
+        assert job.progress_done == job.progress_total >= 30
+        assert s.scalar(select(func.count()).select_from(JobRun).where(JobRun.status == "running")) == 1
