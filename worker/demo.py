@@ -39,7 +39,7 @@ class DemoConfig:
     days: int = 30
     seed: int = 1
     database_url: str | None = None  # None: a fresh SQLite file in a temporary folder
-    calls_per_manager: int = 10  # calls a manager makes on an ordinary day, warned clients first
+    calls_per_manager: int = 14  # calls a manager makes on an ordinary day, warned clients first
     forget_share: float = 0.3  # share of the warned clients a manager forgets to call
     changes_per_day: int = 20  # manual status changes a day across the company
     changes_without_call: float = 0.3  # share of them made without a call (Nezabyt reverts them)
