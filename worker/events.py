@@ -402,8 +402,7 @@ def _apply(session, ctx: PortalContext, key: tuple[str, int], t: _Touch, row: Tr
     before = e.status
     for day, _, what, payload in items:
         if what == "call":
-            e, steps = rules.record_call(opts, e, day)
-            hist(steps)
+            e = _call(session, opts, row, e, day, hist)
         elif what == "deal":
             deal_id, outcome = payload
             count = open_count if open_count is not None else e.open_deals
@@ -449,6 +448,42 @@ def _apply(session, ctx: PortalContext, key: tuple[str, int], t: _Touch, row: Tr
         row.due_on = row.warn_on = None
     _write_if_needed(session, ctx, row, portal_status, stamp)
     return counted[0]
+
+
+def _call(session, opts: Options, row: TrackedEntity, e: rules.Entity, day: dt.date, hist) -> rules.Entity:
+    """A completed call dated `day`. If daily runs already decayed the client past that day (the
+    call reached us late: Bitrix24's queue, a reconcile pass, downtime), those decay steps are
+    undone and the client replayed from the call — the status is what it would have been had the
+    call been seen in time (DESIGN §1). The replay goes no further than the runs already went."""
+    undone_rows, prior = _decays_after(session, row, day)
+    if not undone_rows or prior is None or prior.to_status != undone_rows[0].from_status:
+        e, steps = rules.record_call(opts, e, day)
+        hist(steps)
+        return e
+    undone = [rules.Step(r.from_status, r.to_status, r.changed_on, r.cause) for r in undone_rows]
+    replay = rules.late_call(opts, e, day, undone[-1].on, undone, prior_set_on=prior.changed_on,
+                             prior_previous=prior.from_status)
+    note = f"undone: a call on {day.isoformat()} reached us late"
+    for r in undone_rows:
+        r.note = f"{r.note}; {note}" if r.note else note
+    hist([rules.Step(e.status, undone[0].from_status, day, "revert")], note=note)
+    hist(list(replay.steps))
+    return replay.entity
+
+
+def _decays_after(session, row: TrackedEntity, day: dt.date) -> tuple[list[StatusHistory], StatusHistory | None]:
+    """The client's newest history lines that are decays dated after `day` (oldest first), and the
+    line before them (which set the status they decayed from)."""
+    lines = session.scalars(select(StatusHistory).where(
+        StatusHistory.portal_id == row.portal_id, StatusHistory.entity_type == row.entity_type,
+        StatusHistory.entity_id == row.entity_id).order_by(StatusHistory.id.desc()).limit(32)).all()
+    undone: list[StatusHistory] = []
+    for line in lines:
+        if line.cause == "decay" and line.changed_on > day and "undone:" not in (line.note or ""):
+            undone.append(line)
+            continue
+        return list(reversed(undone)), line if undone else None
+    return list(reversed(undone)), None
 
 
 def _write_if_needed(session, ctx: PortalContext, row: TrackedEntity, portal_status: str | None, stamp: str) -> None:

@@ -229,3 +229,38 @@ def test_events_lost_on_the_way_are_recovered_by_reconcile(harness):
     h.drain(at(DAY0, 12, 31))
     assert [(h.row("contact", c).status, h.row("contact", c).status_set_on) for c in range(1, 6)] == [("WARM", DAY0)] * 5
     assert [h.row("contact", c).last_call_on for c in range(6, 9)] == [DAY0] * 3
+
+
+def test_a_call_that_reaches_us_after_the_run_undoes_the_decay_it_prevented(harness):
+    """DESIGN §1: the result must not depend on whether an event is processed before or after
+    that day's run. HOT since DAY0-5 decays to WARM on DAY0+25; the manager called on DAY0+24,
+    but the event is only processed after the run of DAY0+25."""
+    h = harness
+    setup_portal(h, contacts=3)
+    call_day, due = DAY0 + dt.timedelta(days=24), DAY0 + dt.timedelta(days=25)
+    h.clock(at(call_day, 17))
+    h.dp.set_faults(drop_events=1.0)  # the call's event is lost on its way
+    h.dp.act_call("contact", 1, user_id=int(h.dp.records["contact"][1]["ASSIGNED_BY_ID"]))
+    h.dp.set_faults(drop_events=0.0)
+    h.clock(at(due, 9))
+    h.daily(at(due, 9))
+    assert h.row("contact", 1).status == "WARM" and h.portal_status("contact", 1) == "WARM"
+    # Reconcile finds the call later that morning.
+    from worker.reconcile import reconcile_portal
+
+    reconcile_portal(h.services, h.portal_id, at(due, 9, 30))
+    report = h.drain(at(due, 9, 31))
+    assert report.failed == 0
+    row = h.row("contact", 1)
+    assert (row.status, row.last_call_on, row.due_on) == ("HOT", call_day, call_day + dt.timedelta(days=30))
+    assert h.portal_status("contact", 1) == "HOT"
+    assert history(h, "contact", 1)[-2:] == [("HOT", "WARM", due, "decay"), ("WARM", "HOT", call_day, "revert")]
+    # The others, not called, stay decayed; a second pass changes nothing.
+    assert h.row("contact", 2).status == "WARM"
+    reconcile_portal(h.services, h.portal_id, at(due, 10))
+    h.drain(at(due, 10, 1))
+    assert h.row("contact", 1).status == "HOT" and len(history(h, "contact", 1)) == 3
+    with h.services.sessions() as s:
+        notes = [x.note for x in s.scalars(select(StatusHistory).where(
+            StatusHistory.entity_type == "contact", StatusHistory.entity_id == 1).order_by(StatusHistory.id))]
+    assert notes[1].startswith("undone: a call on") and notes[2].startswith("undone: a call on")
