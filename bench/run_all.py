@@ -97,10 +97,10 @@ def status_mix_svg(report: dict) -> str:
     days = [report.get("status_mix_at_start") or {}] + list(report.get("status_mix_by_day") or [])
     if len(days) < 2:
         return ""
-    width, height, left, bottom, top = 760, 320, 60, 40, 20
+    width, height, left, bottom, top = 800, 320, 60, 40, 20
     plot_h = height - bottom - top
     most = max(sum(d.values()) for d in days) or 1
-    bar = (width - left - 130) / len(days)
+    bar = (width - left - 170) / len(days)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
              f'font-family="sans-serif" font-size="11">',
              f'<text x="{left}" y="13">Tracked clients by status, day by day (nezabyt demo, '
@@ -122,8 +122,8 @@ def status_mix_svg(report: dict) -> str:
         parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{int(most * k):,}</text>')
     for j, code in enumerate(reversed(STATUS_ORDER)):
         y = top + 10 + j * 18
-        parts.append(f'<rect x="{width - 120}" y="{y - 9}" width="12" height="12" fill="{STATUS_COLOURS[code]}"/>'
-                     f'<text x="{width - 103}" y="{y + 1}">{STATUS_NAMES[code]} ({code})</text>')
+        parts.append(f'<rect x="{width - 160}" y="{y - 9}" width="12" height="12" fill="{STATUS_COLOURS[code]}"/>'
+                     f'<text x="{width - 143}" y="{y + 1}">{STATUS_NAMES[code]} ({code})</text>')
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
 

@@ -351,9 +351,10 @@ class Demo:
         warned = self._warned(day)
         minute = [0]
 
-        def tick():  # actions spread over the working day, 10:00 to 18:00
+        def tick():  # actions a couple of minutes apart from 10:00, never past the evening
             minute[0] += 1
-            dp.set_clock(self.at(day, 10) + dt.timedelta(seconds=minute[0] * 7), frozen=True)
+            dp.set_clock(min(self.at(day, 10) + dt.timedelta(seconds=minute[0] * 150), self.at(day, 18, 59)),
+                         frozen=True)
 
         called: list[tuple[int, str, int]] = []
         for uid in active:
