@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 import random
 import secrets
 import tempfile
@@ -143,11 +144,19 @@ def serve_app(host: str = "127.0.0.1") -> None:
     services = build_services(Settings.from_env(public_url=url))
     holder["app"] = create_app(services)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="demo-app-watch", daemon=True).start()
     print(json.dumps({"url": url}), flush=True)
     try:
         server.serve_forever()
     finally:
         services.dispose()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """The demo's web app must not outlive the demo, however the demo ended (even SIGKILL)."""
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(0)
 
 
 class Demo:
@@ -600,6 +609,10 @@ def demo_command(contacts, companies, managers, days, seed, last_day, database_u
             return
         click.echo(f"\nThe portal with the app inside: {res.devportal_url}/app  (CRM: {res.devportal_url}/)")
         click.echo("Serving; the worker keeps running on the portal's clock. Ctrl-C to stop.")
-        demo.serve()
+        import signal
+
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())  # a service manager's stop ends it cleanly too
+        demo.serve(stop=stop)
     finally:
         demo.close()
