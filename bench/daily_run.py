@@ -132,6 +132,7 @@ def run(url: str | None = None, contacts: int = 100_000, due_share: float = 0.10
             "pace_floor_seconds": round(pace_floor_s, 1),
             "worker_maxrss_mb": round(maxrss_mb, 1), "memory_method": "getrusage(RUSAGE_CHILDREN).ru_maxrss",
             "add_on_pace": {"rps": stack.settings.portal_rps, "burst": stack.settings.portal_burst},
+            "database": "SQLite" if stack.settings.is_sqlite else "PostgreSQL",
             "goals": {"calls_ratio": 1.02, "time_ratio": 1.1, "maxrss_mb": 150},
         }
     finally:

@@ -27,11 +27,13 @@ def at(day: dt.date, hour: int = 9, minute: int = 0) -> dt.datetime:
 
 def fresh_database(url: str | None, name: str) -> str:
     """`url` (PostgreSQL: dropped and created again) or, when None, the bench's PostgreSQL
-    database `name`; "sqlite" gives a new SQLite file. Migrated to head."""
+    database `name`; "sqlite" gives a new SQLite file, a sqlite:/// URL is used as it is (a new
+    file). Migrated to head."""
     from addon.db import upgrade_database
 
     if url == "sqlite":
         url = f"sqlite:///{Path(tempfile.mkdtemp(prefix='nezabyt-bench-')) / 'bench.sqlite3'}"
+    if url is not None and url.startswith("sqlite"):
         upgrade_database(url)
         return url
     url = url or DEFAULT_PG.format(name=name)

@@ -293,7 +293,7 @@ def details(ev, dr, bl, it, pg, dm, tp) -> list[str]:
                 f"{fmt(dr.get('send_seconds'))} s), process {fmt(dr['process_seconds'])} s; rate-limit floor "
                 f"{fmt(dr['rate_floor_seconds'])} s; the add-on's pace floor {fmt(dr.get('pace_floor_seconds'))} s. "
                 f"Worker (`nezabyt decay` as a child process) maxrss {fmt(dr['worker_maxrss_mb'])} MB, measured with "
-                f"`{dr['memory_method']}`. Database: PostgreSQL.", ""]
+                f"`{dr['memory_method']}`. Database: {dr.get('database', 'PostgreSQL')}.", ""]
     if it and not it.get("error"):
         out += ["### Event intake under gunicorn (`bench/intake_gunicorn.py`)", "",
                 f"`gunicorn {it['gunicorn']} 'addon.web:create_app()'` on 127.0.0.1 with PostgreSQL; "
