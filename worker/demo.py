@@ -73,6 +73,8 @@ class DemoResult:
     digests_sent: int = 0
     messages_sent: int = 0
     notifications_in_portal: int = 0
+    timeline_comments: int = 0
+    feed_posts: int = 0
     rest_http_requests: int = 0
     rest_commands: int = 0
     rest_by_method: dict[str, int] = field(default_factory=dict)
@@ -232,7 +234,8 @@ class Demo:
         self._turn_on_demo_options()
         self.say(f"[{self.elapsed()}] web app {self.app.url}: installed as a portal installs it "
                  f"(installer POST, {len(dp.bound_events)} event handlers, status fields created); "
-                 f"settings: no change without a call, transfer on loss to the supervisor")
+                 f"settings: no change without a call, lost clients opened and transferred to the supervisor, "
+                 f"timeline comments and a daily live-feed post on")
         self._place_starting_statuses()
         self._index()
 
@@ -251,7 +254,8 @@ class Demo:
         with self.services.sessions() as session:
             row = session.get(PortalSettings, self.portal_id)
             opts = dataclasses.replace(Options.from_dict(row.data), require_call=True, transfer_mode="supervisor",
-                                       open_to_all_on_loss=True, time_zone=TZ_NAME, notify_time="09:00")
+                                       open_to_all_on_loss=True, timeline_comments=True, feed_post=True,
+                                       time_zone=TZ_NAME, notify_time="09:00")
             row.data = opts.to_dict()
             row.version += 1
             session.commit()
@@ -504,6 +508,8 @@ class Demo:
         res.rest_commands = sum(1 for c in calls if c.get("in_batch")) + sum(1 for c in outer if c["method"] != "batch")
         res.rest_by_method = dict(Counter(c["method"] for c in outer).most_common())
         res.notifications_in_portal = len(dp.notifications)
+        res.timeline_comments = len(dp.timeline_comments)
+        res.feed_posts = len(dp.blog_posts)
         res.actions = dict(self.actions)
         res.seconds = time.monotonic() - self.started
         return res
@@ -555,7 +561,8 @@ def summary_text(res: DemoResult, status_names: dict[str, str] | None = None) ->
     out += [f"  reverts (changed without a call): {res.reverts}",
             f"  losses: {res.losses}; transferred to the supervisor: {res.transfers}",
             f"  digests sent: {res.digests_sent} ({res.messages_sent} messages in all, "
-            f"{res.notifications_in_portal} notifications in the portal)",
+            f"{res.notifications_in_portal} notifications in the portal); {res.timeline_comments} timeline comments, "
+            f"{res.feed_posts} live-feed posts",
             f"  REST calls spent: {res.rest_http_requests} HTTP requests carrying {res.rest_commands} commands "
             "(" + ", ".join(f"{m} {n}" for m, n in list(res.rest_by_method.items())[:6]) + ")",
             "  statuses now: " + ", ".join(f"{name(k)} {v}" for k, v in sorted(res.status_mix.items()))]
