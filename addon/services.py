@@ -1,7 +1,9 @@
 """The composition root: builds the engine, sessions and helpers from Settings, once per process."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -30,3 +32,13 @@ def build_services(settings: Settings | None = None) -> Services:
     # Sessions carry the cipher so the token store can encrypt with only a session in hand.
     sessions.configure(info={"nezabyt_cipher": cipher})
     return Services(settings=settings, engine=engine, sessions=sessions, cipher=cipher)
+
+
+@contextmanager
+def services_scope(settings: Settings | None = None) -> Iterator[Services]:
+    """Services for one command, disposed however it ends (no connection left open)."""
+    services = build_services(settings)
+    try:
+        yield services
+    finally:
+        services.dispose()

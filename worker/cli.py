@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from contextlib import contextmanager
 
 import click
 
@@ -15,16 +14,10 @@ def _now(value: str | None) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
 
-@contextmanager
 def _services():
-    """The command's services, disposed however the command ends (no connection left open)."""
-    from addon.services import build_services
+    from addon.services import services_scope
 
-    services = build_services()
-    try:
-        yield services
-    finally:
-        services.dispose()
+    return services_scope()
 
 
 def _portal_id(services, portal: str) -> int:

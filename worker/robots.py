@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -1117,15 +1116,10 @@ def fire_due_timers(services, now: dt.datetime, portal_id: int | None = None, li
 
 # --- the `nezabyt robots` commands -------------------------------------------------------------------
 
-@contextmanager
 def _services():
-    from addon.services import build_services
+    from addon.services import services_scope
 
-    services = build_services()
-    try:
-        yield services
-    finally:
-        services.dispose()
+    return services_scope()
 
 
 def _portal_option(session, portal: str) -> Portal:
