@@ -10,8 +10,6 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from sqlalchemy import text
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from addon.db import unit_of_work
-
 log = logging.getLogger(__name__)
 
 
@@ -22,9 +20,13 @@ def create_app(services=None) -> Flask:
         from addon.services import build_services
 
         services = build_services()
+    from addon.intake import intake_engine
+
     app = Flask("nezabyt")
     app.config["SECRET_KEY"] = services.settings.secret_key
     app.extensions["nezabyt"] = services
+    # The receivers store through the same pool in AUTOCOMMIT (addon.intake.intake_engine).
+    app.extensions["nezabyt.intake_engine"] = intake_engine(services.engine)
     app.register_blueprint(_receivers())
     if _module_exists("settings_ui.views"):
         from settings_ui.views import make_blueprint
@@ -62,6 +64,9 @@ def _receivers() -> Blueprint:
 
     bp = Blueprint("receivers", __name__)
 
+    def _intake_engine():
+        return current_app.extensions["nezabyt.intake_engine"]
+
     @bp.errorhandler(RequestEntityTooLarge)
     def _too_large(_exc):
         return _refusal(413, f"body over {services_of().settings.max_event_body} bytes")
@@ -95,8 +100,7 @@ def _receivers() -> Blueprint:
 
                 portal_id = handle_app_install(services, form)
                 return jsonify({"status": "installed", "portal": portal_id})
-            with unit_of_work(services.sessions) as session:
-                stored = store_event(session, form)
+            stored = store_event(_intake_engine(), services.cipher, form)
         except IntakeError as exc:
             return _refusal(exc.status, exc.message)
         return jsonify({"status": "duplicate" if stored.duplicate else "stored", "id": stored.event_id})
@@ -106,10 +110,10 @@ def _receivers() -> Blueprint:
         services = services_of()
         try:
             form = parse_php_form(_form_pairs())
-            with unit_of_work(services.sessions) as session:
-                stored = store_robot_call(session, code, form)
         except ValueError as exc:
             return _refusal(400, str(exc))
+        try:
+            stored = store_robot_call(_intake_engine(), services.cipher, code, form)
         except IntakeError as exc:
             return _refusal(exc.status, exc.message)
         return jsonify({"status": "duplicate" if stored.duplicate else "stored", "id": stored.event_id})
