@@ -208,6 +208,8 @@ def render(results: dict, machine: dict, started: dt.datetime, took: float, quic
         "",
         f"- CPUs (`nproc`): {machine.get('nproc')} — {machine.get('cpu')}",
         f"- Python {machine.get('python')}, PostgreSQL {machine.get('postgresql')}, {machine.get('platform')}",
+        f"- load average (1, 5, 15 min) before the run {_load(machine.get('loadavg_1_5_15_before'))}, after it "
+        f"{_load(machine.get('loadavg_1_5_15_after'))}: other work on the machine moves the timings",
         "- `free -h`:",
         "",
         "\n".join("      " + ln for ln in str(machine.get("free_h", "")).splitlines()),
@@ -226,6 +228,10 @@ def render(results: dict, machine: dict, started: dt.datetime, took: float, quic
     out += details(ev, dr, bl, it, pg, dm, tp)
     out += ["", "Raw figures: `bench/results.json`.", ""]
     return "\n".join(out)
+
+
+def _load(values) -> str:
+    return " / ".join(f"{v:.2f}" for v in values) if values else "–"
 
 
 def misses(ev, dr, bl, it, pg, dm) -> list[str]:
@@ -341,7 +347,10 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     from bench.harness import machine
 
+    import os
+
     started = dt.datetime.now(dt.timezone.utc)
+    load_before = os.getloadavg()
     t0 = time.perf_counter()
     results = {}
     only = set(args.only.split(",")) if args.only else None
@@ -359,7 +368,10 @@ def main() -> None:
                 results["demo"]["chart"] = "demo_status_mix.svg"
     took = time.perf_counter() - t0
     info = machine()
-    results.setdefault("intake_gunicorn", {}).setdefault("cores", info.get("nproc"))
+    # Other work on the machine moves the figures: say how busy it was.
+    info["loadavg_1_5_15_before"], info["loadavg_1_5_15_after"] = load_before, os.getloadavg()
+    if "intake_gunicorn" in results:
+        results["intake_gunicorn"].setdefault("cores", info.get("nproc"))
     Path(args.out).write_text(render(results, info, started, took, args.quick), encoding="utf-8")
     (Path(args.out).parent / "results.json").write_text(json.dumps(
         {"started": started.isoformat(), "seconds": round(took, 1), "quick": args.quick, "machine": info,
