@@ -122,29 +122,161 @@ def dedupe_key_of(event_name: str, form: dict[str, Any], entity_id: int | None) 
     return f"{event_name}:{digest[:40]}"
 
 
-# What verification needs of a portal, read with one Core statement per event (no ORM): a change
-# of status or token is seen by the very next event.
-_PORTAL_COLUMNS = (Portal.__table__.c.id, Portal.__table__.c.status, Portal.__table__.c.domain,
-                   Portal.__table__.c.client_endpoint, Portal.__table__.c.application_token_enc)
-_portal_by_member = select(*_PORTAL_COLUMNS).where(Portal.__table__.c.member_id == bindparam("member_id"))
-_portal_by_id = select(*_PORTAL_COLUMNS).where(Portal.__table__.c.id == bindparam("portal_id"))
-_event_id_by_key = select(StoredEvent.__table__.c.id).where(
-    StoredEvent.__table__.c.portal_id == bindparam("portal_id"),
-    StoredEvent.__table__.c.dedupe_key == bindparam("dedupe_key"))
+_portal = Portal.__table__
+_event = StoredEvent.__table__
+# What verification needs of a portal, read with Core (no ORM).
+_PORTAL_COLUMNS = (_portal.c.id, _portal.c.status, _portal.c.domain, _portal.c.client_endpoint,
+                   _portal.c.application_token_enc)
+_portal_by_member = select(*_PORTAL_COLUMNS).where(_portal.c.member_id == bindparam("member_id"))
+_portal_by_id = select(*_PORTAL_COLUMNS).where(_portal.c.id == bindparam("portal_id"))
+_event_id_by_key = select(_event.c.id).where(_event.c.portal_id == bindparam("portal_id"),
+                                             _event.c.dedupe_key == bindparam("dedupe_key"))
+# The columns intake writes. received_at and attempts are given, not left to the model's
+# Python-side defaults: the inserts below are SQL text, to which those defaults do not apply.
+_INSERT_COLUMNS = ("portal_id", "event_name", "entity_type", "entity_id", "payload", "source", "dedupe_key",
+                   "received_at", "attempts")
+_ID_REQUIRED = ("contact", "company", "deal", "lead", "activity")
 
 
-@lru_cache(maxsize=4096)
-def _plain_application_token(cipher: TokenCipher, token_enc: str) -> str | None:
-    """The decrypted application token, cached per process. Keyed by the encrypted text itself:
-    Fernet output is randomised, so a new token (or a new secret key: another cipher) is a new key
-    and is decrypted afresh; only the decryption is cached, never the decision."""
-    return cipher.decrypt(token_enc)
+@dataclass(frozen=True)
+class _KnownPortal:
+    """A portal this process has verified an event of: its id, its encrypted application token as
+    stored then, and that token decrypted."""
+    portal_id: int
+    token_enc: str
+    token: str
 
 
-def verify(conn, cipher: TokenCipher, form: dict[str, Any]) -> int:
-    """The id of the portal the form comes from, or IntakeError(401). A portal that has no
-    application_token yet (a UI install: the token comes with the first event) adopts the first
-    one whose access token the portal confirms."""
+class EventIntake:
+    """The receivers' store, one per web app (so per process): verifies and stores events and robot
+    calls, each committed before the call returns (the answer is an acknowledgement).
+
+    The usual event costs ONE statement, in AUTOCOMMIT: INSERT ... SELECT ... FROM portal WHERE the
+    portal still has the id, status and encrypted application token this process verified last,
+    ON CONFLICT (portal_id, dedupe_key) DO NOTHING RETURNING id. The token itself is compared in
+    Python, in constant time, with the one decrypted then. A portal uninstalled, purged or given a
+    new token since no longer matches the guard, so a change is seen by the very next event: nothing
+    is inserted and the full path runs — SELECT of the portal, decryption (cached by the encrypted
+    text), verification, plain insert — as it does for a duplicate, a portal's first event, or a
+    portal this process has not seen yet."""
+
+    def __init__(self, engine: Engine, cipher: TokenCipher):
+        # Every statement here is atomic on its own: a transaction would only add BEGIN and COMMIT
+        # round trips. Same pool as the rest of the app.
+        self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.cipher = cipher
+        # Fernet output is randomised, so a new token (or secret key) is a new encrypted text:
+        # caching by that text never serves a stale token, only saves the decryption (~0.1 ms).
+        self._decrypt = lru_cache(maxsize=1024)(cipher.decrypt)
+        self._known: dict[str, _KnownPortal] = {}
+        self._insert = _insert_statement()
+        self._guarded_insert = _guarded_insert_statement(engine.dialect)
+
+    def store_event(self, form: dict[str, Any], *, source: str = "online") -> Intake:
+        """Verify and store an ordinary event. Duplicates are acknowledged."""
+        event_name = form.get("event")
+        if not isinstance(event_name, str) or not event_name.strip():
+            raise IntakeError(400, "missing event")
+        event_name = event_name.strip().upper()
+        member_id, token = _credentials(form)
+        entity_type, entity_id = entity_of(event_name, form)
+        if entity_type in _ID_REQUIRED and entity_id is None:
+            with self.engine.connect() as conn:  # a forged event is refused as forged (401) first
+                self._verify(conn, form, member_id, token)
+            raise IntakeError(400, "missing data[FIELDS][ID]")
+        return self._store(form, member_id, token, dict(
+            event_name=event_name, entity_type=entity_type, entity_id=entity_id, payload=scrub(form),
+            source=source, dedupe_key=dedupe_key_of(event_name, form, entity_id)))
+
+    def store_robot_call(self, code: str, form: dict[str, Any]) -> Intake:
+        """Verify and store a robot invocation as ROBOT:<code>; its event_token makes it unique."""
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", code or ""):
+            raise IntakeError(400, "bad robot code")
+        event_token = form.get("event_token")
+        if not isinstance(event_token, str) or not event_token:
+            raise IntakeError(400, "missing event_token")
+        member_id, token = _credentials(form)
+        entity_type, entity_id = None, None
+        document = form.get("document_id")
+        if isinstance(document, list) and len(document) >= 3:
+            m = re.fullmatch(r"([A-Z_]+?)_(\d+)", str(document[2]))
+            if m:
+                entity_type, entity_id = m.group(1).lower(), int(m.group(2))
+        digest = hashlib.sha256(event_token.encode()).hexdigest()[:48]
+        return self._store(form, member_id, token, dict(
+            event_name=f"ROBOT:{code}", entity_type=entity_type, entity_id=entity_id, payload=scrub(form),
+            source="robot", dedupe_key=f"robot:{digest}"))
+
+    def _store(self, form: dict[str, Any], member_id: str, token: str, values: dict[str, Any]) -> Intake:
+        values.update(received_at=utcnow(), attempts=0)
+        with self.engine.connect() as conn:
+            known = self._known.get(member_id)
+            if known is not None and constant_time_equal(known.token, token):
+                new_id = self._execute_insert(conn, self._guarded_insert, dict(
+                    values, portal_id=known.portal_id, token_enc=known.token_enc, uninstalled=PORTAL_UNINSTALLED))
+                if new_id is not None:
+                    return Intake(new_id, False, values["event_name"], known.portal_id)
+            values["portal_id"] = portal_id = self._verify(conn, form, member_id, token)
+            new_id = self._execute_insert(conn, self._insert, values)
+            if new_id is not None:
+                return Intake(new_id, False, values["event_name"], portal_id)
+            # The conflict clause fired: the same change is already stored.
+            existing = conn.execute(_event_id_by_key, {"portal_id": portal_id,
+                                                       "dedupe_key": values["dedupe_key"]}).scalar()
+            return Intake(existing, True, values["event_name"], portal_id)
+
+    def _execute_insert(self, conn, statement, params: dict[str, Any]) -> int | None:
+        try:
+            return conn.execute(statement, params).scalar()
+        except IntegrityError:
+            # Not a duplicate (the conflict clause covers that): the portal row went away between
+            # verification and insert (an uninstall with CLEAN=1 purged it).
+            if conn.execute(_portal_by_id, {"portal_id": params["portal_id"]}).first() is None:
+                raise IntakeError(401, "unknown portal") from None
+            raise
+
+    def _verify(self, conn, form: dict[str, Any], member_id: str, token: str) -> int:
+        """The id of the portal the form comes from, or IntakeError(401). A portal that has no
+        application_token yet (a UI install: the token comes with the first event) adopts the first
+        one whose access token the portal confirms."""
+        portal = conn.execute(_portal_by_member, {"member_id": member_id}).first()
+        if portal is None or portal.status == PORTAL_UNINSTALLED:
+            self._known.pop(member_id, None)
+            raise IntakeError(401, "unknown portal" if portal is None else "the app is not installed on this portal")
+        token_enc = portal.application_token_enc
+        if token_enc is None:
+            token_enc = self._adopt_first_token(conn, portal, form["auth"], token)
+        elif not constant_time_equal(self._decrypt(token_enc), token):
+            raise IntakeError(401, "wrong application token")
+        self._known[member_id] = _KnownPortal(portal.id, token_enc, token)
+        return portal.id
+
+    def _adopt_first_token(self, conn, portal, auth: dict[str, Any], token: str) -> str:
+        domain = str(auth.get("domain") or "").lower()
+        if not constant_time_equal(domain, (portal.domain or "").lower()):
+            raise IntakeError(401, "unknown application token")
+        # Knowing a portal's member_id and domain proves nothing. The first token is adopted only
+        # when the event's access token works on that portal: one call, once per installation.
+        # Events with no tokens (fired by automation) wait for reconcile to pick their change up.
+        if not _access_token_works(portal.client_endpoint, auth.get("access_token")):
+            raise IntakeError(401, "application token not confirmed yet")
+        token_enc = self.cipher.encrypt(token)
+        adopted = conn.execute(update(_portal).where(_portal.c.id == portal.id,
+                                                     _portal.c.application_token_enc.is_(None))
+                               .values(application_token_enc=token_enc))
+        if adopted.rowcount == 1:
+            return token_enc
+        # Two first events raced and the other's token was adopted: this one must match it.
+        now = conn.execute(_portal_by_id, {"portal_id": portal.id}).first()
+        if now is None or now.application_token_enc is None or now.status == PORTAL_UNINSTALLED:
+            raise IntakeError(401, "unknown portal")
+        if not constant_time_equal(self._decrypt(now.application_token_enc), token):
+            raise IntakeError(401, "wrong application token")
+        return now.application_token_enc
+
+
+def _credentials(form: dict[str, Any]) -> tuple[str, str]:
+    """auth[member_id] (lower case, as stored) and auth[application_token], or IntakeError(400)."""
     auth = form.get("auth")
     if not isinstance(auth, dict):
         raise IntakeError(400, "missing auth[...]")
@@ -152,39 +284,7 @@ def verify(conn, cipher: TokenCipher, form: dict[str, Any]) -> int:
     token = auth.get("application_token")
     if not isinstance(member_id, str) or not member_id or not isinstance(token, str) or not token:
         raise IntakeError(400, "missing auth[member_id] or auth[application_token]")
-    portal = conn.execute(_portal_by_member, {"member_id": member_id.lower()}).first()
-    if portal is None:
-        raise IntakeError(401, "unknown portal")
-    if portal.status == PORTAL_UNINSTALLED:
-        raise IntakeError(401, "the app is not installed on this portal")
-    if portal.application_token_enc is None:
-        return _adopt_first_token(conn, cipher, portal, auth, token)
-    if not constant_time_equal(_plain_application_token(cipher, portal.application_token_enc), token):
-        raise IntakeError(401, "wrong application token")
-    return portal.id
-
-
-def _adopt_first_token(conn, cipher: TokenCipher, portal, auth: dict[str, Any], token: str) -> int:
-    domain = str(auth.get("domain") or "").lower()
-    if not constant_time_equal(domain, (portal.domain or "").lower()):
-        raise IntakeError(401, "unknown application token")
-    # Knowing a portal's member_id and domain proves nothing. The first token is adopted only
-    # when the event's access token works on that portal: one call, once per installation.
-    # Events with no tokens (fired by automation) wait for reconcile to pick their change up.
-    if not _access_token_works(portal.client_endpoint, auth.get("access_token")):
-        raise IntakeError(401, "application token not confirmed yet")
-    table = Portal.__table__
-    adopted = conn.execute(update(table).where(table.c.id == portal.id, table.c.application_token_enc.is_(None))
-                           .values(application_token_enc=cipher.encrypt(token)))
-    if adopted.rowcount == 1:
-        return portal.id
-    # Two first events raced and the other one's token was adopted: this one must match it.
-    now = conn.execute(_portal_by_id, {"portal_id": portal.id}).first()
-    if now is None or now.application_token_enc is None or now.status == PORTAL_UNINSTALLED:
-        raise IntakeError(401, "unknown portal")
-    if not constant_time_equal(_plain_application_token(cipher, now.application_token_enc), token):
-        raise IntakeError(401, "wrong application token")
-    return portal.id
+    return member_id.lower(), token
 
 
 def _access_token_works(client_endpoint: str, access_token: Any) -> bool:
@@ -199,95 +299,47 @@ def _access_token_works(client_endpoint: str, access_token: Any) -> bool:
     return True
 
 
-def store_event(engine: Engine, cipher: TokenCipher, form: dict[str, Any], *, source: str = "online") -> Intake:
-    """Verify and store an ordinary event, committed before this returns. Duplicates are
-    acknowledged. `engine` is best one in AUTOCOMMIT (see `intake_engine`): each statement is
-    then its own transaction and no BEGIN/COMMIT round trips are spent."""
-    event_name = form.get("event")
-    if not isinstance(event_name, str) or not event_name.strip():
-        raise IntakeError(400, "missing event")
-    event_name = event_name.strip().upper()
-    entity_type, entity_id = entity_of(event_name, form)
-    with engine.connect() as conn:
-        portal_id = verify(conn, cipher, form)
-        if entity_type in ("contact", "company", "deal", "lead", "activity") and entity_id is None:
-            raise IntakeError(400, "missing data[FIELDS][ID]")
-        return _insert(conn, dict(
-            portal_id=portal_id, event_name=event_name, entity_type=entity_type, entity_id=entity_id,
-            payload=scrub(form), source=source, dedupe_key=dedupe_key_of(event_name, form, entity_id)))
+# Both inserts are SQL text with the columns' own types rather than the dialects'
+# insert().on_conflict_do_nothing(): SQLAlchemy 2.0 never caches the compiled form of those
+# (sqlalchemy#10445: their ON CONFLICT clause has no cache key), and compiling one on every event
+# cost about 0.4 ms of CPU, a third of the whole path. A text() statement is compiled once.
+# PostgreSQL and SQLite (>= 3.35) share this syntax.
+
+def _on_conflict_do_nothing() -> str:
+    unique = next(c for c in _event.constraints if getattr(c, "name", None) == "uq_stored_event_dedupe")
+    return f"ON CONFLICT ({', '.join(c.name for c in unique.columns)}) DO NOTHING RETURNING {_event.c.id.name}"
 
 
-def store_robot_call(engine: Engine, cipher: TokenCipher, code: str, form: dict[str, Any]) -> Intake:
-    """Verify and store a robot invocation as ROBOT:<code>; its event_token makes it unique."""
-    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", code or ""):
-        raise IntakeError(400, "bad robot code")
-    event_token = form.get("event_token")
-    if not isinstance(event_token, str) or not event_token:
-        raise IntakeError(400, "missing event_token")
-    entity_type, entity_id = None, None
-    document = form.get("document_id")
-    if isinstance(document, list) and len(document) >= 3:
-        m = re.fullmatch(r"([A-Z_]+?)_(\d+)", str(document[2]))
-        if m:
-            entity_type, entity_id = m.group(1).lower(), int(m.group(2))
-    digest = hashlib.sha256(event_token.encode()).hexdigest()[:48]
-    with engine.connect() as conn:
-        portal_id = verify(conn, cipher, form)
-        return _insert(conn, dict(
-            portal_id=portal_id, event_name=f"ROBOT:{code}", entity_type=entity_type, entity_id=entity_id,
-            payload=scrub(form), source="robot", dedupe_key=f"robot:{digest}"))
+def _typed(sql: str, names: Iterable[str]):
+    return text(sql).bindparams(*(bindparam(n, type_=_event.c[n].type) for n in names)).columns(_event.c.id)
 
 
-def intake_engine(engine: Engine) -> Engine:
-    """The engine the receivers store through: the same pool, in AUTOCOMMIT. Intake runs single
-    statements that are each atomic (the insert with its conflict clause), so an explicit
-    transaction would only add BEGIN and COMMIT round trips."""
-    return engine.execution_options(isolation_level="AUTOCOMMIT")
-
-
-# The columns intake writes. received_at and attempts are given, not left to the model's
-# Python-side defaults, because the statement below is SQL text (defaults would not apply).
-_INSERT_COLUMNS = ("portal_id", "event_name", "entity_type", "entity_id", "payload", "source", "dedupe_key",
-                   "received_at", "attempts")
-
-
-@lru_cache(maxsize=None)
 def _insert_statement():
-    """INSERT ... ON CONFLICT (portal_id, dedupe_key) DO NOTHING RETURNING id: one statement stores
-    a new event, or does nothing for a change already stored (PostgreSQL and SQLite >= 3.35 share
-    this syntax).
-
-    Written as text() with the columns' own types rather than built with the dialects'
-    insert().on_conflict_do_nothing(): SQLAlchemy 2.0 never caches the compiled form of those
-    (sqlalchemy#10445, their ON CONFLICT clause has no cache key), and compiling it on every event
-    cost about 0.4 ms of CPU, a third of the whole path. A text() statement is compiled once."""
-    table = StoredEvent.__table__
-    unique = next(c for c in table.constraints if getattr(c, "name", None) == "uq_stored_event_dedupe")
-    sql = (f"INSERT INTO {table.name} ({', '.join(_INSERT_COLUMNS)}) "
-           f"VALUES ({', '.join(':' + name for name in _INSERT_COLUMNS)}) "
-           f"ON CONFLICT ({', '.join(c.name for c in unique.columns)}) DO NOTHING RETURNING {table.c.id.name}")
-    return (text(sql).bindparams(*(bindparam(name, type_=table.c[name].type) for name in _INSERT_COLUMNS))
-            .columns(table.c.id))
+    """INSERT ... VALUES ... ON CONFLICT (portal_id, dedupe_key) DO NOTHING RETURNING id."""
+    return _typed(f"INSERT INTO {_event.name} ({', '.join(_INSERT_COLUMNS)}) "
+                  f"VALUES ({', '.join(':' + n for n in _INSERT_COLUMNS)}) {_on_conflict_do_nothing()}",
+                  _INSERT_COLUMNS)
 
 
-def _insert(conn, values: dict[str, Any]) -> Intake:
-    try:
-        new_id = conn.execute(_insert_statement(),
-                              {**values, "received_at": utcnow(), "attempts": 0}).scalar()
-        if new_id is None:  # the conflict clause fired: the same change is already stored
-            existing = conn.execute(_event_id_by_key, {"portal_id": values["portal_id"],
-                                                       "dedupe_key": values["dedupe_key"]}).scalar()
-            conn.commit()
-            return Intake(existing, True, values["event_name"], values["portal_id"])
-        conn.commit()
-    except IntegrityError:
-        # Not a duplicate (the conflict clause covers that): the portal row went away between
-        # verification and insert (an uninstall with CLEAN=1 purged it).
-        conn.rollback()
-        if conn.execute(_portal_by_id, {"portal_id": values["portal_id"]}).first() is None:
-            raise IntakeError(401, "unknown portal") from None
-        raise
-    return Intake(new_id, False, values["event_name"], values["portal_id"])
+def _guarded_insert_statement(dialect):
+    """The same insert, made only while the portal row still holds what was verified:
+    INSERT ... SELECT ... FROM portal WHERE id, status and encrypted token match."""
+    def value(name: str) -> str:
+        if name == "portal_id":
+            return f"{_portal.name}.{_portal.c.id.name}"
+        # In a SELECT list PostgreSQL types a bare parameter as text; SQLite types nothing.
+        if dialect.name == "postgresql":
+            return f"CAST(:{name} AS {_event.c[name].type.compile(dialect=dialect)})"
+        return f":{name}"
+
+    names = [n for n in _INSERT_COLUMNS if n != "portal_id"]
+    # SQLite needs the WHERE clause to tell the upsert's ON CONFLICT from a join (it has one).
+    return _typed(f"INSERT INTO {_event.name} ({', '.join(_INSERT_COLUMNS)}) "
+                  f"SELECT {', '.join(value(n) for n in _INSERT_COLUMNS)} FROM {_portal.name} "
+                  f"WHERE {_portal.name}.{_portal.c.id.name} = :portal_id "
+                  f"AND {_portal.name}.{_portal.c.status.name} <> :uninstalled "
+                  f"AND {_portal.name}.{_portal.c.application_token_enc.name} = :token_enc "
+                  f"{_on_conflict_do_nothing()}", names)
 
 
 def utc_from_ts(ts: Any) -> dt.datetime | None:

@@ -20,13 +20,13 @@ def create_app(services=None) -> Flask:
         from addon.services import build_services
 
         services = build_services()
-    from addon.intake import intake_engine
+    from addon.intake import EventIntake
 
     app = Flask("nezabyt")
     app.config["SECRET_KEY"] = services.settings.secret_key
     app.extensions["nezabyt"] = services
-    # The receivers store through the same pool in AUTOCOMMIT (addon.intake.intake_engine).
-    app.extensions["nezabyt.intake_engine"] = intake_engine(services.engine)
+    # One per app, so per process: it keeps what verification may reuse between events.
+    app.extensions["nezabyt.intake"] = EventIntake(services.engine, services.cipher)
     app.register_blueprint(_receivers())
     if _module_exists("settings_ui.views"):
         from settings_ui.views import make_blueprint
@@ -60,12 +60,12 @@ def _refusal(status: int, message: str) -> Response:
 
 
 def _receivers() -> Blueprint:
-    from addon.intake import IntakeError, parse_php_form, store_event, store_robot_call
+    from addon.intake import IntakeError, parse_php_form
 
     bp = Blueprint("receivers", __name__)
 
-    def _intake_engine():
-        return current_app.extensions["nezabyt.intake_engine"]
+    def _intake():
+        return current_app.extensions["nezabyt.intake"]
 
     @bp.errorhandler(RequestEntityTooLarge)
     def _too_large(_exc):
@@ -100,20 +100,19 @@ def _receivers() -> Blueprint:
 
                 portal_id = handle_app_install(services, form)
                 return jsonify({"status": "installed", "portal": portal_id})
-            stored = store_event(_intake_engine(), services.cipher, form)
+            stored = _intake().store_event(form)
         except IntakeError as exc:
             return _refusal(exc.status, exc.message)
         return jsonify({"status": "duplicate" if stored.duplicate else "stored", "id": stored.event_id})
 
     @bp.post("/robots/<code>")
     def robots(code: str):
-        services = services_of()
         try:
             form = parse_php_form(_form_pairs())
         except ValueError as exc:
             return _refusal(400, str(exc))
         try:
-            stored = store_robot_call(_intake_engine(), services.cipher, code, form)
+            stored = _intake().store_robot_call(code, form)
         except IntakeError as exc:
             return _refusal(exc.status, exc.message)
         return jsonify({"status": "duplicate" if stored.duplicate else "stored", "id": stored.event_id})
