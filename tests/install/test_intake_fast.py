@@ -215,3 +215,56 @@ def test_concurrent_deliveries_store_each_change_once(services, portal_id):
     assert all(code == 200 for code, _ in answers) and len(answers) == 80
     assert sum(1 for _, status in answers if status == "stored") == 41
     assert stored_count(services) == 41
+
+
+def test_the_procfile_web_process_serves_events(services, settings, portal_id):
+    """The Procfile's `web:` command with gunicorn.conf.py, on a free port of 127.0.0.1: events are
+    verified, stored once and answered as in the test client."""
+    import os
+    import shlex
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import requests
+
+    root = Path(__file__).resolve().parents[2]
+    web = next(line for line in (root / "Procfile").read_text().splitlines() if line.startswith("web:"))
+    command = shlex.split(web[len("web:"):])
+    assert command[0] == "gunicorn" and "gunicorn.conf.py" in command
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command[0] = str(Path(sys.executable).with_name("gunicorn"))
+    env = dict(os.environ, PORT=str(port), WEB_CONCURRENCY="1", DATABASE_URL=settings.database_url,
+               NEZABYT_SECRET_KEY=settings.secret_key)
+    # The config binds 0.0.0.0 for a platform; this test keeps to 127.0.0.1.
+    server = subprocess.Popen(command + ["--bind", f"127.0.0.1:{port}"], cwd=root, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # waiting for a process to listen, not for a clock
+            try:
+                if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, "gunicorn did not start"
+            time.sleep(0.1)
+        with requests.Session() as http:
+            answers = [http.post(f"{base}/events", data=event_form(ts=ts), timeout=10) for ts in ("1", "2", "1")]
+            assert [(a.status_code, a.json()["status"]) for a in answers] == [
+                (200, "stored"), (200, "stored"), (200, "duplicate")]
+            assert http.post(f"{base}/events", data=event_form(ts="3", token="forged"), timeout=10).status_code == 401
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        server.stderr.close()
+    assert stored_count(services) == 2
