@@ -7,6 +7,7 @@ import logging
 
 import click
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask.sessions import SecureCookieSessionInterface
 from sqlalchemy import text
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -24,6 +25,7 @@ def create_app(services=None) -> Flask:
 
     app = Flask("nezabyt")
     app.config["SECRET_KEY"] = services.settings.secret_key
+    app.session_interface = _SessionsOutsideReceivers()
     app.extensions["nezabyt"] = services
     # One per app, so per process: it keeps what verification may reuse between events.
     app.extensions["nezabyt.intake"] = EventIntake(services.engine, services.cipher)
@@ -33,6 +35,17 @@ def create_app(services=None) -> Flask:
 
         app.register_blueprint(make_blueprint(services))
     return app
+
+
+class _SessionsOutsideReceivers(SecureCookieSessionInterface):
+    """Flask opens the signed session cookie on every request, building its signer each time
+    (about 7% of an event's CPU in the worker). The portal's receivers never use a session: they get
+    Flask's null session; every other page keeps the usual one."""
+
+    def open_session(self, app, request):
+        if request.path == "/events" or request.path.startswith("/robots/"):
+            return None  # Flask substitutes its NullSession and saves nothing
+        return super().open_session(app, request)
 
 
 def _module_exists(name: str) -> bool:

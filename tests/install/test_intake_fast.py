@@ -268,3 +268,30 @@ def test_the_procfile_web_process_serves_events(services, settings, portal_id):
             server.wait()
         server.stderr.close()
     assert stored_count(services) == 2
+
+
+def test_receivers_open_no_session_cookie_but_other_pages_do(services, portal_id):
+    from flask import session
+
+    app = create_app(services)
+    seen = {}
+
+    @app.get("/_probe_session")
+    def probe():
+        session["x"] = 1
+        return "ok"
+
+    @app.after_request
+    def remember(response):
+        from flask import request
+
+        seen[request.path] = app.session_interface.is_null_session(session._get_current_object())
+        return response
+
+    client = app.test_client()
+    assert client.post("/events", data=event_form()).status_code == 200
+    assert client.post("/robots/nz_x", data={"event_token": "e1", "auth[member_id]": "m-acme",
+                                             "auth[application_token]": "app-token-1"}).status_code == 200
+    answer = client.get("/_probe_session")
+    assert seen == {"/events": True, "/robots/nz_x": True, "/_probe_session": False}
+    assert "session=" in answer.headers.get("Set-Cookie", "")
