@@ -2,12 +2,18 @@
 then the digest and the live-feed post — each planned before it is sent, so a run killed at any
 point and run again completes the rest and repeats nothing.
 
-Phase 1 (plan) is ONE transaction: decay every entity due by the day (a range scan on due_on),
-plan every portal write in Outbox and every message in NotificationLog, and mark the day's JobRun
-as planned. A crash before its commit leaves nothing; after it, phase 2 only sends what is still
-pending (Outbox and NotificationLog rows are marked per batch of 50). The digest is built from
-the history lines recorded since the previous run (decays found by event processing included),
-so it tells every change once whichever job made it.
+Phase 1 (decay) walks the entities due by the day in chunks of PLAN_CHUNK, streamed by keyset on
+(due_on, id): each chunk is ONE transaction (rows decayed, their history lines and their Outbox
+writes), then that chunk's writes are sent, 50 a batch, before the next chunk is read. Memory is
+bounded by a chunk, not by the day, and the first write leaves within a second of the start.
+A crash inside a chunk leaves nothing of it; a decayed row no longer falls in the due range, so a
+rerun first sends what is pending (the interrupted batch confirmed against the portal) and then
+carries on with the rows still due.
+
+Phase 2 (digest) is ONE transaction after the last chunk: the loss actions, timeline comments,
+warnings and messages, and the day's JobRun marked as planned; then they are sent. The digest is
+built from the history lines recorded since the previous run (decays found by event processing
+included), so it tells every change once whichever job made it.
 """
 from __future__ import annotations
 
@@ -16,14 +22,17 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 
 from addon import engine, rules
 from addon.engine import PortalContext
 from addon.models import JobRun, StatusHistory, TrackedEntity, utcnow
 from addon.options import LOST
 
-SCAN_CHUNK = 1000
+# Due rows decayed, recorded and committed per chunk; a chunk is 10 batches of writes. 500 keeps the
+# worker's memory near the interpreter's own (~100 MB) and a chunk's planning (~0.5 s) well inside
+# the 5 s its 10 batches take at the portal's pace, so planning never holds the sending back.
+PLAN_CHUNK = 500
 
 
 @dataclass
@@ -105,7 +114,8 @@ def run_daily(services, portal_id: int, now: dt.datetime, *, client=None, keep=N
             return summary
         if job is None:
             job = JobRun(portal_id=portal_id, kind="daily", key=key, status="running", params={"day": day.isoformat()},
-                         as_of=_naive_utc(now), owner=services.settings.worker_id, started_at=utcnow())
+                         as_of=_naive_utc(now), owner=services.settings.worker_id, started_at=utcnow(),
+                         summary=DailySummary(portal_id, day).to_dict())
             session.add(job)
             session.commit()
         job_id = job.id
@@ -113,37 +123,49 @@ def run_daily(services, portal_id: int, now: dt.datetime, *, client=None, keep=N
 
     own = client is None
     client = client or PortalClient(services, portal_id)
+    tally = _Tally()
     try:
-        # Whatever an earlier pass planned and did not send goes first.
-        engine.flush(services, client, portal_id, ctx.opts.template("feed_title"))
+        # Whatever an earlier pass planned and did not send goes first (an interrupted batch is
+        # confirmed against the portal before anything is sent again).
+        tally.writes, tally.messages = engine.flush(services, client, portal_id, ctx.opts.template("feed_title"))
         if not planned:
             _redate_if_settings_changed(services, ctx, day)
+            org = _decay_in_chunks(services, ctx, job_id, day, client, keep, tally)
             try:
-                _plan(services, ctx, job_id, day, None)
+                _plan_digest(services, ctx, job_id, day, org, tally)
             except _NeedOrg:
                 # Read the structure outside any write transaction (SQLite has one writer, and a
                 # token refresh during the read must be able to commit), then plan again.
-                _plan(services, ctx, job_id, day, load_org(client))
+                _plan_digest(services, ctx, job_id, day, load_org(client), tally)
         if keep is not None:
             keep()
-        writes = engine.send_outbox(services, client, portal_id)
+        tally.writes += engine.send_outbox(services, client, portal_id)
         if keep is not None:
             keep()
-        messages = engine.send_notifications(services, client, portal_id, ctx.opts.template("feed_title"))
+        tally.messages += engine.send_notifications(services, client, portal_id, ctx.opts.template("feed_title"))
     finally:
         if own:
             client.close()
     with services.sessions() as session:
         job = session.get(JobRun, job_id)
         summary = DailySummary.from_dict(job.summary)
-        summary.writes_sent += writes
-        summary.messages_sent += messages
+        summary.writes_sent += tally.writes
+        summary.messages_sent += tally.messages
         pending = engine_pending(session, portal_id)
         job.summary = {**job.summary, **summary.to_dict()}
         if not pending:
             job.status, job.finished_at = "done", utcnow()
         session.commit()
     return summary
+
+
+@dataclass
+class _Tally:
+    """Writes and messages sent by this pass and not yet added to the JobRun's summary."""
+
+    writes: int = 0
+    messages: int = 0
+
 
 
 def engine_pending(session, portal_id: int) -> int:
@@ -180,56 +202,99 @@ class _NeedOrg(Exception):
     """Planning found losses or messages that need the company's structure or users' names."""
 
 
-def _plan(services, ctx: PortalContext, job_id: int, day: dt.date,
-          org_and_names: tuple[rules.Org, dict[int, str]] | None) -> None:
+def _status_key(day: dt.date, row) -> str:
+    return f"daily:{day.isoformat()}:{row.entity_type}:{row.entity_id}:{row.status}"
+
+
+def _decay_in_chunks(services, ctx: PortalContext, job_id: int, day: dt.date, client, keep,
+                     tally: _Tally) -> tuple[rules.Org, dict[int, str]] | None:
+    """Phase 1: decay the rows due by the day, PLAN_CHUNK at a time, each chunk committed and then
+    its writes sent before the next chunk is read. Returns the company's structure and the users'
+    names when a loss made phase 2 need them (read once, between chunks, outside a transaction)."""
     opts = ctx.opts
-    summary = DailySummary(ctx.portal_id, day)
+    needs_org = opts.transfer_mode != "none" or opts.notify_supervisor_on_loss
+    org = None
+    # A client that becomes LOST may also be opened to all or handed over (phase 2 decides, with
+    # the company's structure). Its status write is held back to phase 2 so that status, OPENED
+    # and ASSIGNED_BY_ID still travel in one update; the held keys are kept in the JobRun.
+    hold_losses = opts.open_to_all_on_loss or opts.transfer_mode != "none"
+    after: tuple[dt.date, int] | None = None
+    while True:
+        with services.sessions() as session:
+            query = select(TrackedEntity).where(
+                TrackedEntity.portal_id == ctx.portal_id, TrackedEntity.due_on <= day,
+                TrackedEntity.entity_type.in_(opts.entity_types))  # the admin may have dropped a type
+            if after is not None:
+                # Keyset: the plain due_on bound lets the (portal_id, due_on) index start at the
+                # cursor; the row comparison breaks ties on id.
+                query = query.where(TrackedEntity.due_on >= after[0],
+                                    tuple_(TrackedEntity.due_on, TrackedEntity.id) > after)
+            rows = session.scalars(query.order_by(TrackedEntity.due_on, TrackedEntity.id).limit(PLAN_CHUNK)).all()
+            if not rows:
+                return org
+            decayed, lost = 0, False
+            held: list[list] = []
+            for row in rows:
+                after = (row.due_on, row.id)  # before store() re-dates it
+                e, steps = rules.decay_through(opts, engine.entity_of(row), day)
+                engine.store(row, e, opts)  # no steps: stale dates from a settings change, just re-dated
+                if not steps:
+                    continue
+                engine.add_history(session, row, steps)
+                decayed += 1
+                lost = lost or row.status == LOST
+                if hold_losses and row.status == LOST:
+                    held.append([row.entity_type, row.entity_id])
+                    continue
+                engine.plan_status_write(session, ctx, row, _status_key(day, row), job_run_id=job_id, check=False)
+            job = session.get(JobRun, job_id)
+            done = dict(job.summary or {})
+            done["decayed"] = int(done.get("decayed", 0)) + decayed
+            done["writes_sent"] = int(done.get("writes_sent", 0)) + tally.writes
+            if held:
+                done["held_losses"] = list(done.get("held_losses", [])) + held
+            job.summary = done
+            job.progress_done = job.progress_total = done["decayed"]
+            session.commit()
+            tally.writes = 0
+        # The session is closed: the chunk's objects are gone before its writes are sent.
+        if keep is not None:
+            keep()
+        if lost and needs_org and org is None:
+            org = load_org(client)
+        tally.writes += engine.send_outbox(services, client, ctx.portal_id)
+
+
+def _plan_digest(services, ctx: PortalContext, job_id: int, day: dt.date,
+                 org_and_names: tuple[rules.Org, dict[int, str]] | None, tally: _Tally) -> None:
+    """Phase 2, one transaction: loss actions, timeline comments, warnings, the messages."""
+    opts = ctx.opts
     transitions: Counter[str] = Counter()
     with services.sessions() as session:
         job = session.get(JobRun, job_id)
+        summary = DailySummary.from_dict({**DailySummary(ctx.portal_id, day).to_dict(), **(job.summary or {})})
+        summary.writes_sent += tally.writes
+        held = {(t, int(i)) for t, i in (job.summary or {}).get("held_losses", [])}
         prev = previous_run(session, ctx.portal_id, day)
         prev_day = dt.date.fromisoformat(prev.params["day"]) if prev is not None else None
         last_line = int((prev.summary or {}).get("last_history_id", 0)) if prev is not None else 0
         pool_cursor = int((prev.summary or {}).get("pool_cursor", 0)) if prev is not None else 0
 
-        # 1. Decay everything due by the day (index range scan on due_on), writes planned.
-        writes_by_entity: dict[tuple[str, int], Any] = {}
-        last_id = 0
-        while True:
-            rows = session.scalars(select(TrackedEntity).where(
-                TrackedEntity.portal_id == ctx.portal_id, TrackedEntity.due_on <= day,
-                TrackedEntity.entity_type.in_(opts.entity_types),  # the admin may have dropped a type
-                TrackedEntity.id > last_id).order_by(TrackedEntity.id).limit(SCAN_CHUNK)).all()
-            if not rows:
-                break
-            for row in rows:
-                last_id = row.id
-                e, steps = rules.decay_through(opts, engine.entity_of(row), day)
-                if not steps:
-                    engine.store(row, e, opts)  # stale dates from a settings change: just re-date
-                    continue
-                engine.store(row, e, opts)
-                engine.add_history(session, row, steps)
-                summary.decayed += 1
-                planned = engine.plan_status_write(session, ctx, row,
-                                                   f"daily:{day.isoformat()}:{row.entity_type}:{row.entity_id}:{row.status}",
-                                                   job_run_id=job_id, check=False)
-                if planned is not None:
-                    writes_by_entity[(row.entity_type, row.entity_id)] = planned
-            session.flush()
-
-        # 2. Every change recorded since the previous run: the digest and the loss actions.
-        lines = session.scalars(select(StatusHistory).where(
-            StatusHistory.portal_id == ctx.portal_id, StatusHistory.id > last_line)
+        # 1. Every change recorded since the previous run: the digest and the loss actions. Plain
+        # rows, not ORM objects: a day's lines are as many as its decays.
+        lines = session.execute(select(
+            StatusHistory.id, StatusHistory.entity_type, StatusHistory.entity_id, StatusHistory.from_status,
+            StatusHistory.to_status, StatusHistory.changed_on, StatusHistory.cause, StatusHistory.assigned_by_id)
+            .where(StatusHistory.portal_id == ctx.portal_id, StatusHistory.id > last_line)
             .order_by(StatusHistory.id)).all()
         max_line = max([last_line] + [ln.id for ln in lines])
-        by_entity: dict[tuple[str, int], list[StatusHistory]] = defaultdict(list)
+        by_entity: dict[tuple[str, int], list] = defaultdict(list)
         for ln in lines:
             if ln.cause == "decay":
                 by_entity[(ln.entity_type, ln.entity_id)].append(ln)
                 transitions[f"{ln.from_status}->{ln.to_status}"] += 1
                 summary.steps += 1
-        losses = {k: v for k, v in by_entity.items() if v[-1].to_status == LOST}
+        losses = {k for k, v in by_entity.items() if v[-1].to_status == LOST}
         org, names = org_and_names if org_and_names is not None else (None, {})
         if losses and org is None and (opts.transfer_mode != "none" or opts.notify_supervisor_on_loss):
             raise _NeedOrg
@@ -249,19 +314,25 @@ def _plan(services, ctx: PortalContext, job_id: int, day: dt.date,
                     extra["OPENED"] = "Y"
                 if plan.new_assignee is not None and plan.new_assignee != row.assigned_by_id:
                     extra["ASSIGNED_BY_ID"] = plan.new_assignee
-                    row.assigned_by_id = plan.new_assignee
                     summary.transfers += 1
-                if extra:
-                    _add_loss_fields(session, ctx, row, writes_by_entity.get(key), extra, its[-1].id, job_id)
+                if extra or key in held:
+                    _plan_loss_write(session, ctx, day, row.id, key in held, extra, its[-1].id, job_id)
+                    held.discard(key)
             title = row.title if row is not None else None
             items += rules.items_for_steps(opts, steps, entity_type=key[0], entity_id=key[1], title=title,
                                            manager_id=manager, plan=plan)
+        for key in sorted(held):
+            # Held back in phase 1 and no longer a fresh loss here (a manager's change since, say):
+            # the status it holds now is still owed to the portal if it is LOST.
+            row = engine.tracked_row(session, ctx.portal_id, *key)
+            if row is not None and row.status == LOST and row.written_status != LOST:
+                engine.plan_status_write(session, ctx, row, _status_key(day, row), job_run_id=job_id, check=True)
         if opts.timeline_comments:
             summary.timeline_comments = _plan_timeline(session, ctx, lines, job_id)
 
-        # 3. Warnings whose day fell since the previous run (a missed run still warns once).
+        # 2. Warnings whose day fell since the previous run (a missed run still warns once).
         low = prev_day if prev_day is not None else day - dt.timedelta(days=1)
-        warn_rows = session.scalars(select(TrackedEntity).where(
+        warn_rows = session.execute(select(TrackedEntity.__table__).where(
             TrackedEntity.portal_id == ctx.portal_id, TrackedEntity.warn_on > low, TrackedEntity.warn_on <= day,
             TrackedEntity.due_on > day, TrackedEntity.entity_type.in_(opts.entity_types))).all()
         for row in warn_rows:
@@ -272,7 +343,7 @@ def _plan(services, ctx: PortalContext, job_id: int, day: dt.date,
                 items.append(item)
                 summary.warnings += 1
 
-        # 4. The messages, recorded before anything is sent.
+        # 3. The messages, recorded before anything is sent.
         if org is None and any(i.kind in ("loss_supervisor", "transfer") for i in items):
             raise _NeedOrg
         for message in rules.build_messages(opts, day, items, names):
@@ -288,32 +359,40 @@ def _plan(services, ctx: PortalContext, job_id: int, day: dt.date,
                        "settings_version": ctx.settings_version}
         job.progress_done = job.progress_total = summary.decayed
         session.commit()
+        tally.writes = 0
 
 
-def _rows_for(session, portal_id: int, keys) -> dict[tuple[str, int], TrackedEntity]:
-    out: dict[tuple[str, int], TrackedEntity] = {}
+def _rows_for(session, portal_id: int, keys) -> dict[tuple[str, int], Any]:
+    """What the digest reads of each changed client (plain rows: id, status, title, assignee)."""
+    out: dict[tuple[str, int], Any] = {}
     for kind in ("contact", "company"):
         ids = [i for k, i in keys if k == kind]
         for start in range(0, len(ids), 500):
-            for row in session.scalars(select(TrackedEntity).where(
+            for row in session.execute(select(
+                    TrackedEntity.id, TrackedEntity.entity_type, TrackedEntity.entity_id, TrackedEntity.status,
+                    TrackedEntity.title, TrackedEntity.assigned_by_id).where(
                     TrackedEntity.portal_id == portal_id, TrackedEntity.entity_type == kind,
                     TrackedEntity.entity_id.in_(ids[start:start + 500]))):
                 out[(kind, row.entity_id)] = row
     return out
 
 
-def _add_loss_fields(session, ctx: PortalContext, row: TrackedEntity, planned, extra: dict, line_id: int,
-                     job_id: int) -> None:
-    """Open / transfer the lost client in the same update that writes LOST when this run wrote it."""
-    if planned is not None and planned.status == "pending":
-        params = dict(planned.params)
-        params["fields"] = {**params.get("fields", {}), **extra}
-        planned.params = params
+def _plan_loss_write(session, ctx: PortalContext, day: dt.date, row_id: int, held: bool, extra: dict,
+                     line_id: int, job_id: int) -> None:
+    """Open / hand over the lost client. When phase 1 held its status write back, status, OPENED
+    and ASSIGNED_BY_ID go in that one update; otherwise (the LOST was written already) a second
+    update carries the loss fields alone."""
+    row = session.get(TrackedEntity, row_id)
+    if "ASSIGNED_BY_ID" in extra:
+        row.assigned_by_id = extra["ASSIGNED_BY_ID"]
+    if held:
+        engine.plan_status_write(session, ctx, row, _status_key(day, row), extra, job_run_id=job_id, check=True)
         return
     engine.plan_write(session, ctx.portal_id, f"loss:{row.entity_type}:{row.entity_id}:{line_id}",
                       f"crm.{row.entity_type}.update",
                       {"id": row.entity_id, "fields": extra, "params": {"REGISTER_SONET_EVENT": "N"}}, job_id,
                       check=False)
+
 
 
 TIMELINE_TEXT = {
