@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import random
 import re
 import subprocess
@@ -40,7 +41,15 @@ WORKER_WITH_MAXRSS = """
 import resource, sys
 from addon.cli import main
 try:
+    import os, tracemalloc
+    if os.environ.get("NEZABYT_BENCH_TRACEMALLOC"):
+        tracemalloc.start(8)
     main(args=sys.argv[1:], standalone_mode=False)
+    if os.environ.get("NEZABYT_BENCH_TRACEMALLOC"):
+        cur, peak = tracemalloc.get_traced_memory()
+        print("TRACED", cur >> 20, peak >> 20, file=sys.stderr)
+        for s in tracemalloc.take_snapshot().statistics("traceback")[:3]:
+            print("TOP", s.size >> 20, "MB", " | ".join(s.traceback.format()[-6:]), file=sys.stderr)
 finally:
     print("MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
 """
@@ -115,6 +124,8 @@ def run(url: str | None = None, contacts: int = 100_000, due_share: float = 0.10
             raise SystemExit(f"nezabyt decay failed:\n{child.stdout}\n{child.stderr[-3000:]}")
         # The worker's own peak (RUSAGE_SELF in the child): RUSAGE_CHILDREN here would report the
         # largest child this process ever reaped, whichever that was.
+        if os.environ.get("NEZABYT_BENCH_TRACEMALLOC"):
+            say(child.stderr[-3000:])
         maxrss_mb = int(re.findall(r"^MAXRSS_KB (\d+)$", child.stderr, re.M)[-1]) / 1024
         rest = stack.rest_since(mark)
         with stack.services.sessions() as session:
