@@ -255,8 +255,9 @@ def misses(ev, dr, bl, it, pg, dm) -> list[str]:
             "largest child ever reaped). Planning and sending in chunks did not move it, and tracemalloc's peak "
             "of Python allocations in a run over 20,000 tracked is 53 MB while that run's maxrss is 312 MB: most "
             "of the memory is outside Python's allocator (C extensions — libpq result buffers, glibc malloc "
-            "arenas of the worker's threads). Not found yet; the next step is to bisect with MALLOC_ARENA_MAX "
-            "and server-side cursors (`NEZABYT_BENCH_TRACEMALLOC=1` prints the Python side).")
+            "arenas). MALLOC_ARENA_MAX=2 did not change it at 100,000 tracked (381.5 MB in a separate run). Not "
+            "found yet; the next step is to bisect the run's phases with RSS samples and to try server-side "
+            "cursors for its reads (`NEZABYT_BENCH_TRACEMALLOC=1` prints the Python side).")
     if it.get("events_per_s") and it["events_per_s"] < 1000:
         cpu_ms = 1000 * int(it.get("cores", 2) or 2) / it["events_per_s"]
         notes.append(
