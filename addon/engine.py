@@ -246,16 +246,9 @@ def send_outbox(services, client, portal_id: int, limit: int | None = None) -> i
             session.commit()
             answer = client.batch({str(r.id): (r.method, r.params) for r in rows}) if rows else None
             transient = 0
-            for r in rows:
-                error = answer.errors.get(str(r.id))
-                if error is None:
-                    r.status, r.sent_at, r.error = "sent", utcnow(), None
-                    sent += 1
-                elif _is_permanent(error):
-                    r.status, r.error = "failed", str(error)[:2000]
-                else:
-                    r.status, r.error = "pending", str(error)[:2000]
-                    transient += 1
+            if rows:
+                done, transient = mark_answers(rows, answer, retry_status="pending")
+                sent += done
             session.commit()
         if transient:
             return sent  # the portal is struggling: leave the rest for the next pass
@@ -283,9 +276,35 @@ def _confirm_interrupted(client, rows: list[Outbox]) -> int:
     return confirmed
 
 
-def _is_permanent(error) -> bool:
-    text = f"{getattr(error, 'code', '')} {getattr(error, 'description', '')}".lower()
-    return any(s in text for s in ("not found", "access denied", "error_argument", "id is not defined"))
+PERMANENT_CODES = ("ACCESS_DENIED", "USER_ID_EMPTY", "MESSAGE_EMPTY")
+
+
+def is_permanent(error) -> bool:
+    """A refusal a retry cannot fix (a deleted item, a used event token, a bad argument, an empty
+    recipient); anything else — 503, 429, the network — is worth another pass."""
+    code = str(getattr(error, "code", "") or "")
+    text = f"{code} {getattr(error, 'description', '')}".lower()
+    return (getattr(error, "http_status", None) in (400, 403, 404) or code in PERMANENT_CODES
+            or any(s in text for s in ("not found", "access denied", "error_argument", "id is not defined")))
+
+
+def mark_answers(rows, answer, *, retry_status: str | None = None) -> tuple[int, int]:
+    """Mark each planned row by its command's answer in a batch (keyed by row id): sent, failed for
+    good, or left for a retry (status `retry_status`, or unchanged). Returns (sent, transient)."""
+    sent = transient = 0
+    for r in rows:
+        error = answer.errors.get(str(r.id))
+        if error is None:
+            r.status, r.sent_at, r.error = "sent", utcnow(), None
+            sent += 1
+        elif is_permanent(error):
+            r.status, r.error = "failed", str(error)[:2000]
+        else:
+            if retry_status is not None:
+                r.status = retry_status
+            r.error = str(error)[:2000]
+            transient += 1
+    return sent, transient
 
 
 # --- NotificationLog: messages exactly once -----------------------------------------------------------
@@ -325,17 +344,8 @@ def send_notifications(services, client, portal_id: int, feed_title: str | None 
             if not rows:
                 return sent
             answer = client.batch({str(r.id): notification_command(r, feed_title) for r in rows})
-            transient = 0
-            for r in rows:
-                error = answer.errors.get(str(r.id))
-                if error is None:
-                    r.status, r.sent_at, r.error = "sent", utcnow(), None
-                    sent += 1
-                elif _is_permanent(error) or getattr(error, "code", "") in ("USER_ID_EMPTY", "MESSAGE_EMPTY"):
-                    r.status, r.error = "failed", str(error)[:2000]
-                else:
-                    r.error = str(error)[:2000]
-                    transient += 1
+            done, transient = mark_answers(rows, answer)
+            sent += done
             session.commit()
         if transient:
             return sent

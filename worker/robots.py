@@ -17,8 +17,8 @@ from typing import Any, Callable, Iterable
 import click
 from sqlalchemy import select
 
-from addon.engine import (PortalContext, load_context, notification_command, parse_portal_time, plan_message,
-                          plan_write)
+from addon.engine import (PortalContext, is_permanent, load_context, mark_answers, notification_command,
+                          parse_portal_time, plan_message, plan_write)
 from addon.models import (PORTAL_ACTIVE, PORTAL_UNINSTALLED, NotificationLog, Outbox, Portal, RobotTimer,
                           StoredEvent, utcnow)
 from addon.phones import multifield_phones, normalize_phones, phone_region_for
@@ -227,7 +227,7 @@ class Run:
             for entity_id, item in self.client.get_many(f"crm.{document_type}.get", ids).items():
                 if isinstance(item, dict):
                     self._items[(document_type, entity_id)] = item
-                elif _permanent(item):  # deleted (or no longer ours to see): the item is gone
+                elif is_permanent(item):  # deleted (or no longer ours to see): the item is gone
                     self._items[(document_type, entity_id)] = None
                 else:  # a struggling portal says nothing about the item: ask again next pass
                     self._errors[(document_type, entity_id)] = item
@@ -885,14 +885,6 @@ def fire_stuck_digest(run: Run, timer: RobotTimer) -> None:
 
 # --- sending what was planned --------------------------------------------------------------------------
 
-def _permanent(error) -> bool:
-    """A refusal that a retry cannot fix: a used event token, a deleted item, a bad argument."""
-    code = str(getattr(error, "code", "") or "")
-    text = f"{code} {getattr(error, 'description', '')}".lower()
-    return (getattr(error, "http_status", None) in (400, 403, 404) or code in ("ACCESS_DENIED", "USER_ID_EMPTY")
-            or any(s in text for s in ("not found", "access denied", "error_argument", "id is not defined")))
-
-
 def _has_unsent(session, portal_id: int) -> bool:
     return any(session.scalar(select(model.id).where(model.portal_id == portal_id, model.status == ROBOT_PENDING)
                               .limit(1)) is not None for model in (Outbox, NotificationLog))
@@ -913,17 +905,8 @@ def send_robot_writes(services, client, portal_id: int) -> int:
                 if not rows:
                     break
                 answer = client.batch({str(r.id): command(r) for r in rows})
-                transient = 0
-                for r in rows:
-                    error = answer.errors.get(str(r.id))
-                    if error is None:
-                        r.status, r.sent_at, r.error = "sent", utcnow(), None
-                        sent += 1
-                    elif _permanent(error):
-                        r.status, r.error = "failed", str(error)[:2000]
-                    else:
-                        r.error = str(error)[:2000]
-                        transient += 1
+                done, transient = mark_answers(rows, answer)
+                sent += done
                 session.commit()
             if transient:  # the portal is struggling: the rest waits for the next pass
                 return sent
