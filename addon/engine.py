@@ -40,6 +40,7 @@ class PortalContext:
     tz: dt.tzinfo
     field_items: dict[str, Any] = field(default_factory=dict)
     settings_version: int = 1
+    dated_version: int | None = None  # see PortalSettings.dated_version
     language: str = "ru"
 
     # --- time -----------------------------------------------------------------------------
@@ -130,6 +131,7 @@ def load_context(session: Session, portal_id: int) -> PortalContext:
     return PortalContext(portal_id=portal_id, opts=opts, tz=tz,
                          field_items=dict(row.field_items or {}) if row is not None else {},
                          settings_version=row.version if row is not None else 1,
+                         dated_version=row.dated_version if row is not None else None,
                          language=opts.language)
 
 

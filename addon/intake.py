@@ -18,7 +18,7 @@ from typing import Any, Iterable
 
 from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from addon.crypto import TokenCipher, constant_time_equal
 from addon.models import PORTAL_UNINSTALLED, Portal, StoredEvent, utcnow
@@ -209,6 +209,17 @@ class EventIntake:
 
     def _store(self, form: dict[str, Any], member_id: str, token: str, values: dict[str, Any]) -> Intake:
         values.update(received_at=utcnow(), attempts=0)
+        try:
+            return self._store_once(form, member_id, token, values)
+        except DBAPIError as exc:
+            # The pool's connection was closed by the server (a restart, an idle timeout): the pool
+            # is invalidated and the same statements run once more on a new connection. They are
+            # idempotent: an insert that did land before the loss comes back as a duplicate.
+            if not exc.connection_invalidated:
+                raise
+        return self._store_once(form, member_id, token, values)
+
+    def _store_once(self, form: dict[str, Any], member_id: str, token: str, values: dict[str, Any]) -> Intake:
         with self.engine.connect() as conn:
             known = self._known.get(member_id)
             if known is not None and constant_time_equal(known.token, token):

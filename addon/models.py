@@ -80,6 +80,10 @@ class PortalSettings(Base):
 
     portal_id: Mapped[int] = mapped_column(ForeignKey("portal.id", ondelete="CASCADE"), primary_key=True)
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # The version whose options every row's due and warning dates were computed under (set by a
+    # full re-date, and on install when there are no rows yet). NULL or behind `version`: the next
+    # daily run re-dates the service table before it scans it.
+    dated_version: Mapped[int | None] = mapped_column(Integer)
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # Enumeration list item IDs on the portal per entity type: {"contact": {"NEW": "41", ...}, ...}
     field_items: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 from sqlalchemy.engine import Engine
@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from addon.config import Settings
 from addon.crypto import TokenCipher
-from addon.db import make_engine, make_session_factory
+from addon.db import make_engine, make_intake_engine, make_session_factory
 
 
 @dataclass
@@ -19,8 +19,18 @@ class Services:
     engine: Engine
     sessions: sessionmaker[Session]
     cipher: TokenCipher
+    _intake_engine: Engine | None = field(default=None, repr=False)
+
+    @property
+    def intake_engine(self) -> Engine:
+        """The receivers' engine (see addon.db.make_intake_engine), built on first use."""
+        if self._intake_engine is None:
+            self._intake_engine = make_intake_engine(self.engine)
+        return self._intake_engine
 
     def dispose(self) -> None:
+        if self._intake_engine is not None and self._intake_engine.pool is not self.engine.pool:
+            self._intake_engine.dispose()
         self.engine.dispose()
 
 

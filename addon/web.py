@@ -28,7 +28,7 @@ def create_app(services=None) -> Flask:
     app.session_interface = _SessionsOutsideReceivers()
     app.extensions["nezabyt"] = services
     # One per app, so per process: it keeps what verification may reuse between events.
-    app.extensions["nezabyt.intake"] = EventIntake(services.engine, services.cipher)
+    app.extensions["nezabyt.intake"] = EventIntake(services.intake_engine, services.cipher)
     app.register_blueprint(_receivers())
     if _module_exists("settings_ui.views"):
         from settings_ui.views import make_blueprint

@@ -153,7 +153,9 @@ def _install(services, claim: Claim) -> InstallOutcome:
         if session.get(PortalSettings, portal.id) is None:
             language = claim.language if claim.language in ("ru", "en") else "ru"
             options = Options(time_zone=portal.time_zone or "UTC", language=language)
-            session.add(PortalSettings(portal_id=portal.id, data=options.to_dict(), field_items={}))
+            # A new portal has no rows yet: nothing is dated under older options.
+            session.add(PortalSettings(portal_id=portal.id, version=1, dated_version=1, data=options.to_dict(),
+                                       field_items={}))
         portal_id = portal.id
     from install.manifest import apply_manifest
 

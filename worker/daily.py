@@ -187,15 +187,12 @@ def _naive_utc(moment: dt.datetime) -> dt.datetime:
 
 
 def _redate_if_settings_changed(services, ctx: PortalContext, day: dt.date) -> None:
-    """Due and warning dates follow the options: if they changed since the previous run and the
-    settings page could not re-date (it tries right after saving), re-date before the scan."""
-    with services.sessions() as session:
-        prev = previous_run(session, ctx.portal_id, day)
-        version = (prev.summary or {}).get("settings_version") if prev is not None else None
-    if version != ctx.settings_version:
+    """Due and warning dates follow the options: if the table was last dated under other options
+    (the settings page re-dates right after saving, and that can fail), re-date before the scan."""
+    if ctx.dated_version != ctx.settings_version:
         from worker.reindex import redate
 
-        redate(services, ctx.portal_id, ctx.opts)
+        redate(services, ctx.portal_id)
 
 
 class _NeedOrg(Exception):

@@ -9,10 +9,10 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from addon import engine, rules
-from addon.models import JobRun, TrackedEntity, utcnow
+from addon.models import JobRun, PortalSettings, TrackedEntity, utcnow
 from addon.options import Options
 
 COMMIT_EVERY = 500
@@ -184,11 +184,13 @@ def _index_chunk(services, ctx, kind: str, batch: list[dict], calls, today: dt.d
         session.commit()
 
 
-def redate(services, portal_id: int, opts: Options | None = None) -> int:
-    """Recompute every row's due and warning dates from the options (after a settings change)."""
+def redate(services, portal_id: int) -> int:
+    """Recompute every row's due and warning dates from the stored options (after a settings
+    change), and mark the table as dated under their version in the same transaction."""
     n = 0
     with services.sessions() as session:
-        opts = opts or engine.load_context(session, portal_id).opts
+        ctx = engine.load_context(session, portal_id)
+        opts = ctx.opts
         last = 0
         while True:
             rows = session.scalars(select(TrackedEntity).where(TrackedEntity.portal_id == portal_id,
@@ -201,6 +203,10 @@ def redate(services, portal_id: int, opts: Options | None = None) -> int:
                 engine.store(row, engine.entity_of(row), opts)
                 n += 1
             session.flush()
+        # Only if the options did not change meanwhile (a save during the re-date dates again).
+        session.execute(update(PortalSettings).where(PortalSettings.portal_id == portal_id,
+                                                     PortalSettings.version == ctx.settings_version)
+                        .values(dated_version=ctx.settings_version))
         session.commit()
     return n
 

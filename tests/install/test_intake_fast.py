@@ -17,7 +17,7 @@ from tests.install.test_intake import event_form
 
 @pytest.fixture
 def intake(services):
-    return EventIntake(services.engine, services.cipher)
+    return EventIntake(services.intake_engine, services.cipher)
 
 
 def form_of(**fields):
@@ -50,7 +50,7 @@ class StatementLog:
 
 @pytest.fixture
 def statements(services):
-    log = StatementLog(services.engine)
+    log = StatementLog(services.intake_engine)
     yield log
     log.close()
 
@@ -95,7 +95,7 @@ def test_a_known_portal_costs_one_statement_per_event(services, portal_id, intak
 
 def test_the_token_is_decrypted_once_and_a_new_token_is_seen_at_once(services, portal_id):
     cipher = CountingCipher(services.cipher)
-    intake = EventIntake(services.engine, cipher)
+    intake = EventIntake(services.intake_engine, cipher)
     for ts in range(1, 6):
         intake.store_event(form_of(ts=str(ts)))
     assert cipher.decrypted == 1
@@ -145,7 +145,7 @@ def test_a_duplicate_answers_the_stored_id(services, portal_id, intake):
     again = intake.store_event(form_of(ts="1"))
     assert again.duplicate and again.event_id == first.event_id
     # a fresh process (nothing known yet) answers the same
-    assert EventIntake(services.engine, services.cipher).store_event(form_of(ts="1")).event_id == first.event_id
+    assert EventIntake(services.intake_engine, services.cipher).store_event(form_of(ts="1")).event_id == first.event_id
     assert stored_count(services) == 1
 
 
@@ -180,14 +180,34 @@ def test_two_first_events_racing_adopt_one_token(services, monkeypatch):
 
     monkeypatch.setattr("addon.intake._access_token_works", other_delivery_wins)
     with pytest.raises(IntakeError) as refused:
-        EventIntake(services.engine, services.cipher).store_event(form_of(ts="1", token="t-loser"))
+        EventIntake(services.intake_engine, services.cipher).store_event(form_of(ts="1", token="t-loser"))
     assert refused.value.status == 401
     with unit_of_work(services.sessions) as session:
         session.get(Portal, portal_id).application_token_enc = None
-    assert not EventIntake(services.engine, services.cipher).store_event(form_of(ts="2", token="t-winner")).duplicate
+    assert not EventIntake(services.intake_engine, services.cipher).store_event(form_of(ts="2", token="t-winner")).duplicate
     with services.sessions() as s:
         assert services.cipher.decrypt(s.get(Portal, portal_id).application_token_enc) == "t-winner"
     assert stored_count(services) == 1
+
+
+def test_a_connection_the_server_closed_costs_no_event(services, portal_id, intake):
+    """The receivers' pool has no pre-ping (a round trip per event): when PostgreSQL drops its
+    connections (a restart, an idle timeout) the next event meets the closed connection in its own
+    statement and is stored on a new one; the portal never sees an error."""
+    from sqlalchemy import text
+
+    if services.settings.is_sqlite:
+        pytest.skip("SQLite has no server to close a connection")
+    assert not services.intake_engine.pool._pre_ping and services.engine.pool._pre_ping
+    assert not intake.store_event(form_of(ts="1")).duplicate
+    with services.intake_engine.connect() as conn:
+        intake_pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+    with services.engine.connect() as conn:  # the pool kept that connection: it is the next one used
+        assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": intake_pid}).scalar()
+    second = intake.store_event(form_of(ts="2"))
+    assert not second.duplicate and stored_count(services) == 2
+    with services.intake_engine.connect() as conn:
+        assert conn.execute(text("SELECT pg_backend_pid()")).scalar() != intake_pid
 
 
 def test_concurrent_deliveries_store_each_change_once(services, portal_id):

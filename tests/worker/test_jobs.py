@@ -199,6 +199,47 @@ def test_daily_run_redates_when_the_settings_changed_behind_its_back(harness):
     assert h.row("contact", 2).status_set_on == DAY0 - dt.timedelta(days=10)  # counted from its due date
 
 
+def test_the_table_remembers_the_options_it_was_dated_under(harness):
+    """A new portal starts dated (no rows yet), so its first daily run does not re-read the whole
+    table; a save the re-date did not follow leaves the mark behind, and the next run re-dates."""
+    from sqlalchemy import select, update
+
+    from addon.engine import load_context
+    from addon.models import PortalSettings, TrackedEntity
+    from worker.reindex import redate
+
+    h = harness
+    seeded(h)
+
+    def versions():
+        with h.services.sessions() as session:
+            ctx = load_context(session, h.portal_id)
+            return ctx.settings_version, ctx.dated_version
+
+    def due_of(cid):
+        with h.services.sessions() as session:
+            return session.scalar(select(TrackedEntity.due_on).where(
+                TrackedEntity.portal_id == h.portal_id, TrackedEntity.entity_id == cid))
+
+    version, dated = versions()
+    assert dated == version  # the installer's mark
+    h.put_status("contact", 3, "WARM", at(DAY0 - dt.timedelta(days=40), 10))
+    h.reindex(at(DAY0, 8))
+    assert due_of(3) == DAY0 + dt.timedelta(days=20)
+    opts = h.options()
+    h.set_options(statuses=tuple(dataclasses.replace(s, days=50) if s.code == "WARM" else s
+                                 for s in opts.statuses))
+    assert versions() == (version + 1, version)  # saved, not re-dated
+    h.daily(at(DAY0, 9))
+    assert due_of(3) == DAY0 + dt.timedelta(days=10) and versions() == (version + 1, version + 1)
+    # A portal from before the mark (NULL after the migration): a re-date sets it.
+    with h.services.sessions() as session:
+        session.execute(update(PortalSettings).where(PortalSettings.portal_id == h.portal_id)
+                        .values(dated_version=None))
+        session.commit()
+    assert redate(h.services, h.portal_id) >= 1 and versions() == (version + 1, version + 1)
+
+
 def test_days_and_the_notification_time_follow_the_portal_time_zone(harness):
     from addon.engine import PortalContext
     from addon.options import Options, parse_time_zone
