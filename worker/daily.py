@@ -28,6 +28,7 @@ from addon import engine, rules
 from addon.engine import PortalContext
 from addon.models import JobRun, StatusHistory, TrackedEntity, utcnow
 from addon.options import LOST
+from addon.rules.ladder import ENTITY_FIELDS
 
 # Due rows decayed, recorded and committed per chunk; a chunk is 10 batches of writes. 500 keeps the
 # worker's memory near the interpreter's own (~100 MB) and a chunk's planning (~0.5 s) well inside
@@ -326,10 +327,13 @@ def _plan_digest(services, ctx: PortalContext, job_id: int, day: dt.date,
                 engine.plan_status_write(session, ctx, row, _status_key(day, row), job_run_id=job_id, check=True)
         if opts.timeline_comments:
             summary.timeline_comments = _plan_timeline(session, ctx, lines, job_id)
+        # A day's lines are as many as its decays: let them go before the messages are built (the
+        # run's peak memory is here and in sending the messages).
+        del lines, by_entity, rows
 
         # 2. Warnings whose day fell since the previous run (a missed run still warns once).
         low = prev_day if prev_day is not None else day - dt.timedelta(days=1)
-        warn_rows = session.execute(select(TrackedEntity.__table__).where(
+        warn_rows = session.execute(select(*_WARN_COLUMNS).where(
             TrackedEntity.portal_id == ctx.portal_id, TrackedEntity.warn_on > low, TrackedEntity.warn_on <= day,
             TrackedEntity.due_on > day, TrackedEntity.entity_type.in_(opts.entity_types))).all()
         for row in warn_rows:
@@ -357,6 +361,11 @@ def _plan_digest(services, ctx: PortalContext, job_id: int, day: dt.date,
         job.progress_done = job.progress_total = summary.decayed
         session.commit()
         tally.writes = 0
+
+
+# What a warning reads of a row: the rules' fields and what the digest line shows.
+_WARN_COLUMNS = tuple(TrackedEntity.__table__.c[name] for name in dict.fromkeys(
+    (*ENTITY_FIELDS, "entity_type", "entity_id", "title", "assigned_by_id")))
 
 
 def _rows_for(session, portal_id: int, keys) -> dict[tuple[str, int], Any]:

@@ -33,7 +33,7 @@ PROBLEM_TEXT = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # a day's items are as many as its decays and warnings
 class DigestItem:
     kind: str  # one of DIGEST_KINDS
     recipient_id: int
