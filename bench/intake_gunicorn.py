@@ -40,7 +40,8 @@ end
 
 function init(args)
   -- thread_no is set by setup() in this thread's own Lua state
-  counter = (thread_no or 0) * 100000000
+  -- args[1]: where this run's contact IDs start (the warm-up uses its own range)
+  counter = (thread_no or 0) * 100000000 + tonumber(args[1] or "0")
 end
 
 request = function()
@@ -78,6 +79,9 @@ def ensure_wrk(say) -> str:
     if not path:
         raise SystemExit("wrk could not be installed")
     return path
+
+
+WARM_UP_S = 3
 
 
 def free_port() -> int:
@@ -136,7 +140,17 @@ def run(url: str | None = None, seconds: int = 15, workers: int = 2, threads: in
         with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
             f.write(LUA.replace("__DOMAIN__", domain).replace("__MEMBER__", member_id).replace("__TOKEN__", token))
             script = f.name
-        say(f"gunicorn {' '.join(cmd[1:-1])}; wrk -t{threads} -c{connections} -d{seconds}s")
+        say(f"gunicorn {' '.join(cmd[1:-1])}; wrk -t{threads} -c{connections} -d{seconds}s after a "
+            f"{WARM_UP_S} s warm-up")
+        # Warm-up, not counted in the rate (its events are stored and counted as acknowledged): the
+        # workers' first connections to PostgreSQL, the statements' server-side preparation.
+        warm = subprocess.run([wrk, f"-t{threads}", f"-c{connections}", f"-d{WARM_UP_S}s", "--timeout", "5s",
+                               "-s", script, base + "/events", "--", "50000000"], capture_output=True,
+                              text=True, timeout=WARM_UP_S + 60)
+        warm_line = next((ln for ln in warm.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
+        if warm_line is None:
+            raise SystemExit(f"wrk gave no result:\n{warm.stdout}\n{warm.stderr}")
+        warm_w = json.loads(warm_line[len("WRKJSON "):])
         out = subprocess.run([wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
                               "-s", script, base + "/events"], capture_output=True, text=True,
                              timeout=seconds + 60)
@@ -154,10 +168,12 @@ def run(url: str | None = None, seconds: int = 15, workers: int = 2, threads: in
     with services.sessions() as session:
         stored = session.scalar(select(func.count()).select_from(StoredEvent))
     services.dispose()
-    acknowledged = w["requests"] - w["non2xx"]
+    # The warm-up's events count too: every one answered 200 must be stored.
+    acknowledged = w["requests"] - w["non2xx"] + warm_w["requests"] - warm_w["non2xx"]
     rate = w["requests"] / (w["duration_us"] / 1e6)
     return {
         "bench": "intake_gunicorn", "seconds": round(w["duration_us"] / 1e6, 1), "requests": w["requests"],
+        "warm_up_requests": warm_w["requests"],
         "acknowledged": acknowledged, "non2xx": w["non2xx"],
         "socket_errors": w["connect_errors"] + w["read_errors"] + w["write_errors"] + w["timeouts"],
         # wrk stops counting at its deadline: requests in flight then are answered and stored
