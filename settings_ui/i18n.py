@@ -71,6 +71,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "template_csv": "Шаблон CSV", "template_xlsx": "Шаблон XLSX",
         "import_file": "Файл", "import_default_type": "Тип по умолчанию", "import_upload": "Проверить файл",
         "import_preview": "Файл «{name}»: строк {total}, готово к загрузке {valid}, с ошибками {invalid}.",
+        "import_matching": "Файл «{name}»: строк {total}. Ищем клиентов портала по телефонам и e-mail — "
+                           "предпросмотр откроется сам, когда поиск закончится.",
         "import_errors": "Строки с ошибками", "row": "Строка", "error": "Ошибка",
         "import_apply": "Загрузить {valid} статусов", "import_report": "Скачать отчёт",
         "import_done": "Загрузка завершена", "import_failed": "Не удалось прочитать файл: {error}",
@@ -160,6 +162,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "template_csv": "CSV template", "template_xlsx": "XLSX template",
         "import_file": "File", "import_default_type": "Default type", "import_upload": "Check the file",
         "import_preview": "File “{name}”: {total} rows, {valid} ready to load, {invalid} with errors.",
+        "import_matching": "File “{name}”: {total} rows. Finding the portal's clients by phone and e-mail — "
+                           "the preview opens by itself when that is done.",
         "import_errors": "Rows with errors", "row": "Row", "error": "Error",
         "import_apply": "Load {valid} statuses", "import_report": "Download the report",
         "import_done": "Load finished", "import_failed": "Could not read the file: {error}",

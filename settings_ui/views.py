@@ -107,7 +107,9 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
     def page():
         user = page_user()
         tab = request.form.get("tab", "settings")
-        return render_main(user, tokens.issue(user), tab if tab in TABS else "settings")
+        job = request.form.get("import_job", "")
+        extra = {"import_job_id": int(job)} if job.isdigit() and user.is_admin else {}
+        return render_main(user, tokens.issue(user), tab if tab in TABS else "settings", **extra)
 
     @bp.post("/ui/settings")
     def save_settings():
@@ -195,7 +197,7 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
 
     @bp.post("/ui/import")
     def upload_import():
-        from addon.bulkload import BulkLoadError, prepare_import
+        from addon.bulkload import INLINE_MATCH_ROWS, BulkLoadError, prepare_import
         from addon.phones import phone_region_for
         from addon.portal_client import PortalClient, PortalError
 
@@ -213,7 +215,7 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
                 with PortalClient(services, user.portal_id) as client:
                     staged = prepare_import(session, client, user.portal_id, upload.filename, content, ctx.opts,
                                             user.user_id, now(), ctx.today(now()), entity_type,
-                                            phone_region_for(ctx.language))
+                                            phone_region_for(ctx.language), inline_match_rows=INLINE_MATCH_ROWS)
             except (BulkLoadError, PortalError) as exc:
                 session.rollback()
                 return render_main(user, tokens.issue(user), "import",
@@ -230,6 +232,8 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
             job = session.get(ImportJob, job_id)
             if job is None or job.portal_id != user.portal_id:
                 abort(404)
+            if job.status == "matching":  # its rows are not matched to clients yet
+                return jsonify({"error": "matching"}), 409
             run_id = queue_import(session, job, now())
             session.commit()
         return jsonify({"run_id": run_id})
@@ -293,8 +297,12 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
                                     only_manager=None if user.is_admin else user.user_id)
             job_id = extra.pop("import_job_id", None)
             import_job = session.get(ImportJob, job_id) if job_id else None
-            import_errors = []
-            if import_job is not None:
+            if import_job is not None and import_job.portal_id != user.portal_id:
+                import_job = None
+            import_errors, match_run = [], None
+            if import_job is not None and import_job.status == "matching":
+                match_run = session.scalar(select(JobRun).where(JobRun.key == f"import-match:{import_job.id}"))
+            elif import_job is not None:
                 from addon.bulkload import preview_errors
 
                 import_errors = preview_errors(session, import_job.id)
@@ -313,7 +321,7 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
                 managers_svg=managers_chart(board, names),
                 changes_svg=changes_chart(board, {k: t(k) for k in ("decays", "losses", "transfers")}),
                 import_job=import_job, import_errors=import_errors, recent_imports=recent_imports,
-                import_runs=import_runs, last_index=last_index, template_kinds=TEMPLATE_KINDS,
+                import_runs=import_runs, match_run=match_run, last_index=last_index, template_kinds=TEMPLATE_KINDS,
                 placeholders=TEMPLATE_PLACEHOLDERS, default_templates=DEFAULT_TEMPLATES,
                 system_codes=SYSTEM_CODES, IN_WORK=IN_WORK, LOST=LOST, row_error=row_error, **extra)
 

@@ -1,5 +1,6 @@
 """Applying a staged bulk load of statuses (addon.bulkload) to the portal: in batches of 50,
-resumable after a crash, every valid row written exactly once; and `nezabyt import FILE`."""
+resumable after a crash, every valid row written exactly once; matching a large file's rows to
+clients by phone and e-mail before its preview; and `nezabyt import FILE`."""
 from __future__ import annotations
 
 import collections
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import click
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from addon import engine
@@ -18,6 +19,7 @@ from addon.models import ImportJob, ImportRow, JobRun, StatusHistory, TrackedEnt
 from addon.options import IN_WORK, Options
 
 CHUNK_ROWS = 500  # rows per database round trip: ten batch calls between two commits
+MATCH_CHUNK = 1000  # rows matched between two commits (about 21 calls for 1,000 phones)
 
 
 @dataclass
@@ -35,6 +37,72 @@ def import_run(session: Session, job: ImportJob, now: dt.datetime) -> JobRun:
 
     run_id = queue_import(session, job, now, requeue=False)  # the caller runs it right now
     return session.get(JobRun, run_id)
+
+
+def match_import(services, job_id: int, run_id: int, client=None, keep=None) -> int:
+    """Match a `matching` job's rows to clients by phone and e-mail, MATCH_CHUNK rows between
+    commits (the JobRun's progress counts them), then refuse a later row for a client already in
+    the file and open the job's preview. Killed midway, a rerun matches only the rows still
+    unmatched. Returns the rows matched by this pass."""
+    from addon.bulkload import RowDraft, mark_duplicates, match_drafts
+    from addon.phones import phone_region_for
+    from addon.portal_client import PortalClient
+
+    with services.sessions() as session:
+        job = session.get(ImportJob, job_id)
+        if job is None:
+            raise LookupError(f"no import job {job_id}")
+        portal_id, pending = job.portal_id, job.status == "matching"
+        region = phone_region_for(engine.load_context(session, portal_id).language)
+    matched, last = 0, 0
+    own = client is None and pending
+    client = PortalClient(services, portal_id) if own else client
+    try:
+        while pending:
+            with services.sessions() as session:
+                rows = session.scalars(select(ImportRow).where(
+                    ImportRow.job_id == job_id, ImportRow.state == "pending", ImportRow.entity_id.is_(None),
+                    ImportRow.row_no > last).order_by(ImportRow.row_no).limit(MATCH_CHUNK)).all()
+                if not rows:
+                    break
+                drafts = [RowDraft(r.row_no, r.data, r.entity_type, r.data.get("match_by"), r.data.get("match_value"))
+                          for r in rows]
+                match_drafts(client, drafts, region)
+                for row, draft in zip(rows, drafts):
+                    last = row.row_no
+                    if draft.errors:
+                        row.state, row.error = "invalid", "; ".join(draft.errors)
+                    else:
+                        row.entity_id = draft.entity_id
+                run = session.get(JobRun, run_id)
+                run.progress_done = (run.progress_done or 0) + len(rows)
+                session.commit()
+                matched += len(rows)
+            if keep is not None:
+                keep()
+    finally:
+        if own:
+            client.close()
+    with services.sessions() as session:
+        job = session.get(ImportJob, job_id, with_for_update=True)
+        if job.status == "matching":
+            found = session.execute(select(ImportRow.id, ImportRow.row_no, ImportRow.entity_type, ImportRow.entity_id)
+                                    .where(ImportRow.job_id == job_id, ImportRow.state == "pending",
+                                           ImportRow.entity_id.is_not(None)).order_by(ImportRow.row_no)).all()
+            drafts = [RowDraft(r.row_no, {}, r.entity_type, entity_id=r.entity_id) for r in found]
+            mark_duplicates(drafts)
+            for r, d in zip(found, drafts):
+                if d.errors:
+                    session.execute(update(ImportRow).where(ImportRow.id == r.id).values(
+                        state="invalid", error="; ".join(d.errors)))
+            job.valid_rows = session.scalar(select(func.count()).select_from(ImportRow).where(
+                ImportRow.job_id == job_id, ImportRow.state == "pending")) or 0
+            job.status = "preview"
+        run = session.get(JobRun, run_id)
+        run.status, run.finished_at = "done", utcnow()
+        run.progress_done = run.progress_total
+        session.commit()
+    return matched
 
 
 def apply_import(services, job_id: int, now: dt.datetime, client=None, progress=None) -> ImportSummary:

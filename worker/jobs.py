@@ -142,7 +142,7 @@ def run_queued_jobs(services, now: dt.datetime, owner: str | None = None) -> Cyc
     owner = owner or services.settings.worker_id
     with services.sessions() as session:
         queued = session.execute(select(JobRun.id, JobRun.portal_id).where(
-            JobRun.kind.in_(("reindex", "import")),
+            JobRun.kind.in_(("reindex", "import", "import_match")),
             (JobRun.status == "queued") | ((JobRun.status == "running") & (JobRun.owner != owner)),
         ).order_by(JobRun.id)).all()
     for job_id, portal_id in queued:
@@ -188,6 +188,9 @@ def _run_job(services, job: dict[str, Any], now: dt.datetime, keep) -> None:
     from worker import imports  # the settings-UI engineer's bulk load
 
     import_job_id = job["params"].get("import_job_id") or job["params"].get("job_id")
+    if job["kind"] == "import_match":
+        imports.match_import(services, int(import_job_id), job["id"], keep=keep)
+        return
     imports.apply_import(services, int(import_job_id), now)
     with services.sessions() as session:
         row = session.get(JobRun, job["id"])

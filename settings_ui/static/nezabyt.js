@@ -161,6 +161,14 @@
     });
   }
 
+  // A large file is matched to the portal's clients by the worker first; its preview follows.
+  var matching = document.getElementById("import-matching");
+  if (matching && matching.dataset.run) {
+    follow(matching.dataset.run, document.getElementById("match-progress"),
+           document.getElementById("match-progress-text"),
+           function () { document.getElementById("match-done-form").submit(); });
+  }
+
   // --- debug lookup --------------------------------------------------------------------------------
   var debugForm = document.getElementById("debug-form");
   if (debugForm) {

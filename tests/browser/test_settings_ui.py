@@ -175,3 +175,35 @@ def test_admin_loads_statuses_previews_changes_saves_and_opens_a_card(
     assert app.locator("#save-btn").count() == 0 and app.locator("#pane-import").count() == 0
     assert app.locator('#settings-form input[name="st_name"]').first.is_disabled()
     page.screenshot(path=str(artifacts_dir / "ui-09-manager-read-only.png"), full_page=True)
+
+
+def test_a_large_file_is_matched_in_the_background_and_its_preview_opens_by_itself(
+        page, services, fast_devportal, app_server, artifacts_dir, tmp_path, monkeypatch):
+    """Over INLINE_MATCH_ROWS rows to match by phone, the upload answers at once; the page follows the
+    worker's matching with a progress bar and opens the preview when it is done."""
+    from addon import bulkload
+    from worker import imports
+
+    monkeypatch.setattr(bulkload, "INLINE_MATCH_ROWS", 10)
+    monkeypatch.setattr(imports, "MATCH_CHUNK", 20)
+    install_on(services, fast_devportal, app_server, events=False)
+    add_contacts(fast_devportal, 120)
+    upload = tmp_path / "phones.csv"
+    upload.write_text("Телефон;Статус\n" + "".join(f"8 917 000-0{n:03d};Тёплый\n" for n in range(100))
+                      + "+7 999 999-99-99;HOT\n", encoding="utf-8")
+
+    page.goto(f"{fast_devportal.url}/app?user=1")
+    app = page.frame_locator("#app-frame")
+    app.locator('#tabs button[data-tab="import"]').click()
+    app.locator("#import-file").set_input_files(str(upload))
+    app.locator("#import-upload").click()
+    app.locator("#import-matching").wait_for(timeout=30_000)
+    assert "строк 101" in app.locator("#import-matching").inner_text()
+    page.screenshot(path=str(artifacts_dir / "ui-02b-import-matching.png"), full_page=True)
+    with Worker(services) as worker:
+        summary = app.locator("#import-summary")
+        summary.wait_for(timeout=60_000)
+    assert not worker.errors
+    assert "готово к загрузке 100, с ошибками 1" in summary.inner_text()
+    assert "+79999999999" in app.locator("#import-errors").inner_text()
+    page.screenshot(path=str(artifacts_dir / "ui-02c-import-matched-preview.png"), full_page=True)

@@ -271,3 +271,87 @@ def test_a_stopped_load_is_queued_again_when_asked(services, fast_devportal, app
         assert queue_import(session, session.get(ImportJob, job_id), NOW) == run_id
         session.commit()
         assert session.get(JobRun, run_id).status == "queued"
+
+
+def test_a_large_file_is_matched_by_the_worker_with_a_progress_bar(services, fast_devportal, app_server,
+                                                                    monkeypatch):
+    """Over INLINE_MATCH_ROWS rows to match by phone or e-mail, the upload answers at once with the
+    job `matching` and a queued run; the worker matches the rows in chunks (progress in the run),
+    refuses a later row for a client already in the file, and opens the preview; applying before
+    that is refused. A pass killed midway is resumed and matches only what is left."""
+    import requests
+
+    from addon import bulkload
+    from settings_ui.access import PageTokens, PageUser
+    from worker import imports
+    from worker.jobs import run_queued_jobs
+
+    monkeypatch.setattr(bulkload, "INLINE_MATCH_ROWS", 3)
+    monkeypatch.setattr(imports, "MATCH_CHUNK", 4)
+    portal_id = install_on(services, fast_devportal, app_server, events=False)
+    ids = add_contacts(fast_devportal, 8)
+    token = PageTokens(services.settings.secret_key).issue(
+        PageUser(portal_id=portal_id, user_id=1, is_admin=True, lang="en", domain=fast_devportal.domain))
+    base = app_server.url
+    body = ("Phone;Email;Status\n" + "".join(f"+7 917 000-00-0{n};;HOT\n" for n in range(1, 6))
+            + ";C6@Example.com;WARM\n"
+            + "+7 999 999-99-99;;HOT\n"       # nobody has it
+            + "8 917 000-00-01;;COLD\n"       # the client of row 2 again
+            + f"x;;HOT\n")                     # not a phone: refused while parsing
+    before = len(fast_devportal.portal.calls)
+    page = requests.post(f"{base}/ui/import", data={"t": token, "entity_type": "contact"},
+                         files={"file": ("big.csv", body.encode())}, timeout=30)
+    assert page.status_code == 200 and 'id="import-matching"' in page.text and 'id="import-preview"' not in page.text
+    assert not [c for c in fast_devportal.portal.calls[before:] if c["method"].startswith("crm.")]  # no lookup
+    with services.sessions() as session:
+        job = session.scalars(select(ImportJob)).one()
+        run = session.scalars(select(JobRun).where(JobRun.kind == "import_match")).one()
+        assert (job.status, run.status, run.progress_total) == ("matching", "queued", 8)
+        job_id, run_id = job.id, run.id
+    refused = requests.post(f"{base}/ui/import/{job_id}/apply", headers={"X-Nezabyt-Token": token}, timeout=10)
+    assert refused.status_code == 409
+
+    # The first pass dies after its first chunk of 4 rows was committed.
+    real_match = bulkload.match_drafts
+    seen: list[int] = []
+
+    def match_then_die(client, drafts, region="RU"):
+        if seen:
+            raise KeyboardInterrupt("killed")
+        seen.append(len(drafts))
+        real_match(client, drafts, region)
+
+    monkeypatch.setattr(bulkload, "match_drafts", match_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        imports.match_import(services, job_id, run_id)
+    with services.sessions() as session:
+        assert session.get(JobRun, run_id).progress_done == 4
+        assert session.scalar(select(func.count()).select_from(ImportRow).where(
+            ImportRow.job_id == job_id, ImportRow.entity_id.is_not(None))) == 4
+    monkeypatch.setattr(bulkload, "match_drafts", real_match)
+    lookups = len(fast_devportal.portal.calls)
+    with services.sessions() as session:  # the worker that died left its run "running"
+        session.get(JobRun, run_id).status, session.get(JobRun, run_id).owner = "running", "dead-worker"
+        session.commit()
+    assert not run_queued_jobs(services, NOW).errors
+    resumed = fast_devportal.portal.calls[lookups:]
+    asked = [v for c in resumed if c["method"] == "crm.duplicate.findbycomm"
+             for v in (lambda vs: vs.values() if isinstance(vs, dict) else vs)(c["params"]["values"])]
+    assert sorted(map(str, asked)) == ["+79170000001", "+79170000005", "+79999999999", "c6@example.com"]
+
+    progress = requests.get(f"{base}/ui/jobs/{run_id}", headers={"X-Nezabyt-Token": token}, timeout=10).json()
+    assert (progress["status"], progress["percent"]) == ("done", 100)
+    with services.sessions() as session:
+        job = session.get(ImportJob, job_id)
+        rows = {r.row_no: r for r in session.scalars(select(ImportRow).where(ImportRow.job_id == job_id))}
+    assert (job.status, job.total_rows, job.valid_rows) == ("preview", 9, 6)
+    assert [rows[n].entity_id for n in range(2, 8)] == ids[1:7]
+    assert "no contact with phone +79999999999" in rows[8].error
+    assert "already in row 2" in rows[9].error
+    assert rows[10].state == "invalid"
+    page = requests.post(f"{base}/ui/page", data={"t": token, "tab": "import", "import_job": str(job_id)}, timeout=10)
+    assert 'id="import-preview"' in page.text and "6 ready to load" in page.text
+    run_id = requests.post(f"{base}/ui/import/{job_id}/apply", headers={"X-Nezabyt-Token": token},
+                           timeout=10).json()["run_id"]
+    assert not run_queued_jobs(services, NOW).errors
+    assert apply_import(services, job_id, NOW).applied == 6
