@@ -7,7 +7,18 @@ TEXTS: dict[str, dict[str, str]] = {
     "ru": {
         "app_title": "Не забыт",
         "tab_settings": "Настройки", "tab_index": "Индексация и поиск", "tab_import": "Загрузка статусов",
-        "tab_dashboard": "Сводка",
+        "tab_dashboard": "Сводка", "tab_robots": "Роботы",
+        "absent_title": "Отсутствующие менеджеры",
+        "absent_help": "Отпуск, больничный: робот распределения не даёт отмеченным новые лиды и сделки, "
+                       "а после возвращения — только обычную очередь, без «долга» за пропущенное.",
+        "absent_col": "Отсутствует", "absent_save": "Сохранить отсутствующих",
+        "absent_saved": "Отсутствующие: {names}.", "nobody": "никого",
+        "ranking_title": "Рейтинг месяца", "ranking_help": "Новые лиды и сделки, выданные роботом распределения "
+                       "за месяц, и сколько из них дошло до стадии рейтинга (робот «Рейтинг»).",
+        "ranking_new": "Выдано", "ranking_converted": "Дошло", "ranking_conversion": "Конверсия",
+        "ranking_empty": "За этот месяц робот распределения ещё никого не назначал.",
+        "reasons_title": "Причины закрытия", "reasons_empty": "Причин закрытия пока нет.",
+        "reason": "Причина", "times": "Раз", "month": "Месяц", "show": "Показать",
         "readonly_note": "Вы видите настройки только для чтения: менять их может администратор портала.",
         "saved": "Настройки сохранены (версия {version}).",
         "save_failed": "Настройки не сохранены: исправьте отмеченные поля.",
@@ -98,7 +109,18 @@ TEXTS: dict[str, dict[str, str]] = {
     "en": {
         "app_title": "Nezabyt",
         "tab_settings": "Settings", "tab_index": "Index & lookup", "tab_import": "Bulk load",
-        "tab_dashboard": "Dashboard",
+        "tab_dashboard": "Dashboard", "tab_robots": "Robots",
+        "absent_title": "Absent managers",
+        "absent_help": "Vacation, sick leave: the distribution robot gives the marked ones no new leads or deals, "
+                       "and on return only their usual turn, no backlog for what they missed.",
+        "absent_col": "Absent", "absent_save": "Save absences",
+        "absent_saved": "Absent: {names}.", "nobody": "nobody",
+        "ranking_title": "The month's ranking", "ranking_help": "New leads and deals the distribution robot gave "
+                       "out in the month, and how many reached the ranking stage (the Ranking robot).",
+        "ranking_new": "Given", "ranking_converted": "Reached", "ranking_conversion": "Conversion",
+        "ranking_empty": "The distribution robot has assigned nothing this month yet.",
+        "reasons_title": "Close reasons", "reasons_empty": "No close reasons yet.",
+        "reason": "Reason", "times": "Times", "month": "Month", "show": "Show",
         "readonly_note": "You see the settings read-only: only a portal admin can change them.",
         "saved": "Settings saved (version {version}).",
         "save_failed": "Settings not saved: fix the marked fields.",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import time
 from typing import Any, Callable
 
@@ -26,7 +27,7 @@ from settings_ui.access import TOKEN_FIELD, TOKEN_HEADER, AccessDenied, PageToke
 from settings_ui.i18n import option_error, row_error, translator
 
 PLACEMENT_ENTITIES = {"CRM_CONTACT_DETAIL_TAB": "contact", "CRM_COMPANY_DETAIL_TAB": "company"}
-TABS = ("settings", "index", "import", "dashboard")
+TABS = ("settings", "index", "import", "dashboard", "robots")
 USERS_TTL = 300.0  # seconds the portal's user list is reused for pickers and names
 BOOL_OPTIONS = ("reset_on_calls", "require_call", "merge_notifications", "new_for_new_entities",
                 "timeline_comments", "feed_post", "open_to_all_on_loss", "notify_manager_on_loss",
@@ -108,8 +109,31 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
         user = page_user()
         tab = request.form.get("tab", "settings")
         job = request.form.get("import_job", "")
-        extra = {"import_job_id": int(job)} if job.isdigit() and user.is_admin else {}
+        extra: dict[str, Any] = {"import_job_id": int(job)} if job.isdigit() and user.is_admin else {}
+        month = request.form.get("month", "")
+        if re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", month):
+            extra["ranking_month"] = month
         return render_main(user, tokens.issue(user), tab if tab in TABS else "settings", **extra)
+
+    @bp.post("/ui/robots/absences")
+    def save_absences():
+        """The admin's absence marks: every user shown on the form is marked absent or back."""
+        from addon.robots.store import absent_users, mark_absent
+
+        user = page_user(admin=True)
+        t = translator(user.lang)
+        shown = {int(v) for v in request.form.getlist("shown") if v.isdigit()}
+        absent = {int(v) for v in request.form.getlist("absent") if v.isdigit()}
+        if not absent <= shown:
+            abort(400)
+        with services.sessions() as session:
+            for uid in sorted(shown):
+                mark_absent(session, user.portal_id, uid, absent=uid in absent)
+            session.commit()
+            now_absent = sorted(absent_users(session, user.portal_id))
+        names = portal_users(user.portal_id)
+        listed = ", ".join(names.get(u, f"#{u}") for u in now_absent) or t("nobody")
+        return render_main(user, tokens.issue(user), "robots", flash=t("absent_saved", names=listed))
 
     @bp.post("/ui/settings")
     def save_settings():
@@ -311,6 +335,8 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
             last_index = session.scalars(select(JobRun).where(JobRun.portal_id == user.portal_id,
                                                               JobRun.kind == "reindex")
                                          .order_by(JobRun.id.desc())).first()
+            robots = _robots_view(session, user.portal_id, ctx,
+                                  extra.pop("ranking_month", None) or ctx.local(now()).strftime("%Y-%m"))
             import_runs = {r.params.get("import_job_id"): r for r in session.scalars(
                 select(JobRun).where(JobRun.portal_id == user.portal_id, JobRun.kind == "import")
                 .order_by(JobRun.id.desc()).limit(20))}
@@ -321,7 +347,8 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
                 managers_svg=managers_chart(board, names),
                 changes_svg=changes_chart(board, {k: t(k) for k in ("decays", "losses", "transfers")}),
                 import_job=import_job, import_errors=import_errors, recent_imports=recent_imports,
-                import_runs=import_runs, match_run=match_run, last_index=last_index, template_kinds=TEMPLATE_KINDS,
+                import_runs=import_runs, match_run=match_run, robots=robots, last_index=last_index,
+                template_kinds=TEMPLATE_KINDS,
                 placeholders=TEMPLATE_PLACEHOLDERS, default_templates=DEFAULT_TEMPLATES,
                 system_codes=SYSTEM_CODES, IN_WORK=IN_WORK, LOST=LOST, row_error=row_error, **extra)
 
@@ -347,6 +374,16 @@ def _entity(session, portal_id: int, entity_type: str, entity_id: int):
         StatusHistory.portal_id == portal_id, StatusHistory.entity_type == entity_type,
         StatusHistory.entity_id == entity_id).order_by(StatusHistory.id.desc()).limit(200)))
     return row, history
+
+
+def _robots_view(session, portal_id: int, ctx, month: str) -> dict[str, Any]:
+    """The robots tab: who is marked absent, the month's ranking, the close reasons."""
+    from addon.robots.store import absent_users, close_reason_counts, ranking_report
+
+    ranking = sorted(ranking_report(session, portal_id, month, ctx.tz),
+                     key=lambda r: (-r.conversion, -r.new_items, r.user_id))
+    return {"absent": absent_users(session, portal_id), "month": month, "ranking": ranking,
+            "reasons": close_reason_counts(session, portal_id)}
 
 
 def fetch_users(services, portal_id: int) -> dict[int, str]:

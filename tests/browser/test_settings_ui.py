@@ -207,3 +207,24 @@ def test_a_large_file_is_matched_in_the_background_and_its_preview_opens_by_itse
     assert "готово к загрузке 100, с ошибками 1" in summary.inner_text()
     assert "+79999999999" in app.locator("#import-errors").inner_text()
     page.screenshot(path=str(artifacts_dir / "ui-02c-import-matched-preview.png"), full_page=True)
+
+
+def test_admin_marks_a_manager_absent_for_the_distribution_robot(
+        page, services, fast_devportal, app_server, artifacts_dir):
+    from addon.robots.store import absent_users
+
+    portal_id = install_on(services, fast_devportal, app_server, events=False)
+    manager = fast_devportal.portal.add_user("Мария", "Сидорова")
+    page.goto(f"{fast_devportal.url}/app?user=1")
+    app = page.frame_locator("#app-frame")
+    app.locator('#tabs button[data-tab="robots"]').click()
+    row = app.locator(f'#absent-table tr[data-user="{manager}"]')
+    assert "Мария Сидорова" in row.inner_text()
+    row.locator('input[type="checkbox"]').check()
+    app.locator("#absent-save").click()
+    app.locator("#flash").wait_for(timeout=30_000)
+    assert "Мария Сидорова" in app.locator("#flash").inner_text()
+    assert app.locator(f'#absent-table tr[data-user="{manager}"] input[type="checkbox"]').is_checked()
+    page.screenshot(path=str(artifacts_dir / "ui-06-robots-absences.png"), full_page=True)
+    with services.sessions() as session:
+        assert absent_users(session, portal_id) == {int(manager)}
