@@ -729,8 +729,10 @@ class DevPortal:
 
     def act_call(self, owner_type, owner_id: int, user_id: int = 1, start: datetime | None = None,
                  end: datetime | None = None, completed: bool = True, direction: int = 2,
-                 phone: str | None = None, duration: int = 120) -> int:
-        """A phone call logged in the CRM: a TYPE_ID 2 activity (DIRECTION 1 in, 2 out)."""
+                 phone: str | None = None, duration: int = 120, also: tuple = ()) -> int:
+        """A phone call logged in the CRM: a TYPE_ID 2 activity (DIRECTION 1 in, 2 out). `also`:
+        more (owner type, id) the call is bound to (BINDINGS), as a call to a company's contact
+        person is bound to the company too."""
         owner_type_id = owner_type if isinstance(owner_type, int) else crm.OWNER_TYPE[owner_type]
         with self.lock:
             start = start or self.now()
@@ -749,6 +751,8 @@ class DevPortal:
                 "RESPONSIBLE_ID": user_id, "DIRECTION": direction, "LOCATION": "",
                 "COMMUNICATIONS": [{"TYPE": "PHONE", "VALUE": phone, "ENTITY_ID": str(owner_id),
                                     "ENTITY_TYPE_ID": str(owner_type_id)}],
+                "BINDINGS": [{"OWNER_ID": str(i), "OWNER_TYPE_ID": str(t if isinstance(t, int) else crm.OWNER_TYPE[t])}
+                             for t, i in [(owner_type_id, owner_id), *also]],
             }, user_id)
             call_id = f"externalCall.{secrets.token_hex(8)}"
             event = {"CALL_ID": call_id, "CALL_TYPE": "2" if incoming else "1", "PHONE_NUMBER": phone,

@@ -165,16 +165,14 @@ def _process_batch(services, client, portal_id: int, now: dt.datetime, limit: in
                         failed.update({i: str(act) for i in ids})
                     continue
                 call = _completed_call(ctx, act)
-                if call is None:
+                owners = [o for o in call[0] if o[0] in opts.entity_types] if call is not None else []
+                if not owners:
                     done_ids.update(ids)
                     continue
-                owner, day = call
-                if owner[0] not in opts.entity_types:
-                    done_ids.update(ids)
-                    continue
-                t = touches[owner]
-                t.calls.append(day)
-                t.event_ids.extend(ids)
+                for owner in owners:  # the client called, and its company with it (BINDINGS)
+                    t = touches[owner]
+                    t.calls.append(call[1])
+                    t.event_ids.extend(ids)
         if deal_events:
             try:
                 deals = client.get_many("crm.deal.get", list(deal_events))
@@ -285,18 +283,24 @@ def _is_gone(error) -> bool:
     return "not found" in f"{getattr(error, 'description', '')} {getattr(error, 'code', '')}".lower()
 
 
-def _completed_call(ctx: PortalContext, act: dict) -> tuple[tuple[str, int], dt.date] | None:
-    """((owner kind, id), day) of a completed call on a contact/company; None for anything else."""
+def _completed_call(ctx: PortalContext, act: dict) -> tuple[list[tuple[str, int]], dt.date] | None:
+    """([(kind, id) of every contact/company the call is bound to], day) of a completed call; None
+    for anything else. crm.activity.get gives the owner and BINDINGS: a call to a company's contact
+    person is bound to both, and a call logged on a deal to its contact and company, so each of them
+    was called."""
     if str(act.get("TYPE_ID")) != "2" or str(act.get("COMPLETED")).upper() != "Y":
-        return None
-    kind = OWNER_TYPES.get(str(act.get("OWNER_TYPE_ID")))
-    owner_id = engine.int_or_none(act.get("OWNER_ID"))
-    if kind is None or owner_id is None:
         return None
     day = ctx.day_of(act.get("END_TIME")) or ctx.day_of(act.get("START_TIME"))
     if day is None:
         return None
-    return (kind, owner_id), day
+    owners: list[tuple[str, int]] = []
+    bindings = act.get("BINDINGS") if isinstance(act.get("BINDINGS"), list) else []
+    for b in [act] + [b for b in bindings if isinstance(b, dict)]:
+        kind = OWNER_TYPES.get(str(b.get("OWNER_TYPE_ID")))
+        owner_id = engine.int_or_none(b.get("OWNER_ID"))
+        if kind is not None and owner_id is not None and (kind, owner_id) not in owners:
+            owners.append((kind, owner_id))
+    return (owners, day) if owners else None
 
 
 def _deal_outcome(deal: dict) -> str | None:

@@ -118,6 +118,28 @@ def test_calls_move_the_last_call_and_deals_move_status(harness):
                                              ("IN_WORK", "HOT", DAY0 + dt.timedelta(days=4), "deal")]
 
 
+def test_a_call_counts_for_every_client_it_is_bound_to(harness):
+    """crm.activity.get gives the call's BINDINGS: a call to a company's contact person counts for
+    the company too, and a call logged on a deal for the deal's contact."""
+    h = harness
+    setup_portal(h)
+    h.put_status("company", 2, "HOT", at(DAY0 - dt.timedelta(days=5), 10))
+    h.reindex(at(DAY0, 8, 30))
+    assert h.row("company", 2).last_call_on is None
+    h.clock(at(DAY0, 13))
+    h.dp.act_call("contact", 5, user_id=2, also=(("company", 2),))
+    deal = h.dp.act_add("deal", {"TITLE": "Кухня", "CONTACT_ID": 9, "STAGE_ID": "NEW"}, user_id=2)
+    h.drain(at(DAY0, 13, 5))
+    h.clock(at(DAY0 + dt.timedelta(days=1), 11))
+    h.dp.act_call("deal", deal, user_id=2, also=(("contact", 9),))
+    h.drain(at(DAY0 + dt.timedelta(days=1), 11, 5))
+    assert h.row("contact", 5).last_call_on == DAY0
+    assert h.row("company", 2).last_call_on == DAY0
+    assert h.row("company", 2).due_on == DAY0 + dt.timedelta(days=30)
+    assert h.row("contact", 9).last_call_on == DAY0 + dt.timedelta(days=1)
+    assert h.row("contact", 6).last_call_on is None
+
+
 def test_new_clients_get_new_and_deleted_ones_stop_being_tracked(harness):
     h = harness
     setup_portal(h)
