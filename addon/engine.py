@@ -259,14 +259,15 @@ def send_outbox(services, client, portal_id: int, limit: int | None = None) -> i
 
 
 def _confirm_interrupted(client, rows: list[Outbox]) -> int:
-    """Mark as sent the interrupted status writes the portal already shows."""
+    """Mark as sent the interrupted writes the portal already shows: status writes by the field's
+    value, timeline comments by their text among the entity's newest comments."""
+    confirmed = _confirm_comments(client, [r for r in rows if r.method == "crm.timeline.comment.add"])
     by_method: dict[str, list[Outbox]] = {}
     for r in rows:
         fields = (r.params or {}).get("fields") or {}
         # The status travels in the same update as OPENED/ASSIGNED_BY_ID: if it arrived, all did.
         if r.method.endswith(".update") and STATUS_FIELD in fields:
             by_method.setdefault(r.method[:-len(".update")] + ".get", []).append(r)
-    confirmed = 0
     for method, its in by_method.items():
         got = client.get_many(method, [r.params["id"] for r in its])
         for r in its:
@@ -275,6 +276,24 @@ def _confirm_interrupted(client, rows: list[Outbox]) -> int:
                     r.params["fields"][STATUS_FIELD] or ""):
                 r.status, r.sent_at, r.error = "sent", utcnow(), "confirmed after an interruption"
                 confirmed += 1
+    return confirmed
+
+
+def _confirm_comments(client, rows: list[Outbox]) -> int:
+    """An interrupted comment that is among its entity's 50 newest, word for word, arrived (each
+    comment's text names its change and day, so it is unique on its entity)."""
+    if not rows:
+        return 0
+    answer = client.batch({str(r.id): ("crm.timeline.comment.list", {
+        "filter": {"ENTITY_ID": r.params["fields"]["ENTITY_ID"], "ENTITY_TYPE": r.params["fields"]["ENTITY_TYPE"]},
+        "select": ["ID", "COMMENT"], "order": {"ID": "DESC"}}) for r in rows})
+    confirmed = 0
+    for r in rows:
+        found = answer.results.get(str(r.id))
+        texts = {str(c.get("COMMENT")) for c in found if isinstance(c, dict)} if isinstance(found, list) else set()
+        if r.params["fields"]["COMMENT"] in texts:
+            r.status, r.sent_at, r.error = "sent", utcnow(), "confirmed after an interruption"
+            confirmed += 1
     return confirmed
 
 

@@ -920,6 +920,9 @@ def timeline_comment_list(portal, ctx, params):
     rows = [dict(c) for c in portal.timeline_comments
             if ("ENTITY_ID" not in flt or str(c["ENTITY_ID"]) == str(flt["ENTITY_ID"]))
             and ("ENTITY_TYPE" not in flt or c["ENTITY_TYPE"] == str(flt["ENTITY_TYPE"]).lower())]
+    order = {str(k).upper(): str(v).upper() for k, v in _dict(arg(params, "order")).items()}
+    if order.get("ID") == "DESC" or order.get("CREATED") == "DESC":  # ID and CREATED grow together
+        rows.reverse()
     page, total, nxt = crm.page_of(rows, arg(params, "start", 0))
     return Listing(page, total, nxt)
 

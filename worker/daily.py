@@ -401,17 +401,20 @@ def _plan_loss_write(session, ctx: PortalContext, day: dt.date, row_id: int, hel
 
 
 
+# Each comment names the day of its change: a catch-up after missed runs tells each step on its own
+# day, and a comment's text is unique on its entity, which lets an interrupted send be confirmed
+# against the portal (engine._confirm_interrupted) instead of posted twice.
 TIMELINE_TEXT = {
-    "ru": {"decay": "Не забыт: статус сменился с «{a}» на «{b}».",
-           "manager": "Не забыт: менеджер сменил статус с «{a}» на «{b}».",
-           "revert": "Не забыт: статус возвращён на «{b}».",
-           "deal": "Не забыт: по сделке статус сменился с «{a}» на «{b}».",
-           "other": "Не забыт: статус «{b}»."},
-    "en": {"decay": "Nezabyt: status changed from “{a}” to “{b}”.",
-           "manager": "Nezabyt: the manager changed the status from “{a}” to “{b}”.",
-           "revert": "Nezabyt: status reverted to “{b}”.",
-           "deal": "Nezabyt: a deal changed the status from “{a}” to “{b}”.",
-           "other": "Nezabyt: status “{b}”."},
+    "ru": {"decay": "Не забыт, {day}: статус сменился с «{a}» на «{b}».",
+           "manager": "Не забыт, {day}: менеджер сменил статус с «{a}» на «{b}».",
+           "revert": "Не забыт, {day}: статус возвращён на «{b}».",
+           "deal": "Не забыт, {day}: по сделке статус сменился с «{a}» на «{b}».",
+           "other": "Не забыт, {day}: статус «{b}»."},
+    "en": {"decay": "Nezabyt, {day}: status changed from “{a}” to “{b}”.",
+           "manager": "Nezabyt, {day}: the manager changed the status from “{a}” to “{b}”.",
+           "revert": "Nezabyt, {day}: status reverted to “{b}”.",
+           "deal": "Nezabyt, {day}: a deal changed the status from “{a}” to “{b}”.",
+           "other": "Nezabyt, {day}: status “{b}”."},
 }
 
 
@@ -424,7 +427,8 @@ def _plan_timeline(session, ctx: PortalContext, lines, job_id: int) -> int:
         if ln.to_status == ln.from_status or ln.cause == "index":
             continue
         text = texts.get(ln.cause, texts["other"]).format(a=ctx.opts.name_of(ln.from_status),
-                                                           b=ctx.opts.name_of(ln.to_status))
+                                                           b=ctx.opts.name_of(ln.to_status),
+                                                           day=rules.format_date(ctx.opts, ln.changed_on))
         if engine.plan_write(session, ctx.portal_id, f"timeline:{ln.id}", "crm.timeline.comment.add",
                              {"fields": {"ENTITY_ID": ln.entity_id, "ENTITY_TYPE": ln.entity_type,
                                          "COMMENT": text}}, job_id, check=False) is not None:

@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import json
 
+import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
@@ -44,6 +45,51 @@ def test_loss_opens_transfers_to_the_supervisor_and_tells_everyone(harness):
     assert "потерял" in texts[head] and "передан вам" in texts[head]
     comments = [c for c in h.dp.timeline_comments if str(c.get("ENTITY_ID", c.get("entity_id"))) == "1"]
     assert len(comments) == 1
+
+
+class DiesAfterTheComments:
+    """The portal client of a worker killed right after the portal answered the batch carrying its
+    timeline comments, before it could record them as sent."""
+
+    def __init__(self, client):
+        self.client, self.died = client, False
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    def batch(self, commands, halt=False):
+        answer = self.client.batch(commands, halt)
+        if not self.died and any(m == "crm.timeline.comment.add" for m, _ in commands.values()):
+            self.died = True
+            raise KeyboardInterrupt("killed")
+        return answer
+
+
+def test_a_comment_sent_just_before_the_worker_died_is_not_posted_again(harness):
+    from sqlalchemy import select
+
+    from addon.models import Outbox
+    from addon.portal_client import PortalClient
+    from worker.daily import run_daily
+
+    h = harness
+    seeded(h, timeline_comments=True)
+    h.put_status("contact", 2, "HOT", at(DAY0 - dt.timedelta(days=30), 10))  # both run out today
+    h.put_status("contact", 3, "WARM", at(DAY0 - dt.timedelta(days=60), 10))
+    h.reindex(at(DAY0, 8))
+    with PortalClient(h.services, h.portal_id) as client:
+        dying = DiesAfterTheComments(client)
+        with pytest.raises(KeyboardInterrupt):
+            run_daily(h.services, h.portal_id, at(DAY0, 9), client=dying)
+    assert dying.died
+    h.daily(at(DAY0, 9, 5))
+    for cid, text in ((2, f"Не забыт, {DAY0:%d.%m.%Y}: статус сменился с «Горячий» на «Тёплый»."),
+                      (3, f"Не забыт, {DAY0:%d.%m.%Y}: статус сменился с «Тёплый» на «Холодный».")):
+        comments = [c["COMMENT"] for c in h.dp.timeline_comments if str(c["ENTITY_ID"]) == str(cid)]
+        assert comments == [text]
+    with h.services.sessions() as session:
+        rows = session.scalars(select(Outbox).where(Outbox.method == "crm.timeline.comment.add")).all()
+        assert {(r.status, r.error) for r in rows} == {("sent", "confirmed after an interruption")}
 
 
 def test_round_robin_pool_and_feed_post(harness):
