@@ -50,6 +50,21 @@ def fresh_database(url: str | None, name: str) -> str:
     return url
 
 
+def settle_disk(url: str) -> None:
+    """Write out what earlier work left dirty (PostgreSQL's CHECKPOINT, then the kernel's sync), so
+    a latency measurement does not absorb the writeback of a previous benchmark: the bulk load's
+    100,000 rows, flushed by the next CREATE DATABASE, reach the disk over the following seconds and
+    every commit's WAL flush waits behind them."""
+    from sqlalchemy import create_engine, text
+
+    if not url.startswith("sqlite"):
+        engine = create_engine(url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as c:
+            c.execute(text("CHECKPOINT"))
+        engine.dispose()
+    os.sync()
+
+
 def bench_settings(url: str, **overrides):
     from addon.config import Settings
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import requests
 
-from bench.harness import bench_settings, emit, env_for_child, fresh_database, progress
+from bench.harness import bench_settings, emit, env_for_child, fresh_database, progress, settle_disk
 
 LUA = r"""
 -- Each wrk thread POSTs events for its own range of contact IDs, so every event is a new change.
@@ -137,6 +137,7 @@ def run(url: str | None = None, seconds: int = 15, workers: int = 2, threads: in
                 raise SystemExit("gunicorn did not start: " + (server.stderr.read().decode()[-2000:] if server.poll()
                                                                 is not None else "timeout"))
             time.sleep(0.2)
+        settle_disk(url)
         with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
             f.write(LUA.replace("__DOMAIN__", domain).replace("__MEMBER__", member_id).replace("__TOKEN__", token))
             script = f.name
