@@ -313,5 +313,24 @@ def test_receivers_open_no_session_cookie_but_other_pages_do(services, portal_id
     assert client.post("/robots/nz_x", data={"event_token": "e1", "auth[member_id]": "m-acme",
                                              "auth[application_token]": "app-token-1"}).status_code == 200
     answer = client.get("/_probe_session")
-    assert seen == {"/events": True, "/robots/nz_x": True, "/_probe_session": False}
+    # /events is answered before Flask (no request context at all); robots get the null session.
+    assert seen == {"/robots/nz_x": True, "/_probe_session": False}
     assert "session=" in answer.headers.get("Set-Cookie", "")
+
+
+def test_events_are_answered_before_flask_and_other_bodies_still_reach_it(services, portal_id):
+    """The fast path takes url-encoded events; a multipart body, a chunked one and the install
+    events go on to the Flask route, which answers the same."""
+    app = create_app(services)
+    through_flask = []
+    app.before_request(lambda: through_flask.append(1) and None)
+    client = app.test_client()
+    first = client.post("/events", data=event_form(ts="1"))
+    assert (first.status_code, first.json["status"], through_flask) == (200, "stored", [])
+    again = client.post("/events", data=event_form(ts="1"))
+    assert (again.json["status"], again.json["id"]) == ("duplicate", first.json["id"])
+    forged = client.post("/events", data=event_form(ts="2", token="forged"))
+    assert (forged.status_code, forged.json["error"], through_flask) == (401, "unauthorized", [])
+    multipart = client.post("/events", data=event_form(ts="3"), content_type="multipart/form-data")
+    assert (multipart.status_code, multipart.json["status"], len(through_flask)) == (200, "stored", 1)
+    assert stored_count(services) == 2
