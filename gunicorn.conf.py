@@ -2,7 +2,7 @@
 started from the repository root). Chosen by measuring event intake (bench/intake_gunicorn.py,
 wrk on 127.0.0.1, PostgreSQL, 2 cores shared by wrk, gunicorn and PostgreSQL).
 
-Event intake is CPU-bound Python (about 0.7 ms per event in the worker) plus one PostgreSQL
+Event intake is CPU-bound Python (about 0.5 ms per event in the worker) plus one PostgreSQL
 statement; the GIL lets one worker use one core. So: one worker per core, each with a few threads
 so that a worker waiting on PostgreSQL (the commit's WAL flush) serves the next event meanwhile.
 More workers than cores only added context switches and p99 on the 2-core bench.
