@@ -14,7 +14,7 @@ from flask.sessions import SecureCookieSessionInterface
 from sqlalchemy import text
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from addon.intake import parse_php_form
+from addon.intake import EventIntake, parse_php_form
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +26,6 @@ def create_app(services=None) -> Flask:
         from addon.services import build_services
 
         services = build_services()
-    from addon.intake import EventIntake
-
     app = Flask("nezabyt")
     app.config["SECRET_KEY"] = services.settings.secret_key
     app.session_interface = _SessionsOutsideReceivers()
