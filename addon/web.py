@@ -13,6 +13,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask.sessions import SecureCookieSessionInterface
 from sqlalchemy import text
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.http import HTTP_STATUS_CODES
 
 from addon.intake import EventIntake, parse_php_form
 
@@ -85,8 +86,7 @@ class _EventsFirst:
 
 def _json_answer(start_response, status: int, answer: dict) -> list[bytes]:
     body = json.dumps(answer).encode()
-    reason = {200: "OK", 400: "BAD REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 413: "REQUEST ENTITY TOO LARGE"}
-    start_response(f"{status} {reason.get(status, 'ERROR')}",
+    start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'Unknown')}",
                    [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
     return [body]
 

@@ -380,9 +380,8 @@ def _robots_view(session, portal_id: int, ctx, month: str) -> dict[str, Any]:
     """The robots tab: who is marked absent, the month's ranking, the close reasons."""
     from addon.robots.store import absent_users, close_reason_counts, ranking_report
 
-    ranking = sorted(ranking_report(session, portal_id, month, ctx.tz),
-                     key=lambda r: (-r.conversion, -r.new_items, r.user_id))
-    return {"absent": absent_users(session, portal_id), "month": month, "ranking": ranking,
+    return {"absent": absent_users(session, portal_id), "month": month,
+            "ranking": ranking_report(session, portal_id, month, ctx.tz),  # best first
             "reasons": close_reason_counts(session, portal_id)}
 
 
