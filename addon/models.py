@@ -42,6 +42,8 @@ def utcnow() -> dt.datetime:
 PORTAL_ACTIVE = "active"
 PORTAL_NEEDS_REAUTH = "needs_reauth"
 PORTAL_UNINSTALLED = "uninstalled"
+# Stored by an install whose registration manifest is not applied yet (the worker leaves it alone).
+PORTAL_INSTALLING = "installing"
 
 
 class Portal(Base):

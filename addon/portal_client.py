@@ -422,8 +422,11 @@ class UserClient:
 
     def call_envelope(self, method: str, params: dict | None = None) -> dict:
         try:
+            # No redirects: a user token is checked at the address it came with, and a redirect
+            # could steer the call (and the token) to an address nobody checked.
             response = requests.post(f"{self.client_endpoint}{method}.json",
-                                     json={**_plain(params or {}), "auth": self._token}, timeout=HTTP_TIMEOUT)
+                                     json={**_plain(params or {}), "auth": self._token}, timeout=HTTP_TIMEOUT,
+                                     allow_redirects=False)
         except requests.RequestException as exc:
             raise PortalError("NETWORK_ERROR", str(exc), None, method) from exc
         try:

@@ -103,9 +103,12 @@ def event_answer(services, intake, form: dict) -> tuple[int, dict]:
             handle_uninstall(services, form)
             return 200, {"status": "uninstalled"}
         if name == "ONAPPINSTALL":
-            from install.installer import handle_app_install
+            from install.installer import InstallError, handle_app_install
 
-            return 200, {"status": "installed", "portal": handle_app_install(services, form)}
+            try:
+                return 200, {"status": "installed", "portal": handle_app_install(services, form)}
+            except InstallError as exc:
+                return exc.status, _refusal_body(exc.status, exc.message)
         stored = intake.store_event(form)
     except IntakeError as exc:
         return exc.status, _refusal_body(exc.status, exc.message)
