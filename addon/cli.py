@@ -21,6 +21,14 @@ LAZY_COMMANDS = {
 
 
 class LazyGroup(click.Group):
+    def invoke(self, ctx):
+        from addon.config import ConfigError
+
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:  # an unsafe environment: say how to fix it, no traceback
+            raise click.ClickException(str(exc)) from exc
+
     def list_commands(self, ctx):
         present = {name for name, target in LAZY_COMMANDS.items() if _module_exists(target.split(":")[0])}
         return sorted(set(super().list_commands(ctx)) | present)

@@ -85,6 +85,12 @@ class Settings:
     def is_production(self) -> bool:
         return self.environment == PRODUCTION
 
+    def security_environment(self) -> dict[str, str]:
+        """These security settings as environment variables, for a child process of the same run
+        (the demo's web app, a benchmark's worker)."""
+        return {"NEZABYT_ENV": self.environment, "NEZABYT_OAUTH_URL": self.oauth_url,
+                "NEZABYT_ALLOW_PRIVATE_PORTALS": "1" if self.allow_private_portals else "0"}
+
 
 def checked(settings: Settings) -> Settings:
     """The settings with the development defaults filled in where they are allowed; ConfigError
