@@ -23,12 +23,13 @@ class PortalAddressRefused(Exception):
 
 
 def check_portal_address(scheme: str, host: str, port: int | None, allow_private: bool,
-                         resolve: Resolver = socket.getaddrinfo) -> None:
+                         resolve: Resolver | None = None) -> None:
     """Raise PortalAddressRefused unless the portal may be called at scheme://host:port."""
     if allow_private:
         return
     if scheme != "https":
         raise PortalAddressRefused(f"{scheme} is not https")
+    resolve = resolve or socket.getaddrinfo
     try:
         answers = list(resolve(host, port or 443, type=socket.SOCK_STREAM))
     except (OSError, UnicodeError) as exc:  # socket.gaierror is an OSError
