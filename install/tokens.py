@@ -88,7 +88,7 @@ def refresh(services, portal_id: int, stale_token: str | None) -> str:
             if current and stale_token is not None and not constant_time_equal(current, stale_token):
                 return current  # someone refreshed while we waited for the lock
             refresh_token = services.cipher.decrypt(portal.refresh_token_enc)
-            answer = _ask_auth_server(services, portal, refresh_token)
+            answer = _ask_auth_server(services.settings, refresh_token)
             if "error" in answer or not answer.get("access_token"):
                 code = str(answer.get("error") or "NO_TOKEN")
                 description = str(answer.get("error_description") or "")
@@ -111,10 +111,9 @@ def refresh(services, portal_id: int, stale_token: str | None) -> str:
         return current
 
 
-def _ask_auth_server(services, portal: Portal, refresh_token: str | None) -> dict:
+def _ask_auth_server(settings, refresh_token: str | None) -> dict:
     if not refresh_token:
         return {"error": "invalid_grant", "error_description": "no refresh token stored"}
-    settings = services.settings
     try:
         # No redirects: the secret stays with the one server named in the settings.
         response = requests.get(token_url(settings.oauth_url), timeout=TOKEN_HTTP_TIMEOUT, allow_redirects=False,

@@ -183,3 +183,43 @@ def test_a_stored_forged_portal_never_gets_the_secret_when_its_token_is_refreshe
     assert not any("oauth" in r["path"] for r in attacker.requests)
     assert not attacker.saw_secret(services.settings.client_secret)
     assert not attacker.saw_secret("refresh-1")  # nor the stored refresh token
+
+
+def test_an_open_and_a_closed_port_get_the_same_answer(services, app_server, attacker):
+    """Nothing tells the claimant whether something listens at the address it named."""
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{probe.getsockname()[1]}"
+    answers = []
+    for domain in (attacker.domain, closed):
+        form = {"member_id": "m-evil", "AUTH_ID": "forged", "REFRESH_ID": "forged", "AUTH_EXPIRES": "-7200",
+                "SERVER_ENDPOINT": f"http://{domain}/rest/"}
+        answer = requests.post(f"{app_server.url}/install", params={"DOMAIN": domain, "PROTOCOL": "0"}, data=form,
+                               timeout=15)
+        answers.append((answer.status_code, answer.json()))
+    assert answers[0] == answers[1]
+    assert attacker.requests == []
+
+
+def test_the_user_client_and_the_refresh_follow_no_redirect():
+    """A redirect could steer a user's token, or the client secret, to an address nobody checked."""
+    import responses as mocked
+
+    from addon.config import Settings
+    from addon.portal_client import PortalError, user_client
+    from install.tokens import _ask_auth_server, token_url
+
+    with mocked.RequestsMock() as rsps:
+        rsps.post("https://acme.bitrix24.ru/rest/profile.json", status=307,
+                  headers={"Location": "http://169.254.169.254/latest/meta-data/"})
+        with pytest.raises(PortalError) as refused:
+            user_client("https://acme.bitrix24.ru/rest/", "user-token").call("profile")
+        assert refused.value.http_status == 307
+        settings = Settings.from_env({"DATABASE_URL": "sqlite://", "NEZABYT_SECRET_KEY": "k" * 32})
+        rsps.get(token_url(settings.oauth_url), status=302, headers={"Location": "http://10.0.0.1/steal"})
+        answer = _ask_auth_server(settings, "refresh-1")
+        assert answer["_http_status"] == 302
+        assert [c.request.url.split("?")[0] for c in rsps.calls] == [
+            "https://acme.bitrix24.ru/rest/profile.json", "https://oauth.bitrix.info/oauth/token/"]
