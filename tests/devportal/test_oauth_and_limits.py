@@ -113,6 +113,7 @@ def test_the_authorization_server_answers_for_every_devportal_of_the_process(ins
     own = rest(srv, "app.info", answer["access_token"]).json()["result"]
     assert set(own) >= {"ID", "CODE", "VERSION", "STATUS", "INSTALLED", "PAYMENT_EXPIRED", "DAYS", "LICENSE"}
     assert "client_id" not in own and "CLIENT_ID" not in own
+    assert isinstance(own["ID"], int) and isinstance(own["VERSION"], int) and own["INSTALLED"] is True
     # the authorization server (here another devportal's /auth/) says whose token it is and where
     info = requests.get(f"{authorization_server.oauth_url}rest/app.info", params={"auth": answer["access_token"]},
                         timeout=10)
