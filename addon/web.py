@@ -130,7 +130,8 @@ def _form_pairs() -> list[tuple[str, str]]:
 
 
 def _refusal_body(status: int, message: str) -> dict:
-    return {"error": {400: "bad_request", 401: "unauthorized", 403: "forbidden", 413: "too_large"}.get(status, "error"),
+    return {"error": {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                      413: "too_large"}.get(status, "error"),
             "error_description": message}
 
 
