@@ -18,6 +18,9 @@ from werkzeug.http import HTTP_STATUS_CODES
 from addon.intake import EventIntake, parse_php_form
 
 log = logging.getLogger(__name__)
+# On every answer, the fast path's included: no content sniffing (a JSON or CSV answer is never
+# run as HTML or script), and no page address (it carries the page token) sent onwards.
+SECURITY_HEADERS = (("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"))
 
 
 def create_app(services=None) -> Flask:
@@ -35,6 +38,7 @@ def create_app(services=None) -> Flask:
     intake = app.extensions["nezabyt.intake"] = EventIntake(services.intake_engine, services.cipher)
     app.wsgi_app = _EventsFirst(app.wsgi_app, services, intake)  # Flask's middleware slot
     app.register_blueprint(_receivers())
+    app.after_request(_security_headers)
     if _module_exists("settings_ui.views"):
         from settings_ui.views import make_blueprint
 
@@ -87,8 +91,14 @@ class _EventsFirst:
 def _json_answer(start_response, status: int, answer: dict) -> list[bytes]:
     body = json.dumps(answer).encode()
     start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'Unknown')}",
-                   [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+                   [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *SECURITY_HEADERS])
     return [body]
+
+
+def _security_headers(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS:
+        response.headers.setdefault(name, value)
+    return response
 
 
 def event_answer(services, intake, form: dict) -> tuple[int, dict]:

@@ -9,7 +9,7 @@ import re
 import time
 from typing import Any, Callable
 
-from flask import Blueprint, Response, abort, jsonify, render_template, request, stream_with_context
+from flask import Blueprint, Response, abort, g, jsonify, render_template, request, stream_with_context
 from sqlalchemy import select
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -25,7 +25,7 @@ from addon.options import (
     Options,
     OptionsError,
 )
-from settings_ui.access import TOKEN_FIELD, TOKEN_HEADER, AccessDenied, PageTokens, PageUser, verify_user
+from settings_ui.access import DEV_HOSTS, TOKEN_FIELD, TOKEN_HEADER, AccessDenied, PageTokens, PageUser, verify_user
 from settings_ui.i18n import option_error, row_error, translator
 
 PLACEMENT_ENTITIES = {"CRM_CONTACT_DETAIL_TAB": "contact", "CRM_COMPANY_DETAIL_TAB": "company"}
@@ -54,13 +54,24 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
         token = request.headers.get(TOKEN_HEADER) or request.form.get(TOKEN_FIELD)
         if not token and request.method == "GET":
             token = request.args.get(TOKEN_FIELD)  # downloads are plain links
-        user = tokens.read(token)
+        try:
+            user = tokens.read(token)
+        except AccessDenied:
+            g.portal_domain = tokens.domain_of(token)  # "expired" is still said inside the portal's frame
+            raise
+        g.portal_domain = user.domain
         if admin and not user.is_admin:
             raise AccessDenied("not_admin")
         return user
 
+    def opened_by(user: PageUser) -> PageUser:
+        g.portal_domain = user.domain
+        return user
+
     @bp.errorhandler(AccessDenied)
     def denied(exc: AccessDenied):
+        if g.get("portal_domain") is None and request.form.get("member_id"):
+            g.portal_domain = portal_domain(services, request.form["member_id"])  # the portal opened us
         lang = "en" if (request.args.get("LANG") or "").lower().startswith("en") else "ru"
         t = translator(lang)
         message = t(f"denied_{exc.reason}")
@@ -69,11 +80,15 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
         return render_template("nezabyt/denied.html", t=t, lang=lang, message=message), 403
 
     @bp.after_request
-    def frame_friendly(response: Response) -> Response:
-        # The pages live in the portal's iframe: never forbid framing, never leak the token.
+    def framed_by_the_portal_only(response: Response) -> Response:
+        # The pages live in the portal's iframe: framed by that portal's own address alone (as
+        # Bitrix24's docs advise: frame-ancestors, no X-Frame-Options), never by another site
+        # (clickjacking); a page that knows no portal is framed by none. Never leak the token.
+        from addon.web import SECURITY_HEADERS
+
         response.headers.pop("X-Frame-Options", None)
-        response.headers["Content-Security-Policy"] = "frame-ancestors *"
-        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Content-Security-Policy"] = f"frame-ancestors {frame_sources(g.get('portal_domain'))}"
+        response.headers.update(SECURITY_HEADERS)
         response.headers["Cache-Control"] = "no-store"
         return response
 
@@ -82,8 +97,8 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
     def app_page():
         if request.method == "GET":
             raise AccessDenied("no_auth")
-        user = verify_user(services, request.form.get("member_id", ""), request.form.get("AUTH_ID", ""),
-                           request.args.get("LANG") or request.form.get("LANG"))
+        user = opened_by(verify_user(services, request.form.get("member_id", ""), request.form.get("AUTH_ID", ""),
+                                     request.args.get("LANG") or request.form.get("LANG")))
         return render_main(user, tokens.issue(user), "settings" if user.is_admin else "dashboard")
 
     @bp.post("/placement/<code>")
@@ -91,8 +106,8 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
         entity_type = PLACEMENT_ENTITIES.get(code.upper())  # the manifest binds lower-case paths
         if entity_type is None:
             abort(404)
-        user = verify_user(services, request.form.get("member_id", ""), request.form.get("AUTH_ID", ""),
-                           request.args.get("LANG") or request.form.get("LANG"))
+        user = opened_by(verify_user(services, request.form.get("member_id", ""), request.form.get("AUTH_ID", ""),
+                                     request.args.get("LANG") or request.form.get("LANG")))
         try:
             entity_id = parse_id(json.loads(request.form.get("PLACEMENT_OPTIONS") or "{}").get("ID"))
         except (ValueError, TypeError, AttributeError):
@@ -378,6 +393,27 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
 
 
 # --- helpers (no request state) --------------------------------------------------------------------
+_DOMAIN = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?")
+
+
+def frame_sources(domain: str | None) -> str:
+    """The frame-ancestors sources of a page of the portal at `domain`: its https address (and
+    its http one for the local devportal), or 'none' when no portal is known or the stored
+    domain is not a plain host[:port] (it would add sources of its own to the policy)."""
+    if not domain or not _DOMAIN.fullmatch(domain):
+        return "'none'"
+    if domain.split(":")[0] in DEV_HOSTS:
+        return f"http://{domain} https://{domain}"
+    return f"https://{domain}"
+
+
+def portal_domain(services, member_id: str) -> str | None:
+    from addon.models import Portal
+
+    with services.sessions() as session:
+        return session.scalar(select(Portal.domain).where(Portal.member_id == member_id))
+
+
 def _wants_json() -> bool:
     return request.headers.get(TOKEN_HEADER) is not None or request.accept_mimetypes.best == "application/json"
 

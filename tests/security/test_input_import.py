@@ -27,6 +27,7 @@ from addon.bulkload import (
 from addon.config import Settings
 from addon.models import ImportJob, ImportRow
 from addon.options import Options, StatusDef, default_statuses
+from bench.import_memory import xlsx_bomb
 from tests.ui.conftest import app, client, clock, open_app, page_token, portal, portal_auth  # noqa: F401
 
 TODAY = dt.date(2026, 11, 22)
@@ -124,31 +125,8 @@ def test_a_file_over_the_size_limit_is_refused_by_the_reader_too():
         drafts(b"ID;Status\n" + b"1;HOT\n" * (MB // 6 + 1), limits=SMALL)
 
 
-def zip_bomb_xlsx(rows: int) -> bytes:
-    """A real workbook whose sheet holds `rows` rows of one number: tiny zipped, huge unzipped."""
-    out = io.BytesIO()
-    book = Workbook()
-    book.active.append(["ID", "Status"])
-    book.save(out)
-    source = zipfile.ZipFile(io.BytesIO(out.getvalue()))
-    bomb = io.BytesIO()
-    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as target:
-        for item in source.infolist():
-            if item.filename != "xl/worksheets/sheet1.xml":
-                target.writestr(item, source.read(item))
-                continue
-            head, _, tail = source.read(item).decode().partition("</sheetData>")
-            with target.open("xl/worksheets/sheet1.xml", "w") as sheet:
-                sheet.write(head.encode())
-                chunk = b'<row><c t="inlineStr"><is><t>1</t></is></c></row>' * 10_000  # 49 bytes a row
-                for _ in range(rows // 10_000):
-                    sheet.write(chunk)
-                sheet.write(b"</sheetData>" + tail.encode())
-    return bomb.getvalue()
-
-
 def test_a_zip_bomb_is_refused_before_openpyxl_opens_it():
-    bomb = zip_bomb_xlsx(3_000_000)  # the measured case: 0.4 MB zipped, 147 MB and 3 M rows unzipped
+    bomb = xlsx_bomb(3_000_000)  # the measured case: 0.4 MB zipped, 147 MB and 3 M rows unzipped
     assert len(bomb) < 1 * MB
     with pytest.raises(BulkLoadError, match=r"unpacks to 1\d\d MB, more than the 100 MB allowed"):
         drafts(bomb, "bomb.xlsx")
