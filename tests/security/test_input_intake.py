@@ -127,3 +127,9 @@ def test_an_unknown_robot_code_is_a_404_and_stores_nothing(services, portal_id, 
         assert answer.json["error"] == "not_found"
     assert stored(services) == []
     assert web.post("/robots/nezabyt_distribute_deal", data=robot_form()).json["status"] == "stored"
+
+
+@pytest.mark.parametrize("length", ["9" * 5000, "١٢"])
+def test_a_content_length_that_is_no_length_goes_to_flask_and_is_refused(services, portal_id, web, length):
+    answer = web.post("/events", data=event_form(), environ_overrides={"CONTENT_LENGTH": length})
+    assert answer.status_code in (400, 413) and stored(services) == []
