@@ -57,6 +57,12 @@ class Settings:
     # Installs from portals on private, loopback or link-local addresses, and over plain http:
     # only for the local devportal (demo, tests).
     allow_private_portals: bool = False
+    # Bulk load (addon.bulkload.ImportLimits): a file past one is refused whole, the limit named in
+    # the error. 200,000 rows are twice the largest load measured (bench/bulkload.py); a .xlsx that
+    # holds them unpacks to about 60 MB; a CSV of them is well under the upload cap.
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_import_rows: int = 200_000
+    max_xlsx_unpacked_bytes: int = 100 * 1024 * 1024
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
@@ -74,6 +80,7 @@ class Settings:
             environment=(env.get("NEZABYT_ENV") or PRODUCTION).strip().lower(),
             oauth_url=env.get("NEZABYT_OAUTH_URL") or BITRIX24_OAUTH_URL,
             allow_private_portals=_flag(env.get("NEZABYT_ALLOW_PRIVATE_PORTALS")),
+            **_import_limits_from_env(cls, env),
         )
         return checked(replace(settings, **overrides) if overrides else settings)
 
@@ -119,3 +126,14 @@ def checked(settings: Settings) -> Settings:
 
 def _flag(value: str | None) -> bool:
     return str(value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _import_limits_from_env(cls, env: dict[str, str]) -> dict[str, int]:
+    """NEZABYT_MAX_UPLOAD_MB, NEZABYT_MAX_IMPORT_ROWS, NEZABYT_MAX_XLSX_UNPACKED_MB."""
+    mb = 1024 * 1024
+    return {
+        "max_upload_bytes": int(float(env.get("NEZABYT_MAX_UPLOAD_MB", cls.max_upload_bytes / mb)) * mb),
+        "max_import_rows": int(env.get("NEZABYT_MAX_IMPORT_ROWS", cls.max_import_rows)),
+        "max_xlsx_unpacked_bytes": int(float(env.get("NEZABYT_MAX_XLSX_UNPACKED_MB",
+                                                     cls.max_xlsx_unpacked_bytes / mb)) * mb),
+    }

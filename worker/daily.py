@@ -28,6 +28,7 @@ from addon import engine, rules
 from addon.engine import PortalContext
 from addon.models import JobRun, StatusHistory, TrackedEntity, utcnow
 from addon.options import LOST
+from addon.rules.digest import feed_title
 from addon.rules.ladder import ENTITY_FIELDS
 
 # Due rows decayed, recorded and committed per chunk; a chunk is 10 batches of writes. 500 keeps the
@@ -128,7 +129,7 @@ def run_daily(services, portal_id: int, now: dt.datetime, *, client=None, keep=N
     try:
         # Whatever an earlier pass planned and did not send goes first (an interrupted batch is
         # confirmed against the portal before anything is sent again).
-        tally.writes, tally.messages = engine.flush(services, client, portal_id, ctx.opts.template("feed_title"))
+        tally.writes, tally.messages = engine.flush(services, client, portal_id, feed_title(ctx.opts, day))
         if not planned:
             _redate_if_settings_changed(services, ctx, day)
             org = _decay_in_chunks(services, ctx, job_id, day, client, keep, tally)
@@ -143,7 +144,7 @@ def run_daily(services, portal_id: int, now: dt.datetime, *, client=None, keep=N
         tally.writes += engine.send_outbox(services, client, portal_id)
         if keep is not None:
             keep()
-        tally.messages += engine.send_notifications(services, client, portal_id, ctx.opts.template("feed_title"))
+        tally.messages += engine.send_notifications(services, client, portal_id, feed_title(ctx.opts, day))
     finally:
         if own:
             client.close()
