@@ -67,12 +67,15 @@ def db() -> None:
 @click.option("--revision", default="head", show_default=True)
 def db_upgrade(revision: str) -> None:
     """Apply migrations to DATABASE_URL (a SQLite file by default)."""
-    from addon.config import Settings
+    import os
+
+    from addon.config import default_database_url
     from addon.db import upgrade_database
 
-    settings = Settings.from_env()
-    upgrade_database(settings.database_url, revision)
-    click.echo(f"database at {_safe_url(settings.database_url)} is at {revision}")
+    # Migrations need the database only: the release step runs without the app's secrets.
+    database_url = os.environ.get("DATABASE_URL") or default_database_url()
+    upgrade_database(database_url, revision)
+    click.echo(f"database at {_safe_url(database_url)} is at {revision}")
 
 
 def _safe_url(url: str) -> str:
