@@ -35,6 +35,8 @@ class Settings:
     portal_burst: int = 48
     worker_id: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
     max_event_body: int = 64 * 1024
+    # Keys tokens at rest may still be encrypted with during a key rotation (decrypt only).
+    previous_secret_keys: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
@@ -51,6 +53,8 @@ class Settings:
             public_url=env.get("NEZABYT_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
             portal_rps=float(env.get("NEZABYT_PORTAL_RPS", str(cls.portal_rps))),
             portal_burst=int(env.get("NEZABYT_PORTAL_BURST", str(cls.portal_burst))),
+            previous_secret_keys=tuple(k.strip() for k in env.get("NEZABYT_SECRET_KEY_PREVIOUS", "").split(",")
+                                       if k.strip()),
         )
         return replace(settings, **overrides) if overrides else settings
 

@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 def create_app(services=None) -> Flask:
     """The web app. With no services it builds them from the environment (gunicorn:
     `gunicorn 'addon.web:create_app()'`)."""
+    from addon.logs import configure_logging
+
+    configure_logging()
     if services is None:
         from addon.services import build_services
 
