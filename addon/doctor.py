@@ -148,9 +148,11 @@ def check_worker(services, now: dt.datetime) -> Check:
     try:
         newest = last_beat(services)
     except Exception as exc:  # noqa: BLE001 — e.g. the table is missing before the migration
-        return Check(name, False, f"{type(exc).__name__}: {str(exc)[:160]}", "run `nezabyt db upgrade`, then start `nezabyt worker`")
+        return Check(name, False, f"{type(exc).__name__}: {str(exc)[:160]}",
+                     "run `nezabyt db upgrade`, then start `nezabyt worker`")
     if newest is None:
-        return Check(name, False, "no worker has ever reported", "start the worker: `nezabyt worker` (one process or more)")
+        return Check(name, False, "no worker has ever reported",
+                     "start the worker: `nezabyt worker` (one process or more)")
     worker_id, at = newest
     age = _utc(now) - at
     if age > HEARTBEAT_WITHIN:
@@ -172,20 +174,14 @@ class PortalProbe:
     fields: dict[str, dict | None] | None = None
 
 
-def _client(services, portal_id: int):
-    from addon.portal_client import PortalClient
-
-    return PortalClient(services, portal_id)
-
-
 def probe_portal(services, portal_id: int, entity_types) -> PortalProbe:
     """The REST calls of a portal's checks: scope (also proves the token), event.get,
     bizproc.robot.list, and the status field of each tracked entity type."""
-    from addon.portal_client import PortalError
+    from addon.portal_client import PortalClient, PortalError  # the one place doctor speaks REST
     from install.manifest import STATUS_FIELD
 
     probe = PortalProbe()
-    with _client(services, portal_id) as client:
+    with PortalClient(services, portal_id) as client:
         try:
             probe.granted = [str(s).strip().lower() for s in (client.call("scope") or [])]
         except PortalError as exc:
@@ -217,7 +213,8 @@ def check_scopes(probe: PortalProbe) -> Check:
         return Check("scopes granted", False, f"missing {', '.join(missing)} (granted: {', '.join(sorted(granted))})",
                      "add them in the app's settings on the portal and reinstall it (docs/deploy.md#register)")
     optional = [s for s in SCOPES if s not in REQUIRED_SCOPES and s not in granted]
-    return Check("scopes granted", True, "all needed" + (f"; optional not granted: {', '.join(optional)}" if optional else ""))
+    note = f"; optional not granted: {', '.join(optional)}" if optional else ""
+    return Check("scopes granted", True, "all needed" + note)
 
 
 def check_event_handlers(probe: PortalProbe, public_url: str) -> Check:
@@ -319,13 +316,15 @@ def check_last_daily_run(session, portal: Portal, tz, now: dt.datetime) -> Check
     if job is None:
         if portal.installed_at is not None and _naive(now) - portal.installed_at < dt.timedelta(days=1):
             return Check(name, True, "none yet (installed less than a day ago)")
-        return Check(name, False, "never ran", "the worker runs it at the portal's notification time: is `nezabyt worker` running?")
+        return Check(name, False, "never ran",
+                     "the worker runs it at the portal's notification time: is `nezabyt worker` running?")
     day = dt.date.fromisoformat((job.params or {}).get("day") or today.isoformat())
     if job.status == "failed":
-        return Check(name, False, f"{day} failed: {(job.error or '')[:120]}", "see the worker's log; `nezabyt decay --portal P` runs it again")
+        return Check(name, False, f"{day} failed: {(job.error or '')[:120]}",
+                     "see the worker's log; `nezabyt decay --portal P` runs it again")
     if day < today - dt.timedelta(days=1):
         return Check(name, False, f"{day} ({job.status}), {(today - day).days} days ago",
-                     "the worker has not run it since: is `nezabyt worker` running? (missed days catch up by themselves)")
+                     "is `nezabyt worker` running? (missed days catch up by themselves once it runs)")
     return Check(name, True, f"{day}: {job.status}")
 
 

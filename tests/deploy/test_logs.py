@@ -37,7 +37,7 @@ def test_the_json_formatter_keeps_the_message_the_extra_fields_and_the_traceback
 
 def _run(code: str, **env) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **env})
+                          env={**os.environ, "NEZABYT_SECRET_KEY": "logs-test-secret-key-0123456789abcdef", **env})
 
 
 def test_log_format_json_gives_json_lines_and_plain_text_by_default(tmp_path):
