@@ -17,6 +17,8 @@ LAZY_COMMANDS = {
     "demo": "worker.demo:demo_command",
     "web": "addon.web:web_command",
     "robots": "worker.robots:robots_command",
+    "doctor": "addon.ops_cli:doctor_command",
+    "keys": "addon.ops_cli:keys_command",
 }
 
 

@@ -63,6 +63,8 @@ class Settings:
     max_upload_bytes: int = 10 * 1024 * 1024
     max_import_rows: int = 200_000
     max_xlsx_unpacked_bytes: int = 100 * 1024 * 1024
+    # Keys tokens at rest may still be encrypted with during a key rotation (decrypt only).
+    previous_secret_keys: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
@@ -81,6 +83,8 @@ class Settings:
             oauth_url=env.get("NEZABYT_OAUTH_URL") or BITRIX24_OAUTH_URL,
             allow_private_portals=_flag(env.get("NEZABYT_ALLOW_PRIVATE_PORTALS")),
             **_import_limits_from_env(cls, env),
+            previous_secret_keys=tuple(k.strip() for k in env.get("NEZABYT_SECRET_KEY_PREVIOUS", "").split(",")
+                                       if k.strip()),
         )
         return checked(replace(settings, **overrides) if overrides else settings)
 

@@ -27,6 +27,9 @@ SECURITY_HEADERS = (("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "
 def create_app(services=None) -> Flask:
     """The web app. With no services it builds them from the environment (gunicorn:
     `gunicorn 'addon.web:create_app()'`)."""
+    from addon.logs import configure_logging
+
+    configure_logging()
     if services is None:
         from addon.services import build_services
 

@@ -18,6 +18,8 @@ included), so it tells every change once whichever job made it.
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -35,6 +37,7 @@ from addon.rules.ladder import ENTITY_FIELDS
 # worker's memory near the interpreter's own (~100 MB) and a chunk's planning (~0.5 s) well inside
 # the 5 s its 10 batches take at the portal's pace, so planning never holds the sending back.
 PLAN_CHUNK = 500
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -105,6 +108,7 @@ def run_daily(services, portal_id: int, now: dt.datetime, *, client=None, keep=N
     day and it only finishes what is left: a finished day changes and sends nothing."""
     from addon.portal_client import PortalClient
 
+    started = time.monotonic()
     with services.sessions() as session:
         ctx = engine.load_context(session, portal_id)
         day = ctx.today(now)
@@ -158,6 +162,10 @@ def run_daily(services, portal_id: int, now: dt.datetime, *, client=None, keep=N
         if not pending:
             job.status, job.finished_at = "done", utcnow()
         session.commit()
+    seconds = round(time.monotonic() - started, 3)
+    log.info("daily run: %s; %s, %.1f s", summary.text().splitlines()[0],
+             f"{pending} left to send" if pending else "done", seconds,
+             extra={"job": "daily", **summary.to_dict(), "left_to_send": pending, "seconds": seconds})
     return summary
 
 

@@ -70,7 +70,7 @@ def jobs(services) -> int:
 
 # --- 4. the size of the upload, the rows, the unpacked spreadsheet -----------------------------
 def test_the_defaults_are_the_settings():
-    settings = Settings.from_env(env={"DATABASE_URL": "sqlite://"})
+    settings = Settings.from_env(env={"DATABASE_URL": "sqlite://", "NEZABYT_ENV": "test"})
     assert ImportLimits.of(settings) == ImportLimits() == ImportLimits(10 * MB, 200_000, 100 * MB)
     small = Settings.from_env(env={"DATABASE_URL": "sqlite://", "NEZABYT_MAX_UPLOAD_MB": "2",
                                    "NEZABYT_MAX_IMPORT_ROWS": "500", "NEZABYT_MAX_XLSX_UNPACKED_MB": "20"})
