@@ -123,7 +123,8 @@ def checked(settings: Settings) -> Settings:
     oauth_url = settings.oauth_url.rstrip("/") + "/"
     if not oauth_url.startswith(("https://", "http://")):
         raise ConfigError(f"NEZABYT_OAUTH_URL={settings.oauth_url!r} is not an http(s) URL")
-    if settings.is_production and not oauth_url.startswith("https://"):
+    # Plain http only beside NEZABYT_ALLOW_PRIVATE_PORTALS: the local devportal's authorization server.
+    if settings.is_production and not settings.allow_private_portals and not oauth_url.startswith("https://"):
         raise ConfigError("NEZABYT_OAUTH_URL must be https in production (Bitrix24's is https://oauth.bitrix.info/)")
     return replace(settings, secret_key=secret, oauth_url=oauth_url)
 

@@ -104,7 +104,7 @@ def test_following_the_guide_ends_with_doctor_all_green(services, devportal, tls
            "NEZABYT_CLIENT_ID": "local.6a1b2c3d4e5f.12345678", "NEZABYT_CLIENT_SECRET": "guide-client-secret",
            "LOG_FORMAT": "json", "WEB_CONCURRENCY": "1",
            # the devportal stands on 127.0.0.1 and is its own OAuth server
-           "NEZABYT_ALLOW_PRIVATE_PORTALS": "1", "NEZABYT_OAUTH_URL": f"{devportal.url}/",
+           "NEZABYT_ALLOW_PRIVATE_PORTALS": "1", "NEZABYT_OAUTH_URL": devportal.oauth_url,
            "REQUESTS_CA_BUNDLE": str(cert)}
     processes = guide_processes()
 

@@ -72,7 +72,7 @@ def jobs(services) -> int:
 def test_the_defaults_are_the_settings():
     settings = Settings.from_env(env={"DATABASE_URL": "sqlite://", "NEZABYT_ENV": "test"})
     assert ImportLimits.of(settings) == ImportLimits() == ImportLimits(10 * MB, 200_000, 100 * MB)
-    small = Settings.from_env(env={"DATABASE_URL": "sqlite://", "NEZABYT_MAX_UPLOAD_MB": "2",
+    small = Settings.from_env(env={"DATABASE_URL": "sqlite://", "NEZABYT_ENV": "test", "NEZABYT_MAX_UPLOAD_MB": "2",
                                    "NEZABYT_MAX_IMPORT_ROWS": "500", "NEZABYT_MAX_XLSX_UNPACKED_MB": "20"})
     assert ImportLimits.of(small) == ImportLimits(2 * MB, 500, 20 * MB)
 
