@@ -35,6 +35,13 @@ class Settings:
     portal_burst: int = 48
     worker_id: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
     max_event_body: int = 64 * 1024
+    # Portals a worker process serves side by side (worker/pool.py): their work is almost all
+    # waiting on the portals (each paced to its own 2 requests/s), so many threads cost little CPU.
+    # The database pool is sized from it (addon.db.pool_options).
+    worker_concurrency: int = 32
+    # A worker's claim on a portal lasts this long unless renewed (between chunks of its work); a
+    # worker that dies leaves its portals to the others after at most this.
+    lease_seconds: int = 300
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
@@ -51,6 +58,8 @@ class Settings:
             public_url=env.get("NEZABYT_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
             portal_rps=float(env.get("NEZABYT_PORTAL_RPS", str(cls.portal_rps))),
             portal_burst=int(env.get("NEZABYT_PORTAL_BURST", str(cls.portal_burst))),
+            worker_concurrency=max(1, int(env.get("NEZABYT_WORKER_CONCURRENCY", str(cls.worker_concurrency)))),
+            lease_seconds=max(5, int(env.get("NEZABYT_LEASE_SECONDS", str(cls.lease_seconds)))),
         )
         return replace(settings, **overrides) if overrides else settings
 
