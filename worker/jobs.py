@@ -108,19 +108,17 @@ def portals_with_events(services) -> dict[int, int]:
 
 
 def portal_cycle(services, portal_id: int, now: dt.datetime, *, daily: bool | None = None,
-                 owner: str | None = None, report: CycleReport | None = None,
-                 slice_seconds: float | None = None) -> CycleReport:
+                 owner: str | None = None, report: CycleReport | None = None) -> CycleReport:
     """One portal's turn: its pending events, then (if due, or forced with daily=True) its daily run.
     Events go first so a manager's change made before the run is never overwritten by it; events
-    that come in during the run are applied between its chunks. With `slice_seconds` the run stops
-    after the chunk that ends its slice (the pool gives the portal another turn)."""
+    that come in during the run are applied between its chunks. The whole run at once (`nezabyt decay`)."""
     report = report or CycleReport()
-    portal_unit(services, portal_id, now, owner, report, daily=daily, slice_seconds=slice_seconds)
+    portal_unit(services, portal_id, now, owner, report, daily=daily, sliced=False)
     return report
 
 
 def portal_unit(services, portal_id: int, now: dt.datetime, owner: str | None, report: CycleReport, *,
-                daily: bool | None = None, slice_seconds: float | None = DAILY_SLICE_SECONDS) -> str | None:
+                daily: bool | None = None, sliced: bool = True) -> str | None:
     """The pool's unit for one portal: events, then the daily run's next slice. AGAIN when the run
     stopped at the end of its slice (the pool queues the portal again, at the back)."""
     from addon.bitrix import pace
@@ -148,7 +146,7 @@ def portal_unit(services, portal_id: int, now: dt.datetime, owner: str | None, r
                     report.add("events", process_events(services, portal_id, now, client=client,
                                                         keep=keep).processed)
 
-                deadline = time.monotonic() + slice_seconds if slice_seconds else None
+                deadline = time.monotonic() + DAILY_SLICE_SECONDS if sliced else None
                 try:
                     run_daily(services, portal_id, now, client=client, keep=keep, between=between, deadline=deadline)
                 except DailySliceOver:

@@ -25,6 +25,7 @@ from typing import Callable
 
 from sqlalchemy import bindparam, case, create_engine, event, literal_column, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.pool import NullPool
 
 from addon.models import PortalBudget, utcnow
 
@@ -72,7 +73,8 @@ def _engine_for(services):
     with _engines_lock:
         found = _sqlite_engines.get(url)
         if found is None:
-            found = create_engine(url, connect_args={"check_same_thread": False, "timeout": 5})
+            # No pool: a connection per statement, so none outlives a test's or a tool's database file.
+            found = create_engine(url, connect_args={"check_same_thread": False, "timeout": 5}, poolclass=NullPool)
 
             @event.listens_for(found, "connect")
             def _pragmas(dbapi_conn, _record):
