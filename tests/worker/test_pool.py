@@ -213,3 +213,29 @@ def test_a_long_daily_run_goes_in_slices_and_ends_as_one_run(harness, fast_servi
     rows = [h.row(k, i) for (k, i) in statuses]
     assert all(r is None or r.due_on is None or r.due_on > DAY0 for r in rows)  # every due row decayed
     assert all(r is None or h.portal_status(r.entity_type, r.entity_id) == r.status for r in rows)
+
+
+def test_worker_status_shows_each_portals_work(three_portals, fast_services):
+    import json
+
+    from click.testing import CliRunner
+
+    from addon.cli import main
+
+    broken, ok, _ = three_portals
+    broken.dp.set_faults(fail_next=10_000, fail_status=503)
+    jobs.drain_and_run(fast_services, at(DAY0, 9, 30))
+    env = {"DATABASE_URL": fast_services.settings.database_url, "NEZABYT_SECRET_KEY": fast_services.settings.secret_key}
+    result = CliRunner().invoke(main, ["worker", "status", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    rows = {r["portal_id"]: r for r in json.loads(result.output)}
+    good = rows[ok.portal_id]
+    assert good["daily"]["status"] == "done" and good["daily"]["started"] and good["daily"]["finished"]
+    assert good["daily"]["due_at"].startswith("2026-03-02 06:00")  # 09:00 in Moscow
+    assert good["last_event_processed"] and good["calls"] > 0 and good["lease"] == []
+    assert not good["rate_limited"] and good["error"] is None and good["plan"] == "ru_project"
+    bad = rows[broken.portal_id]
+    assert bad["rate_limited"] and "QUERY_LIMIT_EXCEEDED" in bad["error"]
+    text = CliRunner().invoke(main, ["worker", "status", "--portal", ok.dp.member_id], env=env).output
+    assert f"portal {ok.portal_id}" in text and "last daily run: 2026-03-02 done" in text
+    assert "lease: free" in text and "parked: no" in text
