@@ -26,13 +26,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import datetime as dt
-import json
 import os
 import random
 import re
-import statistics
 import subprocess
 import sys
 import time

@@ -46,11 +46,15 @@ def plan_limits(license_code: str | None, family: str | None = None) -> tuple[fl
     return ENTERPRISE if fam == "ent" or plan.startswith("ent") else STANDARD
 
 
+def _scale_and_margin(settings) -> tuple[float, float]:
+    """The settings' pace as a factor on the plan's rate and a margin on its depth."""
+    return max(float(settings.portal_rps), 0.01) / STANDARD[0], float(settings.portal_burst) - STANDARD[1]
+
+
 def our_pace(settings, rps: float, burst: int) -> tuple[float, float]:
     """What we allow ourselves on a portal of (rps, burst): the settings' margin applied to its plan."""
-    scale = max(float(settings.portal_rps), 0.01) / STANDARD[0]
-    cap = max(float(burst) + float(settings.portal_burst) - STANDARD[1], 1.0)
-    return rps * scale, cap
+    scale, margin = _scale_and_margin(settings)
+    return rps * scale, max(float(burst) + margin, 1.0)
 
 
 def _db_now(dialect: str):
@@ -110,9 +114,7 @@ class SharedPace:
         self._fallback = None
         engine = _engine_for(services)
         self._engine = engine
-        settings = services.settings
-        scale = max(float(settings.portal_rps), 0.01) / STANDARD[0]
-        margin = float(settings.portal_burst) - STANDARD[1]
+        scale, margin = _scale_and_margin(services.settings)
         now = _db_now(engine.dialect.name)
         t = PortalBudget.__table__
         drained = t.c.level - (now - t.c.stamp) * t.c.rps * scale
