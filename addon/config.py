@@ -65,6 +65,13 @@ class Settings:
     max_xlsx_unpacked_bytes: int = 100 * 1024 * 1024
     # Keys tokens at rest may still be encrypted with during a key rotation (decrypt only).
     previous_secret_keys: tuple[str, ...] = ()
+    # Portals a worker process serves side by side (worker/pool.py): their work is almost all
+    # waiting on the portals (each paced to its own 2 requests/s), so many threads cost little CPU.
+    # The database pool is sized from it (addon.db.pool_options).
+    worker_concurrency: int = 32
+    # A worker's claim on a portal lasts this long unless renewed (between chunks of its work); a
+    # worker that dies leaves its portals to the others after at most this.
+    lease_seconds: int = 300
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
@@ -85,6 +92,8 @@ class Settings:
             **_import_limits_from_env(cls, env),
             previous_secret_keys=tuple(k.strip() for k in env.get("NEZABYT_SECRET_KEY_PREVIOUS", "").split(",")
                                        if k.strip()),
+            worker_concurrency=max(1, int(env.get("NEZABYT_WORKER_CONCURRENCY", str(cls.worker_concurrency)))),
+            lease_seconds=max(5, int(env.get("NEZABYT_LEASE_SECONDS", str(cls.lease_seconds)))),
         )
         return checked(replace(settings, **overrides) if overrides else settings)
 

@@ -9,6 +9,17 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 
+def pool_options(concurrency: int) -> dict:
+    """The connection pool of a process running `concurrency` portals' work at once: each unit
+    holds at most one session and, while it waits on the portal inside it, one more connection for
+    the shared pace's statement (addon.bitrix.pace) or a token refresh. So pool_size >= concurrency
+    (+2 for the scheduler's own queries) and an overflow of half again for the moments both are open;
+    a process opens at most pool_size + max_overflow = 1.5 x concurrency + 2 connections, and
+    PostgreSQL's max_connections must cover that per worker process, plus the web processes."""
+    concurrency = max(int(concurrency), 1)
+    return {"pool_size": concurrency + 2, "max_overflow": max(concurrency // 2, 5), "pool_timeout": 60}
+
+
 def make_engine(url: str, **kwargs) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)

@@ -10,6 +10,7 @@ from sqlalchemy import (
     Boolean,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -342,3 +343,23 @@ class WorkerHeartbeat(Base):
 
     worker_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     beat_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class PortalBudget(Base):
+    """A portal's REST budget, shared by every process that calls it (addon.bitrix.pace): its plan's
+    limits and the leaky bucket's level at `stamp` (unix seconds on the database's clock), plus what
+    `nezabyt worker status` shows (calls made, the last rate-limit answer, the last error)."""
+
+    __tablename__ = "portal_budget"
+
+    portal_id: Mapped[int] = mapped_column(ForeignKey("portal.id", ondelete="CASCADE"), primary_key=True)
+    plan: Mapped[str | None] = mapped_column(String(64))  # app.info LICENSE, e.g. ru_ent250
+    rps: Mapped[float] = mapped_column(Float, default=2.0)  # the portal's drain per second
+    burst: Mapped[int] = mapped_column(Integer, default=50)  # the portal's bucket size
+    level: Mapped[float] = mapped_column(Float, default=0.0)
+    stamp: Mapped[float] = mapped_column(Float, default=0.0)
+    calls: Mapped[int] = mapped_column(BigInteger, default=0)
+    plan_read_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    limited_at: Mapped[dt.datetime | None] = mapped_column(DateTime)  # the last 503 QUERY_LIMIT_EXCEEDED
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[dt.datetime | None] = mapped_column(DateTime)

@@ -4,8 +4,8 @@ Single calls go through `requests` (typed errors with the body kept, one bounded
 503 back-off). Batches go through fast-bitrix24's `BitrixAsync` as sequential raw `batch` calls
 (its retries of 5xx and its 401 → token hook), with the workarounds the library needs: a capped
 token hook, progress bars off, its logger at WARNING, our own aiohttp session with a timeout.
-Every HTTP request of a portal, from any client in this process, passes one per-portal pace so a
-job stays under the portal's leaky bucket.
+Every HTTP request of a portal, from any client in any of our processes, passes the portal's one
+shared pace (addon.bitrix.pace) so all our work together stays under the portal's leaky bucket.
 """
 from __future__ import annotations
 
@@ -74,8 +74,8 @@ class ClientStats:
 # --- per-portal pace ---------------------------------------------------------------------------
 
 class Pace:
-    """A token bucket (capacity `burst`, refill `rps`/s) shared by every client of one portal in
-    this process. The portal drains 2/s with a burst of 50; we keep below it."""
+    """A token bucket (capacity `burst`, refill `rps`/s) in this process only: the shared pace's
+    fallback when its database row cannot be reached (addon.bitrix.pace)."""
 
     def __init__(self, rps: float, burst: int, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep):
@@ -170,8 +170,10 @@ class PortalClient:
                 raise PortalError("PORTAL_NOT_FOUND", f"no portal {portal_id}")
             self.client_endpoint = portal.client_endpoint.rstrip("/") + "/"
             self.parked: dict[str, float] = {k: float(v) for k, v in (portal.parked_methods or {}).items()}
-        settings = services.settings
-        self.pace = portal_pace(self.client_endpoint, settings.portal_rps, settings.portal_burst)
+        from addon.bitrix.pace import shared_pace
+
+        # The portal's one budget, shared with every other process calling it (addon.bitrix.pace).
+        self.pace = shared_pace(services, portal_id)
         self.stats = ClientStats()
         self._token: str | None = None
         self._http = requests.Session()
@@ -252,6 +254,8 @@ class PortalClient:
             if response.status_code == 503 and attempt < MAX_503_RETRIES:
                 # QUERY_LIMIT_EXCEEDED or a storm: back off (0.5, 1, 2, 4, 8 s) and retry.
                 self.stats.retries_503 += 1
+                if error.code == "QUERY_LIMIT_EXCEEDED":
+                    self.pace.limited()
                 self._sleep(0.5 * 2 ** attempt)
                 attempt += 1
                 continue

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from addon.config import Settings
 from addon.crypto import TokenCipher
-from addon.db import make_engine, make_intake_engine, make_session_factory
+from addon.db import make_engine, make_intake_engine, make_session_factory, pool_options
 
 
 @dataclass
@@ -36,7 +36,7 @@ class Services:
 
 def build_services(settings: Settings | None = None) -> Services:
     settings = settings or Settings.from_env()
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, **pool_options(settings.worker_concurrency))
     cipher = TokenCipher(settings.secret_key, settings.previous_secret_keys)
     sessions = make_session_factory(engine)
     # Sessions carry the cipher so the token store can encrypt with only a session in hand.

@@ -19,13 +19,29 @@ SEEDS = {"none": None, "small": {"departments": 3, "managers": 12, "contacts": 3
 @click.option("--operating-limit", default=480.0, show_default=True, type=float,
               help="seconds of method time per 10 minutes")
 @click.option("--member-id", default=None, help="fixed member_id (random by default)")
-def devportal_command(port, host, seed_name, rps, burst, no_limits, token_ttl, tz, operating_limit, member_id):
+@click.option("--latency-ms", default=0, show_default=True, type=int, help="injected latency of every REST call")
+@click.option("--portals", default=1, show_default=True, type=int,
+              help="serve this many portals, each on its own loopback address (127.0.0.2, ...) and --port")
+def devportal_command(port, host, seed_name, rps, burst, no_limits, token_ttl, tz, operating_limit, member_id,
+                      latency_ms, portals):
     """Run the devportal: REST at /rest/, the authorization server at /auth/ (/auth/oauth/token/,
     /auth/rest/app.info), control API at /_dev/, pages at /."""
-    from devportal.server import DevPortalServer
+    from devportal.server import DevPortalFleet, DevPortalServer
 
+    if portals > 1:
+        fleet = DevPortalFleet(portals, port=port, latency_ms=latency_ms, rps=rps, burst=burst,
+                               limits=not no_limits, token_ttl=token_ttl, tz=tz, operating_limit=operating_limit)
+        for view in fleet.portals:
+            if SEEDS[seed_name]:
+                view.portal.seed(**SEEDS[seed_name])
+            click.echo(f"devportal on {view.url} (member_id {view.portal.member_id})")
+        click.echo(f"{portals} portals; limits {'off' if no_limits else f'{rps}/s burst {burst}'} each, "
+                   f"latency {latency_ms} ms")
+        fleet.serve_forever()
+        return
     server = DevPortalServer(rps=rps, burst=burst, limits=not no_limits, token_ttl=token_ttl, tz=tz,
-                             operating_limit=operating_limit, member_id=member_id, port=port, host=host)
+                             operating_limit=operating_limit, member_id=member_id, port=port, host=host,
+                             latency_ms=latency_ms)
     if SEEDS[seed_name]:
         summary = server.portal.seed(**SEEDS[seed_name])
         click.echo(f"seeded: {summary['contacts']} contacts, {summary['companies']} companies, "

@@ -70,7 +70,14 @@ def app_info(portal, ctx, params):
     # (the authorization server's app.info names that: DevPortal.app_info_for_token).
     return {"ID": int(app["id"]), "CODE": app["code"], "VERSION": app["version"], "STATUS": "L",
             "INSTALLED": bool(app["installed"]), "PAYMENT_EXPIRED": "N", "DAYS": None, "LANGUAGE_ID": "ru",
-            "LICENSE": "ru_project", "LICENSE_TYPE": "project", "LICENSE_FAMILY": "project"}
+            **_license_fields(portal.license)}
+
+
+def _license_fields(license: str) -> dict:
+    """LICENSE is "<region>_<plan>"; LICENSE_TYPE the plan; LICENSE_FAMILY the plan without its size
+    (ent250 -> ent), as in the docs' example ("de_ent10000", "ent10000", "ent")."""
+    plan = license.split("_", 1)[-1]
+    return {"LICENSE": license, "LICENSE_TYPE": plan, "LICENSE_FAMILY": plan.rstrip("0123456789") or plan}
 
 
 @method("server.time")

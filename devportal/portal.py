@@ -33,7 +33,7 @@ class DevPortal:
 
     def __init__(self, rps: float = 2.0, burst: int = 50, limits: bool = True, token_ttl: int = 3600,
                  tz: str = "Europe/Moscow", operating_limit: float = 480.0, member_id: str | None = None,
-                 clock=None):
+                 clock=None, latency_ms: int = 0, license: str = "ru_project"):
         self.lock = threading.RLock()
         self.tz = ZoneInfo(tz)
         self.tz_name = tz
@@ -60,7 +60,9 @@ class DevPortal:
         self.drop_events = 0.0
         self.fail_next = 0
         self.fail_status = 503
-        self.latency_ms = 0
+        self.latency_ms = int(latency_ms)
+        # The plan app.info reports (LICENSE "<region>_<plan>"); set_plan() gives its limits too.
+        self.license = license
         self._rng = random.Random(7)
         # the app
         self.app: dict | None = None
@@ -304,6 +306,15 @@ class DevPortal:
                 self.operating_limit = float(operating_limit)
             self._bucket_level = 0.0
             self._bucket_at = None
+
+    def set_plan(self, license: str) -> dict:
+        """Put the portal on a plan (app.info LICENSE, e.g. "ru_ent250" or "ru_std") with that plan's
+        request-rate limits from Bitrix24's limits page: Enterprise 5/s and 250, the others 2/s and 50."""
+        enterprise = license.split("_", 1)[-1].lower().startswith("ent")
+        with self.lock:
+            self.license = license
+        self.set_limits(rps=5.0 if enterprise else 2.0, burst=250 if enterprise else 50)
+        return {"license": license, "rps": self.rps, "burst": self.burst}
 
     def set_method_cost(self, method: str, seconds: float | None) -> None:
         """Make each call of `method` count `seconds` of operating time (None: its real time)."""

@@ -115,9 +115,11 @@ class DevPortalServer:
 
     def __init__(self, rps: float = 2.0, burst: int = 50, limits: bool = True, token_ttl: int = 3600,
                  tz: str = "Europe/Moscow", operating_limit: float = 480.0, member_id: str | None = None,
-                 clock=None, port: int = 0, host: str = "127.0.0.1"):
+                 clock=None, port: int = 0, host: str = "127.0.0.1", latency_ms: int = 0,
+                 license: str = "ru_project"):
         self.portal = DevPortal(rps=rps, burst=burst, limits=limits, token_ttl=token_ttl, tz=tz,
-                                operating_limit=operating_limit, member_id=member_id, clock=clock)
+                                operating_limit=operating_limit, member_id=member_id, clock=clock,
+                                latency_ms=latency_ms, license=license)
         self.host = host
         self.port = port
         self._server = None
@@ -176,6 +178,84 @@ class DevPortalServer:
         self.portal.close()
 
     def __enter__(self) -> "DevPortalServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def loopback_address(index: int) -> str:
+    """The index-th portal's own address: 127.0.0.2, 127.0.0.3, ... 127.0.1.2, ... (Linux routes the
+    whole of 127.0.0.0/8 to the loopback interface, so no setup is needed)."""
+    if not 0 <= index < 250 * 256:
+        raise ValueError(f"no loopback address for portal {index}")
+    return f"127.0.{index // 250}.{index % 250 + 2}"
+
+
+class DevPortalFleet:
+    """Many portals on one devportal: each its own DevPortal (data, tokens, clock, leaky bucket,
+    faults) on its own loopback address and one shared port, so each has a domain of its own
+    (127.0.0.7:8700) as real portals do; one thread accepts for all of them and each request is
+    served on a thread of its own (the injected latency waits there, not in the accept loop).
+
+    `portals` are DevPortalServer-like views (portal, url, domain, host, port) in address order."""
+
+    def __init__(self, count: int, port: int = 0, latency_ms: int = 0, **options):
+        import selectors
+
+        self._selector = selectors.DefaultSelector()
+        self.portals: list[DevPortalServer] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        try:
+            for index in range(int(count)):
+                view = DevPortalServer(port=port, host=loopback_address(index), latency_ms=latency_ms, **options)
+                view.bind()
+                port = view.port  # the first bind picks a free port; every address shares it
+                view._server.socket.setblocking(False)
+                self._selector.register(view._server.socket, selectors.EVENT_READ, view._server)
+                self.portals.append(view)
+        except BaseException:
+            self.close()
+            raise
+        self.port = port
+
+    def _accept_loop(self) -> None:
+        while not self._stop.is_set():
+            for key, _ in self._selector.select(timeout=0.05):
+                key.data._handle_request_noblock()  # accept, then a thread per connection
+
+    def start(self) -> "DevPortalFleet":
+        self._thread = threading.Thread(target=self._accept_loop, name="devportal-fleet", daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        try:
+            self._accept_loop()
+        finally:
+            self.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        self.close()
+
+    def close(self) -> None:
+        for view in self.portals:
+            if view._server is not None:
+                try:
+                    self._selector.unregister(view._server.socket)
+                except (KeyError, ValueError):
+                    pass
+                view._server.server_close()
+                view._server = None
+            view.portal.close()
+        self._selector.close()
+
+    def __enter__(self) -> "DevPortalFleet":
         return self.start()
 
     def __exit__(self, *exc) -> None:

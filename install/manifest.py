@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,8 @@ from addon.db import unit_of_work
 from addon.models import Portal, PortalSettings
 from addon.options import Options
 from addon.portal_client import PortalClient, PortalError
+
+log = logging.getLogger(__name__)
 
 CRM_EVENTS = (
     "ONCRMCONTACTADD", "ONCRMCONTACTUPDATE", "ONCRMCONTACTDELETE",
@@ -120,10 +123,21 @@ def apply_manifest(services, portal_id: int, client: PortalClient | None = None)
         _apply_placements(client, desired_placements(public_url), language, report)
         sync_status_fields(services, portal_id, client=client, report=report)
         _apply_robots(services, client, portal_id, public_url, report)
+        _read_plan(services, portal_id, client)
     finally:
         if own:
             client.close()
     return report
+
+
+def _read_plan(services, portal_id: int, client: PortalClient) -> None:
+    """The portal's plan sets its REST budget (addon.bitrix.pace); until it answers, the standard one."""
+    from addon.bitrix.pace import read_plan
+
+    try:
+        read_plan(services, portal_id, client)
+    except PortalError as exc:
+        log.warning("portal %s: could not read its plan: %s", portal_id, exc)
 
 
 def _apply_events(client: PortalClient, desired: dict[str, str], report: ManifestReport) -> None:

@@ -34,11 +34,15 @@ now_option = click.option("--now", "now_text", default=None, help="act as of thi
 portal_option = click.option("--portal", required=True, help="the portal's member_id or domain")
 
 
-@click.command("worker")
+@click.group("worker", invoke_without_command=True)
 @click.option("--once", is_flag=True, help="do what is stored and due, then exit")
 @now_option
-def worker_command(once: bool, now_text: str | None) -> None:
-    """Run the worker: events, daily runs, reconcile, robots, re-index and bulk loads."""
+@click.pass_context
+def worker_command(ctx: click.Context, once: bool, now_text: str | None) -> None:
+    """Run the worker: events, daily runs, reconcile, robots, re-index and bulk loads, many portals
+    side by side (NEZABYT_WORKER_CONCURRENCY); run more worker processes on PostgreSQL to scale out."""
+    if ctx.invoked_subcommand is not None:
+        return
     from addon.logs import configure_logging
 
     configure_logging()  # text lines, or JSON with LOG_FORMAT=json; quiets the chatty libraries
@@ -69,6 +73,21 @@ def worker_command(once: bool, now_text: str | None) -> None:
             scheduler.start()
         except (KeyboardInterrupt, SystemExit):
             pass
+
+
+@worker_command.command("status")
+@click.option("--portal", default=None, help="one portal (member_id or domain); default: all")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def status_command(portal: str | None, as_json: bool) -> None:
+    """Per portal: last event processed, last daily run, lease holder, calls made, parked or failing."""
+    from worker.status import portal_status, status_text
+
+    with _services() as services:
+        rows = portal_status(services, [_portal_id(services, portal)] if portal else None)
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2, default=str))
+    else:
+        click.echo(status_text(rows))
 
 
 @click.command("decay")

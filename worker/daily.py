@@ -14,6 +14,14 @@ Phase 2 (digest) is ONE transaction after the last chunk: the loss actions, time
 warnings and messages, and the day's JobRun marked as planned; then they are sent. The digest is
 built from the history lines recorded since the previous run (decays found by event processing
 included), so it tells every change once whichever job made it.
+
+Between chunks the worker may apply the portal's events that came in during the run (`between`),
+so a manager's change waits no longer than one chunk: the events stored before the run were applied
+before it started, and an event applied between chunks brings its client up to date through its day
+first (decay_through) exactly as the run would, so the result is the same either way (DESIGN §1).
+A run may also stop after a chunk when its slice of the worker's time is over (`deadline`,
+DailySliceOver): the next pass resumes it where it stopped, so one big portal never holds a slot of
+the worker's pool while small ones wait.
 """
 from __future__ import annotations
 
@@ -79,6 +87,10 @@ class DailySummary:
         return "\n".join(lines)
 
 
+class DailySliceOver(Exception):
+    """The run stopped after a chunk because its slice of the worker's time is over; run it again."""
+
+
 def daily_key(portal_id: int, day: dt.date) -> str:
     return f"daily:{portal_id}:{day.isoformat()}"
 
@@ -103,9 +115,12 @@ def daily_done(services, portal_id: int, day: dt.date) -> bool:
         return job is not None and job.status == "done"
 
 
-def run_daily(services, portal_id: int, now: dt.datetime, *, client=None, keep=None) -> DailySummary:
+def run_daily(services, portal_id: int, now: dt.datetime, *, client=None, keep=None, between=None,
+              deadline: float | None = None) -> DailySummary:
     """One daily run as of `now` (its day in the portal's time zone). Run it again for the same
-    day and it only finishes what is left: a finished day changes and sends nothing."""
+    day and it only finishes what is left: a finished day changes and sends nothing. `between()`
+    runs after each chunk of the decay (the portal's new events); past `deadline` (time.monotonic)
+    the run stops after a chunk with DailySliceOver."""
     from addon.portal_client import PortalClient
 
     started = time.monotonic()
@@ -136,7 +151,7 @@ def run_daily(services, portal_id: int, now: dt.datetime, *, client=None, keep=N
         tally.writes, tally.messages = engine.flush(services, client, portal_id, feed_title(ctx.opts, day))
         if not planned:
             _redate_if_settings_changed(services, ctx, day)
-            org = _decay_in_chunks(services, ctx, job_id, day, client, keep, tally)
+            org = _decay_in_chunks(services, ctx, job_id, day, client, keep, tally, between, deadline)
             try:
                 _plan_digest(services, ctx, job_id, day, org, tally)
             except _NeedOrg:
@@ -214,7 +229,8 @@ def _status_key(day: dt.date, row) -> str:
 
 
 def _decay_in_chunks(services, ctx: PortalContext, job_id: int, day: dt.date, client, keep,
-                     tally: _Tally) -> tuple[rules.Org, dict[int, str]] | None:
+                     tally: _Tally, between=None, deadline: float | None = None
+                     ) -> tuple[rules.Org, dict[int, str]] | None:
     """Phase 1: decay the rows due by the day, PLAN_CHUNK at a time, each chunk committed and then
     its writes sent before the next chunk is read. Returns the company's structure and the users'
     names when a loss made phase 2 need them (read once, between chunks, outside a transaction)."""
@@ -270,6 +286,16 @@ def _decay_in_chunks(services, ctx: PortalContext, job_id: int, day: dt.date, cl
         if lost and needs_org and org is None:
             org = load_org(client)
         tally.writes += engine.send_outbox(services, client, ctx.portal_id)
+        if between is not None:
+            between()
+        if deadline is not None and time.monotonic() > deadline:
+            with services.sessions() as session:
+                job = session.get(JobRun, job_id)
+                job.summary = {**(job.summary or {}),
+                               "writes_sent": int((job.summary or {}).get("writes_sent", 0)) + tally.writes}
+                session.commit()
+            tally.writes = 0
+            raise DailySliceOver(f"portal {ctx.portal_id}: the run stops after a chunk, to go on later")
 
 
 def _plan_digest(services, ctx: PortalContext, job_id: int, day: dt.date,

@@ -1,21 +1,32 @@
-"""The worker's jobs as plain functions over (services, now): each walks the active portals and
-does a portal's work only while holding that portal's lease, so any number of workers can run
-them at once (PostgreSQL) and each unit of work is done by one of them.
+"""The worker's jobs as plain functions over (services, now): each runs the active portals' work
+side by side in the worker's bounded pool (worker/pool.py), a portal's work only while holding that
+portal's lease, so any number of workers can run them at once (PostgreSQL) and each unit of work is
+done by one of them.
 """
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import random
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from addon import engine
-from addon.models import PORTAL_ACTIVE, JobRun, Portal, utcnow
+from addon.models import PORTAL_ACTIVE, JobRun, Portal, PortalSettings, StoredEvent, utcnow
 from worker import leases
+from worker.pool import AGAIN, Unit, pool_for
 
 log = logging.getLogger(__name__)
+
+# How long a daily run holds a slot of the pool before it goes to the back of the queue (it
+# resumes after its last chunk). A chunk is about 5 s at a portal's 2 requests/s.
+DAILY_SLICE_SECONDS = 15.0
+# How often a pass looks for portals whose events came in while it runs.
+EVENTS_RESCAN_SECONDS = 1.0
 
 
 @dataclass
@@ -28,6 +39,15 @@ class CycleReport:
     timers: int = 0
     skipped_portals: int = 0
     errors: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:  # the pool's threads report into one report
+            setattr(self, name, getattr(self, name) + int(n or 0))
+
+    def error(self, text: str) -> None:
+        with self._lock:
+            self.errors.append(text)
 
 
 def active_portals(services) -> list[int]:
@@ -47,47 +67,142 @@ def daily_is_due(services, portal_id: int, now: dt.datetime) -> bool:
     return not daily_done(services, portal_id, local.date())
 
 
+def due_portals(services, now: dt.datetime) -> list[int]:
+    """The active portals whose notification time has come today and whose run is not done: one
+    streamed pass over the portals' settings, then the done runs looked up 500 keys at a time."""
+    from addon.options import Options, parse_time_zone
+    from worker.daily import daily_key
+
+    candidates: dict[str, int] = {}
+    with services.sessions() as session:
+        rows = session.execute(select(Portal.id, Portal.time_zone, PortalSettings.data)
+                               .join(PortalSettings, PortalSettings.portal_id == Portal.id)
+                               .where(Portal.status == PORTAL_ACTIVE).order_by(Portal.id)
+                               .execution_options(yield_per=500))
+        for portal_id, time_zone, data in rows:
+            data = dict(data or {})
+            if not data.get("time_zone") and time_zone:
+                data["time_zone"] = time_zone
+            opts = Options.from_dict(data)
+            local = now.astimezone(parse_time_zone(opts.time_zone) or dt.timezone.utc)
+            if local.time() >= opts.notify_clock():
+                candidates[daily_key(portal_id, local.date())] = portal_id
+        keys = list(candidates)
+        for start in range(0, len(keys), 500):
+            for key in session.scalars(select(JobRun.key).where(JobRun.key.in_(keys[start:start + 500]),
+                                                                JobRun.status == "done")):
+                candidates.pop(key, None)
+    return list(candidates.values())
+
+
+def portals_with_events(services) -> dict[int, int]:
+    """{portal: its newest pending event's id} for every active portal with events to apply."""
+    from worker.events import MAX_ATTEMPTS
+
+    with services.sessions() as session:
+        return dict(session.execute(
+            select(StoredEvent.portal_id, func.max(StoredEvent.id)).join(Portal, Portal.id == StoredEvent.portal_id)
+            .where(StoredEvent.processed_at.is_(None), StoredEvent.source != "robot",
+                   StoredEvent.attempts < MAX_ATTEMPTS, Portal.status == PORTAL_ACTIVE)
+            .group_by(StoredEvent.portal_id)).all())
+
+
 def portal_cycle(services, portal_id: int, now: dt.datetime, *, daily: bool | None = None,
                  owner: str | None = None, report: CycleReport | None = None) -> CycleReport:
     """One portal's turn: its pending events, then (if due, or forced with daily=True) its daily run.
-    Events go first so a manager's change made before the run is never overwritten by it."""
-    from worker.daily import run_daily
-    from worker.events import has_pending, process_events
-
+    Events go first so a manager's change made before the run is never overwritten by it; events
+    that come in during the run are applied between its chunks. The whole run at once (`nezabyt decay`)."""
     report = report or CycleReport()
-    want_daily = daily_is_due(services, portal_id, now) if daily is None else daily
-    if not want_daily and not has_pending(services, portal_id):
-        return report
-    with leases.holding(services, portal_id, owner) as keep:
-        if keep is None:
-            report.skipped_portals += 1
-            return report
-        from addon.portal_client import PortalClient
-
-        with PortalClient(services, portal_id) as client:
-            ev = process_events(services, portal_id, now, client=client, keep=keep)
-            report.events += ev.processed
-            # Checked again under the lease: another worker may have finished it meanwhile.
-            if want_daily and (daily or daily_is_due(services, portal_id, now)):
-                run_daily(services, portal_id, now, client=client, keep=keep)
-                report.daily_runs += 1
+    portal_unit(services, portal_id, now, owner, report, daily=daily, sliced=False)
     return report
 
 
-def _each_portal(services, now, fn, report: CycleReport, what: str) -> None:
-    for portal_id in active_portals(services):
+def portal_unit(services, portal_id: int, now: dt.datetime, owner: str | None, report: CycleReport, *,
+                daily: bool | None = None, sliced: bool = True) -> str | None:
+    """The pool's unit for one portal: events, then the daily run's next slice. AGAIN when the run
+    stopped at the end of its slice (the pool queues the portal again, at the back)."""
+    from addon.bitrix import pace
+    from addon.portal_client import PortalClient, PortalError
+    from worker.daily import DailySliceOver, run_daily
+    from worker.events import has_pending, process_events
+
+    want_daily = daily_is_due(services, portal_id, now) if daily is None else daily
+    if not want_daily and not has_pending(services, portal_id):
+        return None
+    with leases.holding(services, portal_id, owner) as keep:
+        if keep is None:
+            report.add("skipped_portals")
+            return None
+        with PortalClient(services, portal_id) as client:
+            if pace.plan_is_stale(services, portal_id):
+                try:
+                    pace.read_plan(services, portal_id, client)
+                except PortalError as exc:  # the standard plan's limits hold until it answers
+                    log.warning("portal %s: could not read its plan: %s", portal_id, exc)
+            report.add("events", process_events(services, portal_id, now, client=client, keep=keep).processed)
+            # Checked again under the lease: another worker may have finished it meanwhile.
+            if want_daily and (daily or daily_is_due(services, portal_id, now)):
+                def between() -> None:  # the portal's own new events, between chunks of its run
+                    report.add("events", process_events(services, portal_id, now, client=client,
+                                                        keep=keep).processed)
+
+                deadline = time.monotonic() + DAILY_SLICE_SECONDS if sliced else None
+                try:
+                    run_daily(services, portal_id, now, client=client, keep=keep, between=between, deadline=deadline)
+                except DailySliceOver:
+                    return AGAIN
+                report.add("daily_runs")
+    pace.note_error(services, portal_id, None)
+    return None
+
+
+def _noting(services, report: CycleReport, what: str):
+    """The pool's on_error: the failure goes to the report and to the portal's budget row (status)."""
+    def on_error(unit: Unit, exc: BaseException) -> None:
+        from addon.bitrix import pace
+
+        text = f"{type(exc).__name__}: {exc}"
+        report.error(f"{what} portal {unit.portal_id}: {text}")
         try:
-            fn(portal_id)
-        except Exception as exc:  # noqa: BLE001 — one portal's trouble must not stop the others
-            log.exception("%s failed for portal %s", what, portal_id)
-            report.errors.append(f"{what} portal {portal_id}: {type(exc).__name__}: {exc}")
+            pace.note_error(services, unit.portal_id, f"{what}: {text}")
+        except Exception:  # noqa: BLE001 — the report has it; the status line is best effort
+            log.exception("could not note the error of portal %s", unit.portal_id)
+    return on_error
+
+
+def _each_portal(services, fn, report: CycleReport, what: str, portal_ids: list[int] | None = None) -> None:
+    """fn(portal_id) for every active portal, side by side in the pool; one's failure is its own."""
+    ids = active_portals(services) if portal_ids is None else portal_ids
+    pool_for(services).run([Unit(pid, (lambda pid=pid: fn(pid)), what) for pid in ids],
+                           on_error=_noting(services, report, what))
 
 
 def drain_and_run(services, now: dt.datetime, owner: str | None = None) -> CycleReport:
-    """Every portal: pending events, and the daily run where its notification time has come."""
+    """Every portal: pending events, and the daily run where its notification time has come — side
+    by side in the pool. Portals with only events go first; a long daily run takes its turn in
+    slices; portals whose events come in while the pass runs join it within a second."""
     report = CycleReport()
-    _each_portal(services, now, lambda pid: portal_cycle(services, pid, now, owner=owner, report=report),
-                 report, "cycle")
+    due = due_portals(services, now)
+    random.shuffle(due)  # several workers start the day on different portals
+    waiting = portals_with_events(services)
+    seen: dict[int, int] = dict(waiting)  # the newest event id each portal was queued for
+
+    def unit(pid: int, urgent: bool) -> Unit:
+        return Unit(pid, lambda: portal_unit(services, pid, now, owner, report), "cycle", urgent=urgent)
+
+    due_set = set(due)
+    units = [unit(pid, True) for pid in waiting if pid not in due_set] + [unit(pid, False) for pid in due]
+
+    def refill() -> list[Unit]:
+        more = []
+        for pid, newest in portals_with_events(services).items():
+            if newest > seen.get(pid, 0):
+                seen[pid] = newest
+                more.append(unit(pid, True))
+        return more
+
+    pool_for(services).run(units, refill=refill, refill_every=EVENTS_RESCAN_SECONDS,
+                           on_error=_noting(services, report, "cycle"))
     return report
 
 
@@ -101,12 +216,12 @@ def reconcile_all(services, now: dt.datetime, owner: str | None = None) -> Cycle
     def one(pid: int) -> None:
         with leases.holding(services, pid, owner, kind="reconcile") as keep:
             if keep is None:
-                report.skipped_portals += 1
+                report.add("skipped_portals")
                 return
             reconcile_portal(services, pid, now)
-            report.reconciled += 1
+            report.add("reconciled")
 
-    _each_portal(services, now, one, report, "reconcile")
+    _each_portal(services, one, report, "reconcile")
     return report
 
 
@@ -121,16 +236,16 @@ def robots_all(services, now: dt.datetime, owner: str | None = None) -> CycleRep
     def one(pid: int) -> None:
         with leases.holding(services, pid, owner, kind="robots") as keep:
             if keep is None:
-                report.skipped_portals += 1
+                report.add("skipped_portals")
                 return
-            report.robot_calls += int(process_robot_calls(services, pid, now) or 0)
+            report.add("robot_calls", process_robot_calls(services, pid, now))
 
-    _each_portal(services, now, one, report, "robots")
+    _each_portal(services, one, report, "robots")
     try:
-        report.timers += int(fire_due_timers(services, now) or 0)
+        report.add("timers", fire_due_timers(services, now))
     except Exception as exc:  # noqa: BLE001
         log.exception("robot timers failed")
-        report.errors.append(f"timers: {type(exc).__name__}: {exc}")
+        report.error(f"timers: {type(exc).__name__}: {exc}")
     return report
 
 
@@ -145,23 +260,31 @@ def run_queued_jobs(services, now: dt.datetime, owner: str | None = None) -> Cyc
             JobRun.kind.in_(("reindex", "import", "import_match")),
             (JobRun.status == "queued") | ((JobRun.status == "running") & (JobRun.owner != owner)),
         ).order_by(JobRun.id)).all()
+    by_portal: dict[int, list[int]] = {}
     for job_id, portal_id in queued:
-        if portal_id is None:
-            continue
-        try:
-            with leases.holding(services, portal_id, owner) as keep:
-                if keep is None:
-                    report.skipped_portals += 1
-                    continue
-                job = _take_job(services, job_id, owner)
-                if job is None:
-                    continue
-                _run_job(services, job, now, keep)
-                report.jobs += 1
-        except Exception as exc:  # noqa: BLE001
-            log.exception("job %s failed", job_id)
-            report.errors.append(f"job {job_id}: {type(exc).__name__}: {exc}")
-            _fail_job(services, job_id, exc)
+        if portal_id is not None:
+            by_portal.setdefault(portal_id, []).append(job_id)
+
+    def one(portal_id: int) -> None:
+        # A portal's jobs one after another (one unit per portal); portals side by side.
+        for job_id in by_portal[portal_id]:
+            try:
+                with leases.holding(services, portal_id, owner) as keep:
+                    if keep is None:
+                        report.add("skipped_portals")
+                        continue
+                    job = _take_job(services, job_id, owner)
+                    if job is None:
+                        continue
+                    _run_job(services, job, now, keep)
+                    report.add("jobs")
+            except Exception as exc:  # noqa: BLE001
+                log.exception("job %s failed", job_id)
+                report.error(f"job {job_id}: {type(exc).__name__}: {exc}")
+                _fail_job(services, job_id, exc)
+
+    if by_portal:
+        _each_portal(services, one, report, "jobs", list(by_portal))
     return report
 
 
@@ -213,6 +336,6 @@ def run_once(services, now: dt.datetime, owner: str | None = None) -> CycleRepor
     for part in (run_queued_jobs(services, now, owner), drain_and_run(services, now, owner),
                  robots_all(services, now, owner)):
         for name in ("events", "daily_runs", "jobs", "reconciled", "robot_calls", "timers", "skipped_portals"):
-            setattr(total, name, getattr(total, name) + getattr(part, name))
+            total.add(name, getattr(part, name))
         total.errors += part.errors
     return total

@@ -9,6 +9,7 @@ clause. Leases use the real wall clock (process liveness), not the simulated `no
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -17,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from addon.models import Lease, utcnow
 
-DEFAULT_TTL = dt.timedelta(minutes=5)
+DEFAULT_TTL = dt.timedelta(minutes=5)  # claim/renew/release called directly; `holding` takes the setting
 # One lease per portal covers its events, its daily run and its re-index: they all write the same
 # rows and spend the same REST budget, so one holder at a time.
 PORTAL = "portal"
@@ -77,12 +78,24 @@ class LeaseLost(RuntimeError):
     """Our lease expired and another worker holds the portal now: stop touching it."""
 
 
+def unit_owner(worker: str) -> str:
+    """The lease owner of one unit of work of `worker` (see the module's docstring)."""
+    return f"{worker}/{secrets.token_hex(3)}"
+
+
+def worker_of(owner: str | None) -> str | None:
+    """The worker that holds a lease (its owner without the unit's token)."""
+    return owner.rsplit("/", 1)[0] if owner and "/" in owner else owner
+
+
 @contextmanager
 def holding(services, portal_id: int, owner: str | None = None, kind: str = PORTAL,
-            ttl: dt.timedelta = DEFAULT_TTL) -> Iterator[Callable[[], None] | None]:
+            ttl: dt.timedelta | None = None) -> Iterator[Callable[[], None] | None]:
     """`with holding(...) as keep:` — keep is None when the portal is taken; otherwise call
-    keep() between chunks of long work to renew the lease (raises LeaseLost if it is gone)."""
-    owner = owner or services.settings.worker_id
+    keep() between chunks of long work to renew the lease (raises LeaseLost if it is gone).
+    The lease lasts `lease_seconds` (a setting) unless renewed."""
+    owner = unit_owner(owner or services.settings.worker_id)
+    ttl = ttl or dt.timedelta(seconds=services.settings.lease_seconds)
     if not claim(services, portal_id, owner, kind, ttl):
         yield None
         return
