@@ -44,7 +44,9 @@ class StatusDef:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "StatusDef":
-        return cls(code=str(d["code"]), name=str(d.get("name") or d["code"]), system=bool(d.get("system")),
+        # No name stays no name: the code in its place would let an unnamed status join the chain
+        # unseen, where validate() asks the admin for one.
+        return cls(code=str(d["code"]), name=str(d.get("name") or ""), system=bool(d.get("system")),
                    days=_opt_int(d.get("days")), warn_days=_opt_int(d.get("warn_days")),
                    reasons=tuple(str(r) for r in d.get("reasons") or ()))
 

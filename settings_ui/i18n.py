@@ -22,7 +22,11 @@ TEXTS: dict[str, dict[str, str]] = {
         "readonly_note": "Вы видите настройки только для чтения: менять их может администратор портала.",
         "saved": "Настройки сохранены (версия {version}).",
         "save_failed": "Настройки не сохранены: исправьте отмеченные поля.",
-        "save": "Сохранить", "preview_changes": "Что изменится?",
+        "save": "Сохранить", "preview_changes": "Что изменится?", "saving": "Сохраняем…",
+        "new_status_row": "новый статус (строка {n})", "new_code": "новый", "fix_fields": "Исправьте:",
+        "page_expired_retry": "Обновляем доступ через Битрикс24…",
+        "reopen_app": "Откройте приложение заново (закройте и откройте его в меню портала) — "
+                      "несохранённые изменения формы при этом пропадут.",
         "sec_entities": "Рабочие сущности", "contacts": "Контакты", "companies": "Компании",
         "sec_statuses": "Статусы и сроки",
         "statuses_help": "Системные статусы можно только переименовать. Свои статусы можно добавлять, "
@@ -124,7 +128,11 @@ TEXTS: dict[str, dict[str, str]] = {
         "readonly_note": "You see the settings read-only: only a portal admin can change them.",
         "saved": "Settings saved (version {version}).",
         "save_failed": "Settings not saved: fix the marked fields.",
-        "save": "Save", "preview_changes": "What would change?",
+        "save": "Save", "preview_changes": "What would change?", "saving": "Saving…",
+        "new_status_row": "new status (row {n})", "new_code": "new", "fix_fields": "Fix:",
+        "page_expired_retry": "Renewing access through Bitrix24…",
+        "reopen_app": "Open the app again (close it and open it from the portal's menu) — unsaved changes "
+                      "in the form are lost then.",
         "sec_entities": "Tracked entities", "contacts": "Contacts", "companies": "Companies",
         "sec_statuses": "Statuses and days",
         "statuses_help": "System statuses can only be renamed. Your own statuses can be added, renamed, "

@@ -36,8 +36,14 @@ INT_OPTIONS = ("call_lookback_days", "default_warn_days", "feed_post_days")
 TEXT_OPTIONS = ("notify_time", "time_zone", "transfer_mode", "language")
 
 
-def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprint:
+def page_clock() -> float:
+    """Unix seconds that date page tokens when no clock is given (a browser test moves it)."""
+    return time.time()
+
+
+def make_blueprint(services, clock: Callable[[], float] | None = None) -> Blueprint:
     """The settings UI. `clock` (unix seconds) dates page tokens, so a test can age one."""
+    clock = clock or (lambda: page_clock())  # looked up at each call, so it can be moved
     bp = Blueprint("settings_ui", __name__, template_folder="templates", static_folder="static",
                    static_url_path="/ui/static")
     tokens = PageTokens(services.settings.secret_key, clock=clock)
@@ -103,6 +109,21 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
                                    opts=ctx.opts, row=row, history=history, entity_type=entity_type,
                                    entity_id=entity_id, names=portal_users(user.portal_id))
 
+    # --- the page token ----------------------------------------------------------------------------
+    @bp.post("/ui/token")
+    def renew_token():
+        """A fresh page token for a page whose own has expired: the portal's refreshed AUTH_ID
+        (BX24.refreshAuth) is checked exactly as when the app is opened, so the form stays as it is."""
+        user = verify_user(services, request.form.get("member_id", ""), request.form.get("AUTH_ID", ""),
+                           request.form.get("LANG"))
+        return jsonify({"token": tokens.issue(user)})
+
+    @bp.post("/ui/token/check")
+    def check_token():
+        """Answers 403 with the reason when the page token no longer serves (before a form is sent)."""
+        page_user()
+        return jsonify({"ok": True})
+
     # --- the app page's own requests -----------------------------------------------------------
     @bp.post("/ui/page")
     def page():
@@ -140,6 +161,9 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
         user = page_user(admin=True)
         t = translator(user.lang)
         data, errors = parse_settings_form(request.form, user.lang)
+        if errors and _wants_json():  # the page's own save: the admin stays where they are
+            return jsonify({"ok": False, "message": t("save_failed"), "errors": errors,
+                            "labels": {k: field_label(k, request.form, t) for k in errors}}), 422
         if errors:
             return render_main(user, tokens.issue(user), "settings", form_errors=errors,
                                form_view=settings_view_from_form(request.form), flash=t("save_failed"),
@@ -154,6 +178,9 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
             version = row.version
             session.commit()
         warnings = after_settings_saved(services, user.portal_id, now(), t)
+        if _wants_json():
+            return jsonify({"ok": True, "message": t("saved", version=version), "warnings": warnings,
+                            "codes": [st["code"] for st in data["statuses"]]})
         return render_main(user, tokens.issue(user), "settings", flash=t("saved", version=version),
                            warnings=warnings)
 
@@ -163,7 +190,7 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
         t = translator(user.lang)
         data, errors = parse_settings_form(request.form, user.lang)
         if errors:
-            return jsonify({"errors": errors}), 422
+            return jsonify({"errors": errors, "labels": {k: field_label(k, request.form, t) for k in errors}}), 422
         options = Options.from_dict(data)
         with services.sessions() as session:
             ctx = _context(session, user.portal_id)
@@ -440,6 +467,31 @@ def after_settings_saved(services, portal_id: int, now: dt.datetime, t) -> list[
 
 
 # --- the settings form ------------------------------------------------------------------------------
+STATUS_COLUMNS = {"name": "col_name", "days": "col_days", "warn_days": "col_warn", "code": "col_code",
+                  "reasons": "col_reasons"}
+
+
+def field_label(key: str, form, t) -> str:
+    """The field an error key points at, as the admin sees it on the form: «Горячий — Дней до смены»,
+    not `statuses.2.days`."""
+    parts = key.split(".")
+    if parts[0] == "statuses" and len(parts) == 3 and parts[1].isdigit():
+        i = int(parts[1])
+        names, codes = form.getlist("st_name"), form.getlist("st_code")
+        name = (names[i].strip() if i < len(names) else "") or (codes[i] if i < len(codes) else "")
+        row = f"«{name}»" if name else t("new_status_row", n=i + 1)
+        return f"{row} — {t(STATUS_COLUMNS.get(parts[2], parts[2]))}"
+    if parts[0] == "statuses":
+        return t("sec_statuses")
+    if parts[0] == "templates" and len(parts) == 2:
+        return t("tpl_" + parts[1])
+    if key == "transfer_pool":
+        return t("transfer_pool_label")
+    if key == "entity_types":
+        return t("sec_entities")
+    return t(key)
+
+
 def settings_view(opts: Options) -> dict[str, Any]:
     """What the form shows, from saved options."""
     view = opts.to_dict()

@@ -92,7 +92,7 @@ def test_demo_summary_is_non_zero_and_agrees_with_the_database(small_demo, servi
 
     # After the summary the demo keeps serving: the worker goes on processing on the portal's clock.
     stop = threading.Event()
-    serving = threading.Thread(target=demo.serve, kwargs={"every": 0.05, "stop": stop}, daemon=True)
+    serving = threading.Thread(target=demo.serve, kwargs={"speed": 100.0, "stop": stop}, daemon=True)
     serving.start()
     try:
         uid = int(dp.records["contact"][1]["ASSIGNED_BY_ID"])
