@@ -94,7 +94,7 @@ _HOST_JS = """
 
 def _page(title: str, body: str, status: int = 200) -> Response:
     html = (f"<!doctype html><html lang='ru'><head><meta charset='utf-8'><title>{escape(title)}</title>"
-            f"<style>{_STYLE}</style></head><body><header><a href='/'>Битрикс24 · devportal</a>"
+            f"<link rel='icon' href='data:,'><style>{_STYLE}</style></head><body><header><a href='/'>Битрикс24 · devportal</a>"
             f"<a href='/'>CRM</a><a href='/app'>Приложение</a></header><main>{body}</main></body></html>")
     response = Response(html, status=status, content_type="text/html; charset=utf-8")
     return response

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import re
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from flask import Blueprint, Response, abort, jsonify, render_template, request, stream_with_context
@@ -107,7 +108,7 @@ def make_blueprint(services, clock: Callable[[], float] | None = None) -> Bluepr
             row, history = _entity(session, user.portal_id, entity_type, entity_id)
             return render_template("nezabyt/card.html", t=t, user=user, token=tokens.issue(user), ctx=ctx,
                                    opts=ctx.opts, row=row, history=history, entity_type=entity_type,
-                                   entity_id=entity_id, names=portal_users(user.portal_id))
+                                   entity_id=entity_id, names=portal_users(user.portal_id, user.lang))
 
     # --- the page token ----------------------------------------------------------------------------
     @bp.post("/ui/token")
@@ -152,7 +153,7 @@ def make_blueprint(services, clock: Callable[[], float] | None = None) -> Bluepr
                 mark_absent(session, user.portal_id, uid, absent=uid in absent)
             session.commit()
             now_absent = sorted(absent_users(session, user.portal_id))
-        names = portal_users(user.portal_id)
+        names = portal_users(user.portal_id, user.lang)
         listed = ", ".join(names.get(u, f"#{u}") for u in now_absent) or t("nobody")
         return render_main(user, tokens.issue(user), "robots", flash=t("absent_saved", names=listed))
 
@@ -199,7 +200,7 @@ def make_blueprint(services, clock: Callable[[], float] | None = None) -> Bluepr
 
         preview = whatif_view(preview_changes(services, user.portal_id, options, today))
         html = render_template("nezabyt/_whatif.html", t=t, p=preview, opts=options,
-                               names=portal_users(user.portal_id))
+                               names=portal_users(user.portal_id, user.lang))
         return jsonify({"html": html})
 
     @bp.post("/ui/index")
@@ -243,7 +244,7 @@ def make_blueprint(services, clock: Callable[[], float] | None = None) -> Bluepr
             if row is not None and not user.is_admin and row.assigned_by_id != user.user_id:
                 row, history = None, []  # a manager looks up only their own clients
             html = render_template("nezabyt/_entity.html", t=t, opts=ctx.opts, row=row, history=history,
-                                   entity_type=entity_type, entity_id=entity_id, names=portal_users(user.portal_id))
+                                   entity_type=entity_type, entity_id=entity_id, names=portal_users(user.portal_id, user.lang))
         return jsonify({"html": html})
 
     @bp.post("/ui/import")
@@ -327,14 +328,23 @@ def make_blueprint(services, clock: Callable[[], float] | None = None) -> Bluepr
         abort(404)
 
     # --- rendering -------------------------------------------------------------------------------
-    def portal_users(portal_id: int) -> dict[int, str]:
-        """{user ID: name} of the portal's employees, for pickers and the dashboard (cached)."""
+    def directory(portal_id: int) -> dict[int, Employee]:
         cached = users_cache.get(portal_id)
         if cached and cached[0] > time.monotonic():
             return cached[1]
         users = fetch_users(services, portal_id)
         users_cache[portal_id] = (time.monotonic() + USERS_TTL, users)
         return users
+
+    def portal_users(portal_id: int, lang: str = "ru") -> dict[int, str]:
+        """{user ID: name} of every employee the portal knows (cached): a departed manager's clients
+        are still named by who had them, marked «уволен»."""
+        departed = translator(lang)("departed")
+        return {uid: e.name if e.active else f"{e.name} ({departed})" for uid, e in directory(portal_id).items()}
+
+    def active_users(portal_id: int) -> dict[int, str]:
+        """The employees who can be picked (transfer, pool, absences): active ones only."""
+        return {uid: e.name for uid, e in directory(portal_id).items() if e.active}
 
     def render_main(user: PageUser, token: str, tab: str, **extra: Any) -> str:
         from settings_ui.dashboard import build_dashboard, changes_chart, managers_chart
@@ -343,7 +353,7 @@ def make_blueprint(services, clock: Callable[[], float] | None = None) -> Bluepr
         with services.sessions() as session:
             ctx = _context(session, user.portal_id)
             today = ctx.today(now())
-            names = portal_users(user.portal_id)
+            names = portal_users(user.portal_id, user.lang)
             board = build_dashboard(session, user.portal_id, ctx.opts, today,
                                     only_manager=None if user.is_admin else user.user_id)
             job_id = extra.pop("import_job_id", None)
@@ -370,7 +380,8 @@ def make_blueprint(services, clock: Callable[[], float] | None = None) -> Bluepr
             return render_template(
                 "nezabyt/main.html", t=t, user=user, token=token, tab=tab, opts=ctx.opts, ctx=ctx, today=today,
                 view=extra.pop("form_view", None) or settings_view(ctx.opts),
-                errors=extra.pop("form_errors", {}), names=names, board=board,
+                errors=extra.pop("form_errors", {}), names=names, active_names=active_users(user.portal_id),
+                board=board,
                 managers_svg=managers_chart(board, names),
                 changes_svg=changes_chart(board, {k: t(k) for k in ("decays", "losses", "transfers")}),
                 import_job=import_job, import_errors=import_errors, recent_imports=recent_imports,
@@ -412,19 +423,26 @@ def _robots_view(session, portal_id: int, ctx, month: str) -> dict[str, Any]:
             "reasons": close_reason_counts(session, portal_id)}
 
 
-def fetch_users(services, portal_id: int) -> dict[int, str]:
-    """Active employees from `user.get` (50 a page); an unreachable portal gives no names."""
+@dataclass(frozen=True)
+class Employee:
+    name: str
+    active: bool = True
+
+
+def fetch_users(services, portal_id: int) -> dict[int, Employee]:
+    """Every employee from `user.get` (50 a page; without an ACTIVE filter it lists departed ones
+    too); an unreachable portal gives no names."""
     from addon.portal_client import PortalClient, PortalError
 
-    users: dict[int, str] = {}
+    users: dict[int, Employee] = {}
     try:
         with PortalClient(services, portal_id) as client:
             start = 0
-            while start is not None and start < 2000:
-                envelope = client.call_envelope("user.get", {"FILTER": {"ACTIVE": True}, "start": start})
+            while start is not None and start < 5000:
+                envelope = client.call_envelope("user.get", {"start": start})
                 for u in envelope.get("result") or []:
                     name = " ".join(p for p in (u.get("NAME"), u.get("LAST_NAME")) if p) or f"#{u['ID']}"
-                    users[int(u["ID"])] = name
+                    users[int(u["ID"])] = Employee(name, u.get("ACTIVE") not in (False, "N", "false", 0, "0"))
                 start = envelope.get("next")
     except PortalError:
         pass
