@@ -111,7 +111,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "denied_not_admin": "Менять настройки может только администратор портала.",
         "denied_portal": "Этот клиент принадлежит другому порталу.",
         "warn_redate": "Сроки не пересчитаны: {error}", "warn_sync": "Список статусов на портале не обновлён: {error}",
-        "nobody": "—", "yes": "да", "no": "нет", "status_empty": "пусто",
+        "yes": "да", "no": "нет", "status_empty": "пусто",
+        "import_no_file": "Файл не выбран: выберите CSV или XLSX со статусами и нажмите «Проверить файл».",
     },
     "en": {
         "app_title": "Nezabyt",
@@ -220,7 +221,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "denied_not_admin": "Only a portal admin can change the settings.",
         "denied_portal": "This client belongs to another portal.",
         "warn_redate": "Dates not recomputed: {error}", "warn_sync": "The portal's status list not updated: {error}",
-        "nobody": "—", "yes": "yes", "no": "no", "status_empty": "empty",
+        "yes": "yes", "no": "no", "status_empty": "empty",
+        "import_no_file": "No file chosen: pick a CSV or XLSX of statuses and press “Check the file”.",
     },
 }
 
@@ -258,6 +260,30 @@ def translator(lang: str):
         return text.format(**values) if values else text
 
     return t
+
+
+# Whole-file problems of a bulk load (addon.bulkload.BulkLoadError), in Russian.
+LOAD_ERRORS_RU = [
+    (re.compile(r"old \.xls files are not supported.*"), "старые файлы .xls не читаются: сохраните лист как .xlsx или .csv"),
+    (re.compile(r"the file is neither UTF-8 nor Windows-1251 text"), "файл не в кодировке UTF-8 или Windows-1251"),
+    (re.compile(r"the file is empty"), "файл пустой"),
+    (re.compile(r"cannot read the spreadsheet: (.*)"), "таблицу не удалось прочитать: {0}"),
+    (re.compile(r"the file needs a Status column.*"), "в файле нет колонки «Статус» (Status)"),
+    (re.compile(r"the file needs an ID, Phone or Email column.*"),
+     "в файле нет колонки «ID», «Телефон» или «E-mail», по которой искать клиента"),
+    (re.compile(r"the file has a header but no rows"), "в файле есть заголовок, но нет ни одной строки"),
+]
+
+
+def load_error(lang: str, message: str) -> str:
+    """A bulk load's whole-file error in the page's language (unknown ones as they are)."""
+    if lang != "ru":
+        return message
+    for pattern, text in LOAD_ERRORS_RU:
+        match = pattern.fullmatch(message)
+        if match:
+            return text.format(*match.groups())
+    return message
 
 
 def option_error(lang: str, message: str) -> str:

@@ -25,7 +25,7 @@ from addon.options import (
     OptionsError,
 )
 from settings_ui.access import TOKEN_FIELD, TOKEN_HEADER, AccessDenied, PageTokens, PageUser, verify_user
-from settings_ui.i18n import option_error, row_error, translator
+from settings_ui.i18n import load_error, option_error, row_error, translator
 
 PLACEMENT_ENTITIES = {"CRM_CONTACT_DETAIL_TAB": "contact", "CRM_COMPANY_DETAIL_TAB": "company"}
 TABS = ("settings", "index", "import", "dashboard", "robots")
@@ -259,7 +259,7 @@ def make_blueprint(services, clock: Callable[[], float] | None = None) -> Bluepr
         entity_type = request.form.get("entity_type", "contact")
         if upload is None or not upload.filename:
             return render_main(user, tokens.issue(user), "import",
-                               flash=t("import_failed", error="—"), flash_kind="error"), 400
+                               flash=t("import_no_file"), flash_kind="error"), 400
         content = upload.read()
         with services.sessions() as session:
             ctx = _context(session, user.portal_id)
@@ -271,7 +271,8 @@ def make_blueprint(services, clock: Callable[[], float] | None = None) -> Bluepr
             except (BulkLoadError, PortalError) as exc:
                 session.rollback()
                 return render_main(user, tokens.issue(user), "import",
-                                   flash=t("import_failed", error=str(exc)), flash_kind="error"), 400
+                                   flash=t("import_failed", error=load_error(user.lang, str(exc))),
+                                   flash_kind="error"), 400
             session.commit()
         return render_main(user, tokens.issue(user), "import", import_job_id=staged.job_id)
 
@@ -295,6 +296,8 @@ def make_blueprint(services, clock: Callable[[], float] | None = None) -> Bluepr
         from addon.bulkload import report_csv
 
         user = page_user()
+        with services.sessions() as lookup:
+            opts = _context(lookup, user.portal_id).opts
         session = services.sessions()
         job = session.get(ImportJob, job_id)
         if job is None or job.portal_id != user.portal_id:
@@ -304,7 +307,8 @@ def make_blueprint(services, clock: Callable[[], float] | None = None) -> Bluepr
         def rows():
             try:
                 yield "\ufeff"  # Excel reads the Cyrillic right with a BOM
-                yield from report_csv(session, job_id)
+                yield from report_csv(session, job_id, error_text=lambda e: row_error(user.lang, e),
+                                      status_name=opts.name_of)
             finally:
                 session.close()
 
