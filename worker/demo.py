@@ -562,10 +562,11 @@ def _worker_line(report) -> str:
 
 
 def summary_text(res: DemoResult, status_names: dict[str, str] | None = None) -> str:
-    names = status_names or {}
+    # Names only, never codes mixed with names: a client without a status reads as such.
+    names = {"EMPTY": "(без статуса)", **(status_names or {})}
 
     def name(code: str) -> str:
-        return f"{names.get(code, code)}" if code in names else code
+        return names.get(code, code)
 
     out = [f"Nezabyt demo: {res.first_day.isoformat()} .. {res.last_day.isoformat()} "
            f"({(res.last_day - res.first_day).days} days) in {res.seconds:.0f} s",

@@ -116,6 +116,11 @@ def test_every_tab_is_russian_fits_the_screen_and_links_nowhere_dead(
         for tab in TABS_ADMIN:
             walk(page, app, fast_devportal, app_server, tab, problems, console)
             page.screenshot(path=str(artifacts_dir / f"tabs-{width}-{tab}.png"), full_page=True)
+        # the template previews read as Russian sentences (no «от Иван Петров»)
+        app.locator('#tabs button[data-tab="settings"]').click()
+        transfer = app.locator('[data-preview-for="transfer"]').inner_text()
+        if "от Иван Петров" in transfer or "Иван Петров" not in transfer:
+            problems.append(f"settings: the transfer preview reads {transfer!r}")
         # a bulk load's preview with errors, and its report
         upload = tmp_path / "statuses.csv"
         upload.write_text(f"ID;Статус\n{ids[0]};Горячий\n{ids[1]};Непонятный\nабв;HOT\n", encoding="utf-8")
