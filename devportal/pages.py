@@ -113,6 +113,8 @@ def handle_page(portal, request: Request) -> Response:
     if path in ("/app/install", "/app/install/"):
         return _app_frame(portal, request, install=True)
     parts = [p for p in path.split("/") if p]
+    if len(parts) in (3, 4) and parts[0] == "crm" and parts[1] in ("deal", "lead") and parts[2] == "automation":
+        return _automation(portal, parts[1])
     if len(parts) == 4 and parts[0] == "crm" and parts[1] in ("contact", "company") and parts[2] == "details":
         return _details(portal, request, parts[1], parts[3])
     return _page("Не найдено", "<p>Страница не найдена.</p>", 404)
@@ -203,6 +205,26 @@ def _app_frame(portal, request: Request, install: bool) -> Response:
         else:
             url, title = app["app_url"] + app.get("page_path", "/app"), app["client_id"]
     return _page(title, _frame(portal, request, url, "DEFAULT", {}, title))
+
+
+def _automation(portal, entity: str) -> Response:
+    """A pipeline's automation rules page (/crm/deal/automation/<pipeline>/): the robots an app
+    registered for this document type, as the portal offers them in «Добавить робота»."""
+    document = {"deal": "CCrmDocumentDeal", "lead": "CCrmDocumentLead"}[entity]
+    with portal.lock:
+        robots = [r for r in portal.robots.values() if document in (r.get("DOCUMENT_TYPE") or [])]
+        items = "".join(f"<tr><td>{escape(_name(r['NAME']))}</td><td class='muted'>{escape(r['CODE'])}</td></tr>"
+                        for r in robots)
+    title = "Роботы сделок" if entity == "deal" else "Роботы лидов"
+    return _page(title, f"<h1>{title}</h1><p class='muted'>Добавить робота → Приложения</p>"
+                        f"<table id='robots'><tr><th>Робот</th><th>Код</th></tr>{items}</table>")
+
+
+def _name(value) -> str:
+    """A robot's NAME: a string or {language: text}."""
+    if isinstance(value, dict):
+        return str(value.get("ru") or next(iter(value.values()), ""))
+    return str(value or "")
 
 
 def _details(portal, request: Request, entity: str, rid: str) -> Response:

@@ -8,6 +8,11 @@ TEXTS: dict[str, dict[str, str]] = {
         "app_title": "Не забыт",
         "tab_settings": "Настройки", "tab_index": "Индексация и поиск", "tab_import": "Загрузка статусов",
         "tab_dashboard": "Сводка", "tab_robots": "Роботы",
+        "catalog_title": "Роботы для воронок",
+        "catalog_help": "Роботы появляются в правилах автоматизации сделок и лидов: откройте воронку → «Роботы» → "
+                        "«Добавить робота» → «Приложения» и выберите робота «Не забыт», затем заполните его настройки.",
+        "catalog_deals": "Роботы сделок", "catalog_leads": "Роботы лидов", "catalog_robot": "Робот",
+        "catalog_does": "Что делает", "catalog_settings": "Настройки робота",
         "absent_title": "Отсутствующие менеджеры",
         "absent_help": "Отпуск, больничный: робот распределения не даёт отмеченным новые лиды и сделки, "
                        "а после возвращения — только обычную очередь, без «долга» за пропущенное.",
@@ -118,6 +123,11 @@ TEXTS: dict[str, dict[str, str]] = {
         "app_title": "Nezabyt",
         "tab_settings": "Settings", "tab_index": "Index & lookup", "tab_import": "Bulk load",
         "tab_dashboard": "Dashboard", "tab_robots": "Robots",
+        "catalog_title": "Pipeline robots",
+        "catalog_help": "The robots appear in the automation rules of deals and leads: open a pipeline → Robots → "
+                        "Add robot → Applications and pick a Nezabyt robot, then fill in its settings.",
+        "catalog_deals": "Deal robots", "catalog_leads": "Lead robots", "catalog_robot": "Robot",
+        "catalog_does": "What it does", "catalog_settings": "Robot settings",
         "absent_title": "Absent managers",
         "absent_help": "Vacation, sick leave: the distribution robot gives the marked ones no new leads or deals, "
                        "and on return only their usual turn, no backlog for what they missed.",
@@ -277,13 +287,7 @@ LOAD_ERRORS_RU = [
 
 def load_error(lang: str, message: str) -> str:
     """A bulk load's whole-file error in the page's language (unknown ones as they are)."""
-    if lang != "ru":
-        return message
-    for pattern, text in LOAD_ERRORS_RU:
-        match = pattern.fullmatch(message)
-        if match:
-            return text.format(*match.groups())
-    return message
+    return _translated(LOAD_ERRORS_RU, message) if lang == "ru" else message
 
 
 def option_error(lang: str, message: str) -> str:
@@ -334,7 +338,12 @@ def row_error(lang: str, message: str | None) -> str:
 
 
 def _row_error_ru(part: str) -> str:
-    for pattern, text in ROW_ERRORS_RU:
+    return _translated(ROW_ERRORS_RU, part)
+
+
+def _translated(patterns, part: str) -> str:
+    """The first pattern that matches the whole English text, its Russian text filled in."""
+    for pattern, text in patterns:
         match = pattern.fullmatch(part)
         if match:
             values = match.groups()

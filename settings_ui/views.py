@@ -422,7 +422,8 @@ def _robots_view(session, portal_id: int, ctx, month: str) -> dict[str, Any]:
     """The robots tab: who is marked absent, the month's ranking, the close reasons."""
     from addon.robots.store import absent_users, close_reason_counts, ranking_report
 
-    return {"absent": absent_users(session, portal_id), "month": month,
+    return {"catalog": robot_catalog(ctx.opts.language if ctx.opts.language in ("ru", "en") else "ru"),
+            "absent": absent_users(session, portal_id), "month": month,
             "ranking": ranking_report(session, portal_id, month, ctx.tz),  # best first
             "reasons": close_reason_counts(session, portal_id)}
 
@@ -431,6 +432,17 @@ def _robots_view(session, portal_id: int, ctx, month: str) -> dict[str, Any]:
 class Employee:
     name: str
     active: bool = True
+
+
+def robot_catalog(lang: str) -> list[dict[str, Any]]:
+    """Every pipeline robot Nezabyt registers (addon.robots.catalog): its name, what it does and
+    the settings the admin fills in when adding it to a pipeline's automation rules."""
+    from addon.robots.catalog import ROBOTS
+
+    return [{"key": r.key, "name": r.name.get(lang) or r.name["ru"],
+             "description": r.description.get(lang) or r.description["ru"],
+             "settings": [p["Name"].get(lang) or p["Name"]["ru"] for p in r.properties.values()]}
+            for r in ROBOTS]
 
 
 def fetch_users(services, portal_id: int) -> dict[int, Employee]:

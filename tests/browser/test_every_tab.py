@@ -116,6 +116,23 @@ def test_every_tab_is_russian_fits_the_screen_and_links_nowhere_dead(
         for tab in TABS_ADMIN:
             walk(page, app, fast_devportal, app_server, tab, problems, console)
             page.screenshot(path=str(artifacts_dir / f"tabs-{width}-{tab}.png"), full_page=True)
+        # buttons in Bitrix24's type: 12 px, semi-bold (an invalid font shorthand gave 13.3 px, 400)
+        app.locator('#tabs button[data-tab="settings"]').click()
+        font = app.locator("#save-btn").evaluate("b => [getComputedStyle(b).fontSize, getComputedStyle(b).fontWeight]")
+        if font != ["12px", "600"]:
+            problems.append(f"settings: the save button's font is {font}")
+        # the robots tab lists every robot, with the way into a pipeline's automation rules
+        from addon.robots.catalog import ROBOTS
+
+        app.locator('#tabs button[data-tab="robots"]').click()
+        if app.locator("#robot-catalog tbody tr").count() != len(ROBOTS):
+            problems.append("robots: not every robot is listed")
+        app.locator("#deal-automation").click()
+        automation = page.frame_locator("#bx-slider-frame").locator("#robots")
+        automation.wait_for(timeout=15_000)
+        if "Не забыт: распределить менеджеру" not in automation.inner_text():
+            problems.append("robots: the deal automation page does not offer Nezabyt's robots")
+        page.locator("#bx-slider .slider-close").click()
         # the template previews read as Russian sentences (no «от Иван Петров»)
         app.locator('#tabs button[data-tab="settings"]').click()
         transfer = app.locator('[data-preview-for="transfer"]').inner_text()
