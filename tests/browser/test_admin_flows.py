@@ -30,7 +30,7 @@ def in_view(page, locator, timeout: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout
     while True:
         box = locator.bounding_box()
-        if box is not None and box["y"] >= 0 and box["y"] + box["height"] <= height:
+        if box is not None and box["y"] >= -1 and box["y"] + box["height"] <= height + 1:  # sub-pixel layout
             return True
         if time.monotonic() > deadline:
             return False
@@ -191,7 +191,7 @@ def test_the_frame_fits_each_tab(page, services, fast_devportal, app_server):
     app = open_app(page, fast_devportal)
     tall, content = settle_height(page, app)
     assert abs(tall - content) <= 2 and tall > 1500
-    app.locator('#tabs button[data-tab="robots"]').click()
+    app.locator('#tabs button[data-tab="index"]').click()
     short, content = settle_height(page, app)
     assert abs(short - content) <= 2, (short, content)
     assert short < 1000
