@@ -33,7 +33,12 @@ ENTITY_WORDS = {"contact": "contact", "контакт": "contact", "contacts": "
 DATE_FORMATS = ("%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M", "%d.%m.%Y", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S",
                 "%Y-%m-%d")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-TEMPLATE_HEADER = ("ID", "Phone", "Email", "Status", "Date", "Type")
+# The template and the report speak Russian, the admin's language; the upload reads both languages.
+TEMPLATE_HEADER = ("ID", "Телефон", "E-mail", "Статус", "Дата", "Тип")
+REPORT_HEADER = ("Строка", "Тип", "Найден по", "Значение", "ID клиента", "Статус", "Дата", "Результат", "Ошибка")
+REPORT_STATES = {"pending": "ожидает загрузки", "invalid": "ошибка в строке", "applied": "загружено",
+                 "failed": "не удалось", "skipped": "пропущено"}
+REPORT_WORDS = {"contact": "контакт", "company": "компания", "id": "ID", "phone": "телефон", "email": "e-mail"}
 FINDBYCOMM_VALUES = 20  # crm.duplicate.findbycomm takes at most 20 values per call
 BATCH_SIZE = 50  # commands per `batch` call
 STAGE_CHUNK = 1000  # rows inserted per INSERT
@@ -569,11 +574,13 @@ def safe_rows(rows: Iterable[Iterable[Any]]) -> Iterator[list[Any]]:
         yield [csv_safe(v) for v in row]
 
 
-def report_csv(session: Session, job_id: int) -> Iterator[str]:
-    """The result report, row by row (streamed: a load may hold 100,000 rows)."""
+def report_csv(session: Session, job_id: int, error_text: Callable[[str], str] | None = None,
+               status_name: Callable[[str], str] | None = None) -> Iterator[str]:
+    """The result report, row by row (streamed: a load may hold 100,000 rows); `error_text` and
+    `status_name` put a row's error and status in the reader's words."""
     out = io.StringIO()
     writer = csv.writer(out, delimiter=";")
-    writer.writerow(["Row", "Type", "Matched by", "Value", "Client ID", "Status", "Date", "Result", "Error"])
+    writer.writerow(REPORT_HEADER)
     yield _drain(out)
     last = 0
     while True:
@@ -583,9 +590,12 @@ def report_csv(session: Session, job_id: int) -> Iterator[str]:
             break
         for r in rows:
             data = r.data or {}
-            writer.writerow([csv_safe(v) for v in (
-                r.row_no, r.entity_type or "", data.get("match_by", ""), data.get("match_value", ""),
-                r.entity_id or "", r.status or "", data.get("status_on", ""), r.state, r.error or "")])
+            error = (error_text(r.error) if error_text else r.error) if r.error else ""
+            status = (status_name(r.status) if status_name else r.status) if r.status else ""
+            writer.writerow([csv_safe(v) for v in (r.row_no, REPORT_WORDS.get(r.entity_type or "", r.entity_type or ""),
+                             REPORT_WORDS.get(data.get("match_by", ""), data.get("match_by", "")),
+                             data.get("match_value", ""), r.entity_id or "", status, data.get("status_on", ""),
+                             REPORT_STATES.get(r.state, r.state), error)])
         last = rows[-1].row_no
         yield _drain(out)
 
@@ -602,9 +612,9 @@ def template_rows(options: Options) -> list[list[str]]:
     names = [s.name for s in options.statuses if s.code != IN_WORK]
     first = names[0] if names else "NEW"
     second = names[2] if len(names) > 2 else first
-    return [["123", "", "", first, "01.01.2000", "contact"],
-            ["", "+7 (999) 125-99-99", "", second, "01.01.2000 12:34:00", "contact"],
-            ["", "", "client@example.com", first, "", "company"]]
+    return [["123", "", "", first, "01.01.2000", "контакт"],
+            ["", "+7 (999) 125-99-99", "", second, "01.01.2000 12:34:00", "контакт"],
+            ["", "", "client@example.com", first, "", "компания"]]
 
 
 def template_csv(options: Options) -> bytes:
@@ -620,12 +630,12 @@ def template_xlsx(options: Options) -> bytes:
 
     book = Workbook()
     sheet = book.active
-    sheet.title = "Statuses"
+    sheet.title = "Статусы"
     sheet.append(list(TEMPLATE_HEADER))
     for row in template_rows(options):
         sheet.append(row)
     sheet.append([])
-    sheet.append(["# Statuses:"] + [f"{s.code} = {s.name}" for s in options.statuses if s.code != IN_WORK])
+    sheet.append(["# Статусы:"] + [f"{s.code} = {s.name}" for s in options.statuses if s.code != IN_WORK])
     for cells in sheet.iter_rows():
         for cell in cells:
             if cell.data_type == "f":  # openpyxl takes any text starting with "=" for a formula

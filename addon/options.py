@@ -45,7 +45,9 @@ class StatusDef:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "StatusDef":
-        return cls(code=str(d["code"]), name=str(d.get("name") or d["code"]), system=bool(d.get("system")),
+        # No name stays no name: the code in its place would let an unnamed status join the chain
+        # unseen, where validate() asks the admin for one.
+        return cls(code=str(d["code"]), name=str(d.get("name") or ""), system=bool(d.get("system")),
                    days=_opt_int(d.get("days")), warn_days=_opt_int(d.get("warn_days")),
                    reasons=tuple(str(r) for r in d.get("reasons") or ()))
 
@@ -67,7 +69,7 @@ DEFAULT_TEMPLATES = {
         "decay": "Клиент {entity}: статус сменился с «{from_status}» на «{to_status}».",
         "loss_manager": "Клиент {entity} потерян: статус «{to_status}». Позвоните ему!",
         "loss_supervisor": "Менеджер {manager} потерял клиента {entity}.",
-        "transfer": "Клиент {entity} передан вам от {manager}.",
+        "transfer": "Клиент {entity} передан вам (прежний менеджер: {manager}).",
         "revert": "Статус клиента {entity} возвращён на «{to_status}»: {reason}.",
         "digest_header": "Не забыт: сводка за {date}",
         "feed_title": "Скоро сменят статус",
@@ -77,7 +79,7 @@ DEFAULT_TEMPLATES = {
         "decay": "Client {entity}: status changed from “{from_status}” to “{to_status}”.",
         "loss_manager": "Client {entity} is lost: status “{to_status}”. Call them!",
         "loss_supervisor": "Manager {manager} lost client {entity}.",
-        "transfer": "Client {entity} was handed to you from {manager}.",
+        "transfer": "Client {entity} was handed to you (previous manager: {manager}).",
         "revert": "Status of client {entity} was reverted to “{to_status}”: {reason}.",
         "digest_header": "Nezabyt: digest for {date}",
         "feed_title": "Clients changing status soon",

@@ -19,6 +19,11 @@ th{background:#f5f7f8;font-weight:600}
 iframe{width:100%;border:0;background:#fff;min-height:400px}
 .muted{color:#888}
 .pager a{margin-right:10px}
+.slider{position:fixed;top:0;right:0;bottom:0;width:min(1000px,92vw);background:#eef2f4;
+  box-shadow:-4px 0 20px rgba(0,0,0,.25);z-index:1000}
+.slider iframe{width:100%;height:100%;min-height:0}
+.slider-close{position:absolute;left:-40px;top:14px;width:32px;height:32px;border:0;border-radius:16px;
+  background:#535c69;color:#fff;font-size:20px;cursor:pointer}
 """
 
 _HOST_JS = """
@@ -31,9 +36,39 @@ _HOST_JS = """
     var reply = function(result){ event.source.postMessage({nz:'bx24-reply', id: msg.id, result: result}, '*'); };
     if (msg.cmd === 'init') { reply(ctx); }
     else if (msg.cmd === 'resize') {
-      if (msg.args.height) { frame.style.height = msg.args.height + 'px'; }
-      if (msg.args.width) { frame.style.width = msg.args.width + 'px'; }
+      if (msg.args.height > 0) { frame.style.height = msg.args.height + 'px'; }
+      if (msg.args.width) { frame.style.width = msg.args.width === '100%' ? '100%' : msg.args.width + 'px'; }
       reply(true);
+    }
+    else if (msg.cmd === 'setScroll') {
+      if (msg.args.scroll >= 0) { window.scrollTo(window.scrollX, msg.args.scroll); }
+      reply(true);
+    }
+    else if (msg.cmd === 'openPath') {
+      // A path of this portal only (starts with one '/'), opened in a slider over the page.
+      var path = msg.args.path || '';
+      if (path.charAt(0) !== '/' || path.charAt(1) === '/') {
+        reply({result: 'error', errorCode: 'PATH_NOT_AVAILABLE'});
+        return;
+      }
+      var slider = document.getElementById('bx-slider');
+      if (slider) { slider.remove(); }
+      slider = document.createElement('div');
+      slider.id = 'bx-slider';
+      slider.className = 'slider';
+      var close = document.createElement('button');
+      close.type = 'button';
+      close.className = 'slider-close';
+      close.textContent = '×';
+      close.title = 'Закрыть';
+      var inner = document.createElement('iframe');
+      inner.id = 'bx-slider-frame';
+      inner.src = path + (path.indexOf('?') < 0 ? '?' : '&') + 'IFRAME=Y&from=rest_placement&from_app=' +
+        encodeURIComponent(ctx.client_id || '') + '&user=' + encodeURIComponent(ctx.user_id);
+      close.addEventListener('click', function(){ slider.remove(); reply({result: 'close'}); });
+      slider.appendChild(close);
+      slider.appendChild(inner);
+      document.body.appendChild(slider);
     }
     else if (msg.cmd === 'installFinish') {
       fetch('/_dev/install-finish', {method:'POST', headers:{'Content-Type':'application/json'}, body:'{}'})
@@ -59,7 +94,7 @@ _HOST_JS = """
 
 def _page(title: str, body: str, status: int = 200) -> Response:
     html = (f"<!doctype html><html lang='ru'><head><meta charset='utf-8'><title>{escape(title)}</title>"
-            f"<style>{_STYLE}</style></head><body><header><a href='/'>Битрикс24 · devportal</a>"
+            f"<link rel='icon' href='data:,'><style>{_STYLE}</style></head><body><header><a href='/'>Битрикс24 · devportal</a>"
             f"<a href='/'>CRM</a><a href='/app'>Приложение</a></header><main>{body}</main></body></html>")
     response = Response(html, status=status, content_type="text/html; charset=utf-8")
     return response
@@ -78,6 +113,8 @@ def handle_page(portal, request: Request) -> Response:
     if path in ("/app/install", "/app/install/"):
         return _app_frame(portal, request, install=True)
     parts = [p for p in path.split("/") if p]
+    if len(parts) in (3, 4) and parts[0] == "crm" and parts[1] in ("deal", "lead") and parts[2] == "automation":
+        return _automation(portal, parts[1])
     if len(parts) == 4 and parts[0] == "crm" and parts[1] in ("contact", "company") and parts[2] == "details":
         return _details(portal, request, parts[1], parts[3])
     return _page("Не найдено", "<p>Страница не найдена.</p>", 404)
@@ -149,7 +186,8 @@ def _frame(portal, request: Request, url: str, placement: str, options: dict, ti
     context = {"auth": {"access_token": tokens["access_token"], "refresh_token": tokens["refresh_token"],
                         "expires_in": portal.token_ttl, "domain": portal.domain, "member_id": portal.member_id},
                "placement": {"placement": placement, "options": options}, "lang": query["LANG"],
-               "isAdmin": portal.is_admin(user_id), "user_id": user_id}
+               "isAdmin": portal.is_admin(user_id), "user_id": user_id,
+               "client_id": portal.app["client_id"] if portal.app else ""}
     context_json = json.dumps(context, ensure_ascii=False).replace("</", "<\\/")
     return (f"<h2>{escape(title)}</h2><form id='app-form' method='post' action='{action}' target='app-frame'>"
             f"{inputs}</form><iframe id='app-frame' name='app-frame'></iframe>"
@@ -167,6 +205,26 @@ def _app_frame(portal, request: Request, install: bool) -> Response:
         else:
             url, title = app["app_url"] + app.get("page_path", "/app"), app["client_id"]
     return _page(title, _frame(portal, request, url, "DEFAULT", {}, title))
+
+
+def _automation(portal, entity: str) -> Response:
+    """A pipeline's automation rules page (/crm/deal/automation/<pipeline>/): the robots an app
+    registered for this document type, as the portal offers them in «Добавить робота»."""
+    document = {"deal": "CCrmDocumentDeal", "lead": "CCrmDocumentLead"}[entity]
+    with portal.lock:
+        robots = [r for r in portal.robots.values() if document in (r.get("DOCUMENT_TYPE") or [])]
+        items = "".join(f"<tr><td>{escape(_name(r['NAME']))}</td><td class='muted'>{escape(r['CODE'])}</td></tr>"
+                        for r in robots)
+    title = "Роботы сделок" if entity == "deal" else "Роботы лидов"
+    return _page(title, f"<h1>{title}</h1><p class='muted'>Добавить робота → Приложения</p>"
+                        f"<table id='robots'><tr><th>Робот</th><th>Код</th></tr>{items}</table>")
+
+
+def _name(value) -> str:
+    """A robot's NAME: a string or {language: text}."""
+    if isinstance(value, dict):
+        return str(value.get("ru") or next(iter(value.values()), ""))
+    return str(value or "")
 
 
 def _details(portal, request: Request, entity: str, rid: str) -> Response:

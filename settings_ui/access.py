@@ -40,6 +40,12 @@ class PageUser:
         host = self.domain.split(":")[0]
         return f"//{self.domain}/bx24.js" if host in DEV_HOSTS else "//api.bitrix24.com/api/v1/"
 
+    @property
+    def portal_url(self) -> str:
+        """The portal's own address (a link's fallback where BX24.openPath is not there)."""
+        host = self.domain.split(":")[0]
+        return f"{'http' if host in DEV_HOSTS else 'https'}://{self.domain}"
+
 
 class PageTokens:
     """Issues and reads page tokens; `clock` is injectable so expiry is tested without waiting."""

@@ -104,20 +104,49 @@ def build_dashboard(session: Session, portal_id: int, options: Options, today: d
 
 
 # --- SVG -----------------------------------------------------------------------------------------
+# Charts are drawn at their own pixel size (never scaled down with the frame: a narrow frame
+# scrolls them sideways), with their legends as HTML that wraps instead of overlapping.
+FONT = 'font-family="Open Sans, Helvetica Neue, Arial, sans-serif"'
+
+
+def legend(items: list[tuple[str, str]], element_id: str) -> Markup:
+    """The chart's legend: a coloured mark and a name per series."""
+    parts = [f'<ul class="legend" id="{element_id}">']
+    for name, colour in items:
+        parts.append(f'<li><i style="background:{colour}"></i>{escape(name)}</li>')
+    parts.append("</ul>")
+    return Markup("".join(parts))
+
+
+def nice_ticks(biggest: int, count: int = 4) -> list[int]:
+    """Round steps from 0 up to at least `biggest` (1, 2, 5 times a power of ten)."""
+    if biggest <= 0:
+        return [0, 1]
+    raw = biggest / count
+    power = 10 ** (len(str(int(raw))) - 1) if raw >= 1 else 1
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    ticks = [0]
+    while ticks[-1] < biggest:
+        ticks.append(ticks[-1] + step)
+    return ticks
+
+
 def managers_chart(board: Dashboard, names: dict[int, str], width: int = 720) -> Markup:
     """A horizontal stacked bar per manager: how many clients in each status."""
     rows = board.managers[:30]
-    label_w, bar_h, gap, top = 170, 22, 8, 28
-    height = top + len(rows) * (bar_h + gap) + 10
-    biggest = max((r.total for r in rows), default=0) or 1
-    scale = (width - label_w - 60) / biggest
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" viewBox="0 0 {width} {height}" '
-             f'width="100%" font-family="Open Sans, Helvetica Neue, Arial, sans-serif" font-size="12">']
-    x = label_w
-    for code, name, colour in board.statuses:  # the legend
-        parts.append(f'<rect x="{x}" y="4" width="10" height="10" rx="2" fill="{colour}"/>'
-                     f'<text x="{x + 14}" y="13" fill="#525c69">{escape(name)}</text>')
-        x += 24 + 7 * len(name)
+    label_w, bar_h, gap, top = 190, 22, 8, 6
+    height = top + len(rows) * (bar_h + gap) + 24
+    ticks = nice_ticks(max((r.total for r in rows), default=0))
+    scale = (width - label_w - 40) / ticks[-1]
+    shown = [(code, name, colour) for code, name, colour in board.statuses if board.totals.get(code)]
+    parts = [str(legend([(name, colour) for _, name, colour in shown], "managers-legend")),
+             f'<div class="chart-wrap"><svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" '
+             f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" {FONT} font-size="12">']
+    axis_y = top + len(rows) * (bar_h + gap)
+    for tick in ticks:  # the count axis, with a light grid line per tick
+        x = label_w + tick * scale
+        parts.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{axis_y}" stroke="#eef2f4"/>'
+                     f'<text class="tick" x="{x:.1f}" y="{axis_y + 14}" text-anchor="middle" fill="#a8adb4">{tick}</text>')
     for i, row in enumerate(rows):
         y = top + i * (bar_h + gap)
         label = names.get(row.manager_id or 0) or (f"#{row.manager_id}" if row.manager_id else "—")
@@ -132,27 +161,27 @@ def managers_chart(board: Dashboard, names: dict[int, str], width: int = 720) ->
                          f'<title>{escape(name)}: {n}</title></rect>')
             x += w
         parts.append(f'<text x="{x + 6:.1f}" y="{y + 15}" fill="#525c69">{row.total}</text>')
-    parts.append("</svg>")
+    parts.append("</svg></div>")
     return Markup("".join(parts))
 
 
 def changes_chart(board: Dashboard, labels: dict[str, str], width: int = 720, height: int = 220) -> Markup:
-    """Grouped columns per week: decays, losses and transfers."""
-    left, bottom, top = 36, 30, 24
+    """Grouped columns per week: decays, losses and transfers, with a y-axis of round ticks."""
+    left, bottom, top = 44, 26, 10
     plot_h = height - bottom - top
     kinds = list(board.changes)
-    biggest = max((v for values in board.changes.values() for v in values), default=0) or 1
+    ticks = nice_ticks(max((v for values in board.changes.values() for v in values), default=0))
+    biggest = ticks[-1]
     slot = (width - left - 10) / len(board.weeks)
     bar_w = max(slot / (len(kinds) + 1), 2)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" viewBox="0 0 {width} {height}" '
-             f'width="100%" font-family="Open Sans, Helvetica Neue, Arial, sans-serif" font-size="11">']
-    x = left
-    for kind in kinds:
-        parts.append(f'<rect x="{x}" y="4" width="10" height="10" rx="2" fill="{CHANGE_COLOURS[kind]}"/>'
-                     f'<text x="{x + 14}" y="13" fill="#525c69">{escape(labels.get(kind, kind))}</text>')
-        x += 30 + 7 * len(labels.get(kind, kind))
-    parts.append(f'<line x1="{left}" y1="{top + plot_h}" x2="{width - 10}" y2="{top + plot_h}" stroke="#dfe3e8"/>'
-                 f'<text x="{left - 6}" y="{top + 8}" text-anchor="end" fill="#a8adb4">{biggest}</text>')
+    parts = [str(legend([(labels.get(k, k), CHANGE_COLOURS[k]) for k in kinds], "changes-legend")),
+             f'<div class="chart-wrap"><svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" '
+             f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" {FONT} font-size="11">']
+    for tick in ticks:
+        y = top + plot_h - plot_h * tick / biggest
+        parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - 10}" y2="{y:.1f}" '
+                     f'stroke="{"#dfe3e8" if tick == 0 else "#eef2f4"}"/>'
+                     f'<text class="tick" x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#a8adb4">{tick}</text>')
     for w, week in enumerate(board.weeks):
         x0 = left + w * slot + bar_w / 2
         for k, kind in enumerate(kinds):
@@ -161,7 +190,7 @@ def changes_chart(board: Dashboard, labels: dict[str, str], width: int = 720, he
             parts.append(f'<rect x="{x0 + k * bar_w:.1f}" y="{top + plot_h - h:.1f}" width="{bar_w - 1:.1f}" '
                          f'height="{h:.1f}" fill="{CHANGE_COLOURS[kind]}"><title>{escape(labels.get(kind, kind))} '
                          f'{week.strftime("%d.%m")}: {n}</title></rect>')
-        parts.append(f'<text x="{left + w * slot + slot / 2:.1f}" y="{height - 10}" text-anchor="middle" '
+        parts.append(f'<text x="{left + w * slot + slot / 2:.1f}" y="{height - 8}" text-anchor="middle" '
                      f'fill="#a8adb4">{week.strftime("%d.%m")}</text>')
-    parts.append("</svg>")
+    parts.append("</svg></div>")
     return Markup("".join(parts))

@@ -8,6 +8,11 @@ TEXTS: dict[str, dict[str, str]] = {
         "app_title": "Не забыт",
         "tab_settings": "Настройки", "tab_index": "Индексация и поиск", "tab_import": "Загрузка статусов",
         "tab_dashboard": "Сводка", "tab_robots": "Роботы",
+        "catalog_title": "Роботы для воронок",
+        "catalog_help": "Роботы появляются в правилах автоматизации сделок и лидов: откройте воронку → «Роботы» → "
+                        "«Добавить робота» → «Приложения» и выберите робота «Не забыт», затем заполните его настройки.",
+        "catalog_deals": "Роботы сделок", "catalog_leads": "Роботы лидов", "catalog_robot": "Робот",
+        "catalog_does": "Что делает", "catalog_settings": "Настройки робота",
         "absent_title": "Отсутствующие менеджеры",
         "absent_help": "Отпуск, больничный: робот распределения не даёт отмеченным новые лиды и сделки, "
                        "а после возвращения — только обычную очередь, без «долга» за пропущенное.",
@@ -22,7 +27,11 @@ TEXTS: dict[str, dict[str, str]] = {
         "readonly_note": "Вы видите настройки только для чтения: менять их может администратор портала.",
         "saved": "Настройки сохранены (версия {version}).",
         "save_failed": "Настройки не сохранены: исправьте отмеченные поля.",
-        "save": "Сохранить", "preview_changes": "Что изменится?",
+        "save": "Сохранить", "preview_changes": "Что изменится?", "saving": "Сохраняем…",
+        "new_status_row": "новый статус (строка {n})", "new_code": "новый", "fix_fields": "Исправьте:",
+        "page_expired_retry": "Обновляем доступ через Битрикс24…",
+        "reopen_app": "Откройте приложение заново (закройте и откройте его в меню портала) — "
+                      "несохранённые изменения формы при этом пропадут.",
         "sec_entities": "Рабочие сущности", "contacts": "Контакты", "companies": "Компании",
         "sec_statuses": "Статусы и сроки",
         "statuses_help": "Системные статусы можно только переименовать. Свои статусы можно добавлять, "
@@ -87,7 +96,10 @@ TEXTS: dict[str, dict[str, str]] = {
         "import_errors": "Строки с ошибками", "row": "Строка", "error": "Ошибка",
         "import_apply": "Загрузить {valid} статусов", "import_report": "Скачать отчёт",
         "import_done": "Загрузка завершена", "import_failed": "Не удалось прочитать файл: {error}",
-        "import_recent": "Последние загрузки", "import_state": "Состояние",
+        "import_recent": "Последние загрузки", "import_state": "Состояние", "import_loaded": "Загружено",
+        "import_state_matching": "поиск клиентов", "import_state_preview": "проверен, не загружен",
+        "import_state_queued": "в очереди", "import_state_running": "загружается", "import_state_done": "загружен",
+        "import_state_failed": "ошибка", "departed": "уволен",
         "dash_title": "Сводка по менеджерам",
         "dash_help": "Сколько клиентов у каждого менеджера и в каком они состоянии.",
         "dash_changes": "Смены статусов по неделям", "decays": "Понижения", "losses": "Пропали", "transfers": "Переданы",
@@ -104,12 +116,18 @@ TEXTS: dict[str, dict[str, str]] = {
         "denied_not_admin": "Менять настройки может только администратор портала.",
         "denied_portal": "Этот клиент принадлежит другому порталу.",
         "warn_redate": "Сроки не пересчитаны: {error}", "warn_sync": "Список статусов на портале не обновлён: {error}",
-        "nobody": "—", "yes": "да", "no": "нет", "status_empty": "пусто",
+        "yes": "да", "no": "нет", "status_empty": "пусто",
+        "import_no_file": "Файл не выбран: выберите CSV или XLSX со статусами и нажмите «Проверить файл».",
     },
     "en": {
         "app_title": "Nezabyt",
         "tab_settings": "Settings", "tab_index": "Index & lookup", "tab_import": "Bulk load",
         "tab_dashboard": "Dashboard", "tab_robots": "Robots",
+        "catalog_title": "Pipeline robots",
+        "catalog_help": "The robots appear in the automation rules of deals and leads: open a pipeline → Robots → "
+                        "Add robot → Applications and pick a Nezabyt robot, then fill in its settings.",
+        "catalog_deals": "Deal robots", "catalog_leads": "Lead robots", "catalog_robot": "Robot",
+        "catalog_does": "What it does", "catalog_settings": "Robot settings",
         "absent_title": "Absent managers",
         "absent_help": "Vacation, sick leave: the distribution robot gives the marked ones no new leads or deals, "
                        "and on return only their usual turn, no backlog for what they missed.",
@@ -124,7 +142,11 @@ TEXTS: dict[str, dict[str, str]] = {
         "readonly_note": "You see the settings read-only: only a portal admin can change them.",
         "saved": "Settings saved (version {version}).",
         "save_failed": "Settings not saved: fix the marked fields.",
-        "save": "Save", "preview_changes": "What would change?",
+        "save": "Save", "preview_changes": "What would change?", "saving": "Saving…",
+        "new_status_row": "new status (row {n})", "new_code": "new", "fix_fields": "Fix:",
+        "page_expired_retry": "Renewing access through Bitrix24…",
+        "reopen_app": "Open the app again (close it and open it from the portal's menu) — unsaved changes "
+                      "in the form are lost then.",
         "sec_entities": "Tracked entities", "contacts": "Contacts", "companies": "Companies",
         "sec_statuses": "Statuses and days",
         "statuses_help": "System statuses can only be renamed. Your own statuses can be added, renamed, "
@@ -189,7 +211,10 @@ TEXTS: dict[str, dict[str, str]] = {
         "import_errors": "Rows with errors", "row": "Row", "error": "Error",
         "import_apply": "Load {valid} statuses", "import_report": "Download the report",
         "import_done": "Load finished", "import_failed": "Could not read the file: {error}",
-        "import_recent": "Recent loads", "import_state": "State",
+        "import_recent": "Recent loads", "import_state": "State", "import_loaded": "Loaded",
+        "import_state_matching": "matching clients", "import_state_preview": "checked, not loaded",
+        "import_state_queued": "queued", "import_state_running": "loading", "import_state_done": "loaded",
+        "import_state_failed": "failed", "departed": "departed",
         "dash_title": "Managers at a glance",
         "dash_help": "How many clients each manager keeps and in what state.",
         "dash_changes": "Status changes by week", "decays": "Decays", "losses": "Lost", "transfers": "Transferred",
@@ -206,7 +231,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "denied_not_admin": "Only a portal admin can change the settings.",
         "denied_portal": "This client belongs to another portal.",
         "warn_redate": "Dates not recomputed: {error}", "warn_sync": "The portal's status list not updated: {error}",
-        "nobody": "—", "yes": "yes", "no": "no", "status_empty": "empty",
+        "yes": "yes", "no": "no", "status_empty": "empty",
+        "import_no_file": "No file chosen: pick a CSV or XLSX of statuses and press “Check the file”.",
     },
 }
 
@@ -244,6 +270,24 @@ def translator(lang: str):
         return text.format(**values) if values else text
 
     return t
+
+
+# Whole-file problems of a bulk load (addon.bulkload.BulkLoadError), in Russian.
+LOAD_ERRORS_RU = [
+    (re.compile(r"old \.xls files are not supported.*"), "старые файлы .xls не читаются: сохраните лист как .xlsx или .csv"),
+    (re.compile(r"the file is neither UTF-8 nor Windows-1251 text"), "файл не в кодировке UTF-8 или Windows-1251"),
+    (re.compile(r"the file is empty"), "файл пустой"),
+    (re.compile(r"cannot read the spreadsheet: (.*)"), "таблицу не удалось прочитать: {0}"),
+    (re.compile(r"the file needs a Status column.*"), "в файле нет колонки «Статус» (Status)"),
+    (re.compile(r"the file needs an ID, Phone or Email column.*"),
+     "в файле нет колонки «ID», «Телефон» или «E-mail», по которой искать клиента"),
+    (re.compile(r"the file has a header but no rows"), "в файле есть заголовок, но нет ни одной строки"),
+]
+
+
+def load_error(lang: str, message: str) -> str:
+    """A bulk load's whole-file error in the page's language (unknown ones as they are)."""
+    return _translated(LOAD_ERRORS_RU, message) if lang == "ru" else message
 
 
 def option_error(lang: str, message: str) -> str:
@@ -294,7 +338,12 @@ def row_error(lang: str, message: str | None) -> str:
 
 
 def _row_error_ru(part: str) -> str:
-    for pattern, text in ROW_ERRORS_RU:
+    return _translated(ROW_ERRORS_RU, part)
+
+
+def _translated(patterns, part: str) -> str:
+    """The first pattern that matches the whole English text, its Russian text filled in."""
+    for pattern, text in patterns:
         match = pattern.fullmatch(part)
         if match:
             values = match.groups()

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import re
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from flask import Blueprint, Response, abort, g, jsonify, render_template, request, stream_with_context
@@ -26,7 +27,7 @@ from addon.options import (
     OptionsError,
 )
 from settings_ui.access import DEV_HOSTS, TOKEN_FIELD, TOKEN_HEADER, AccessDenied, PageTokens, PageUser, verify_user
-from settings_ui.i18n import option_error, row_error, translator
+from settings_ui.i18n import load_error, option_error, row_error, translator
 
 PLACEMENT_ENTITIES = {"CRM_CONTACT_DETAIL_TAB": "contact", "CRM_COMPANY_DETAIL_TAB": "company"}
 TABS = ("settings", "index", "import", "dashboard", "robots")
@@ -39,8 +40,14 @@ INT_OPTIONS = ("call_lookback_days", "default_warn_days", "feed_post_days")
 TEXT_OPTIONS = ("notify_time", "time_zone", "transfer_mode", "language")
 
 
-def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprint:
+def page_clock() -> float:
+    """Unix seconds that date page tokens when no clock is given (a browser test moves it)."""
+    return time.time()
+
+
+def make_blueprint(services, clock: Callable[[], float] | None = None) -> Blueprint:
     """The settings UI. `clock` (unix seconds) dates page tokens, so a test can age one."""
+    clock = clock or (lambda: page_clock())  # looked up at each call, so it can be moved
     bp = Blueprint("settings_ui", __name__, template_folder="templates", static_folder="static",
                    static_url_path="/ui/static")
     tokens = PageTokens(services.settings.secret_key, clock=clock)
@@ -120,7 +127,22 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
             row, history = _entity(session, user.portal_id, entity_type, entity_id)
             return render_template("nezabyt/card.html", t=t, user=user, token=tokens.issue(user), ctx=ctx,
                                    opts=ctx.opts, row=row, history=history, entity_type=entity_type,
-                                   entity_id=entity_id, names=portal_users(user.portal_id))
+                                   entity_id=entity_id, names=portal_users(user.portal_id, user.lang))
+
+    # --- the page token ----------------------------------------------------------------------------
+    @bp.post("/ui/token")
+    def renew_token():
+        """A fresh page token for a page whose own has expired: the portal's refreshed AUTH_ID
+        (BX24.refreshAuth) is checked exactly as when the app is opened, so the form stays as it is."""
+        user = verify_user(services, request.form.get("member_id", ""), request.form.get("AUTH_ID", ""),
+                           request.form.get("LANG"))
+        return jsonify({"token": tokens.issue(user)})
+
+    @bp.post("/ui/token/check")
+    def check_token():
+        """Answers 403 with the reason when the page token no longer serves (before a form is sent)."""
+        page_user()
+        return jsonify({"ok": True})
 
     # --- the app page's own requests -----------------------------------------------------------
     @bp.post("/ui/page")
@@ -150,7 +172,7 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
                 mark_absent(session, user.portal_id, uid, absent=uid in absent)
             session.commit()
             now_absent = sorted(absent_users(session, user.portal_id))
-        names = portal_users(user.portal_id)
+        names = portal_users(user.portal_id, user.lang)
         listed = ", ".join(names.get(u, f"#{u}") for u in now_absent) or t("nobody")
         return render_main(user, tokens.issue(user), "robots", flash=t("absent_saved", names=listed))
 
@@ -159,6 +181,9 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
         user = page_user(admin=True)
         t = translator(user.lang)
         data, errors = parse_settings_form(request.form, user.lang)
+        if errors and _wants_json():  # the page's own save: the admin stays where they are
+            return jsonify({"ok": False, "message": t("save_failed"), "errors": errors,
+                            "labels": {k: field_label(k, request.form, t) for k in errors}}), 422
         if errors:
             return render_main(user, tokens.issue(user), "settings", form_errors=errors,
                                form_view=settings_view_from_form(request.form), flash=t("save_failed"),
@@ -173,6 +198,9 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
             version = row.version
             session.commit()
         warnings = after_settings_saved(services, user.portal_id, now(), t)
+        if _wants_json():
+            return jsonify({"ok": True, "message": t("saved", version=version), "warnings": warnings,
+                            "codes": [st["code"] for st in data["statuses"]]})
         return render_main(user, tokens.issue(user), "settings", flash=t("saved", version=version),
                            warnings=warnings)
 
@@ -182,7 +210,7 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
         t = translator(user.lang)
         data, errors = parse_settings_form(request.form, user.lang)
         if errors:
-            return jsonify({"errors": errors}), 422
+            return jsonify({"errors": errors, "labels": {k: field_label(k, request.form, t) for k in errors}}), 422
         options = Options.from_dict(data)
         with services.sessions() as session:
             ctx = _context(session, user.portal_id)
@@ -191,7 +219,7 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
 
         preview = whatif_view(preview_changes(services, user.portal_id, options, today))
         html = render_template("nezabyt/_whatif.html", t=t, p=preview, opts=options,
-                               names=portal_users(user.portal_id))
+                               names=portal_users(user.portal_id, user.lang))
         return jsonify({"html": html})
 
     @bp.post("/ui/index")
@@ -234,7 +262,7 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
             if row is not None and not user.is_admin and row.assigned_by_id != user.user_id:
                 row, history = None, []  # a manager looks up only their own clients
             html = render_template("nezabyt/_entity.html", t=t, opts=ctx.opts, row=row, history=history,
-                                   entity_type=entity_type, entity_id=entity_id, names=portal_users(user.portal_id))
+                                   entity_type=entity_type, entity_id=entity_id, names=portal_users(user.portal_id, user.lang))
         return jsonify({"html": html})
 
     @bp.errorhandler(RequestEntityTooLarge)
@@ -267,7 +295,7 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
         entity_type = request.form.get("entity_type", "contact")
         if upload is None or not upload.filename:
             return render_main(user, tokens.issue(user), "import",
-                               flash=t("import_failed", error="—"), flash_kind="error"), 400
+                               flash=t("import_no_file"), flash_kind="error"), 400
         content = upload.read()
         with services.sessions() as session:
             ctx = _context(session, user.portal_id)
@@ -280,7 +308,8 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
             except (BulkLoadError, PortalError) as exc:
                 session.rollback()
                 return render_main(user, tokens.issue(user), "import",
-                                   flash=t("import_failed", error=str(exc)), flash_kind="error"), 400
+                                   flash=t("import_failed", error=load_error(user.lang, str(exc))),
+                                   flash_kind="error"), 400
             session.commit()
         return render_main(user, tokens.issue(user), "import", import_job_id=staged.job_id)
 
@@ -304,6 +333,8 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
         from addon.bulkload import report_csv
 
         user = page_user()
+        with services.sessions() as lookup:
+            opts = _context(lookup, user.portal_id).opts
         session = services.sessions()
         job = session.get(ImportJob, job_id)
         if job is None or job.portal_id != user.portal_id:
@@ -313,7 +344,8 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
         def rows():
             try:
                 yield "\ufeff"  # Excel reads the Cyrillic right with a BOM
-                yield from report_csv(session, job_id)
+                yield from report_csv(session, job_id, error_text=lambda e: row_error(user.lang, e),
+                                      status_name=opts.name_of)
             finally:
                 session.close()
 
@@ -337,14 +369,23 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
         abort(404)
 
     # --- rendering -------------------------------------------------------------------------------
-    def portal_users(portal_id: int) -> dict[int, str]:
-        """{user ID: name} of the portal's employees, for pickers and the dashboard (cached)."""
+    def directory(portal_id: int) -> dict[int, Employee]:
         cached = users_cache.get(portal_id)
         if cached and cached[0] > time.monotonic():
             return cached[1]
         users = fetch_users(services, portal_id)
         users_cache[portal_id] = (time.monotonic() + USERS_TTL, users)
         return users
+
+    def portal_users(portal_id: int, lang: str = "ru") -> dict[int, str]:
+        """{user ID: name} of every employee the portal knows (cached): a departed manager's clients
+        are still named by who had them, marked «уволен»."""
+        departed = translator(lang)("departed")
+        return {uid: e.name if e.active else f"{e.name} ({departed})" for uid, e in directory(portal_id).items()}
+
+    def active_users(portal_id: int) -> dict[int, str]:
+        """The employees who can be picked (transfer, pool, absences): active ones only."""
+        return {uid: e.name for uid, e in directory(portal_id).items() if e.active}
 
     def render_main(user: PageUser, token: str, tab: str, **extra: Any) -> str:
         from settings_ui.dashboard import build_dashboard, changes_chart, managers_chart
@@ -353,7 +394,7 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
         with services.sessions() as session:
             ctx = _context(session, user.portal_id)
             today = ctx.today(now())
-            names = portal_users(user.portal_id)
+            names = portal_users(user.portal_id, user.lang)
             board = build_dashboard(session, user.portal_id, ctx.opts, today,
                                     only_manager=None if user.is_admin else user.user_id)
             job_id = extra.pop("import_job_id", None)
@@ -380,7 +421,8 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
             return render_template(
                 "nezabyt/main.html", t=t, user=user, token=token, tab=tab, opts=ctx.opts, ctx=ctx, today=today,
                 view=extra.pop("form_view", None) or settings_view(ctx.opts),
-                errors=extra.pop("form_errors", {}), names=names, board=board,
+                errors=extra.pop("form_errors", {}), names=names, active_names=active_users(user.portal_id),
+                board=board,
                 managers_svg=managers_chart(board, names),
                 changes_svg=changes_chart(board, {k: t(k) for k in ("decays", "losses", "transfers")}),
                 import_job=import_job, import_errors=import_errors, recent_imports=recent_imports,
@@ -438,24 +480,43 @@ def _robots_view(session, portal_id: int, ctx, month: str) -> dict[str, Any]:
     """The robots tab: who is marked absent, the month's ranking, the close reasons."""
     from addon.robots.store import absent_users, close_reason_counts, ranking_report
 
-    return {"absent": absent_users(session, portal_id), "month": month,
+    return {"catalog": robot_catalog(ctx.opts.language if ctx.opts.language in ("ru", "en") else "ru"),
+            "absent": absent_users(session, portal_id), "month": month,
             "ranking": ranking_report(session, portal_id, month, ctx.tz),  # best first
             "reasons": close_reason_counts(session, portal_id)}
 
 
-def fetch_users(services, portal_id: int) -> dict[int, str]:
-    """Active employees from `user.get` (50 a page); an unreachable portal gives no names."""
+@dataclass(frozen=True)
+class Employee:
+    name: str
+    active: bool = True
+
+
+def robot_catalog(lang: str) -> list[dict[str, Any]]:
+    """Every pipeline robot Nezabyt registers (addon.robots.catalog): its name, what it does and
+    the settings the admin fills in when adding it to a pipeline's automation rules."""
+    from addon.robots.catalog import ROBOTS
+
+    return [{"key": r.key, "name": r.name.get(lang) or r.name["ru"],
+             "description": r.description.get(lang) or r.description["ru"],
+             "settings": [p["Name"].get(lang) or p["Name"]["ru"] for p in r.properties.values()]}
+            for r in ROBOTS]
+
+
+def fetch_users(services, portal_id: int) -> dict[int, Employee]:
+    """Every employee from `user.get` (50 a page; without an ACTIVE filter it lists departed ones
+    too); an unreachable portal gives no names."""
     from addon.portal_client import PortalClient, PortalError
 
-    users: dict[int, str] = {}
+    users: dict[int, Employee] = {}
     try:
         with PortalClient(services, portal_id) as client:
             start = 0
-            while start is not None and start < 2000:
-                envelope = client.call_envelope("user.get", {"FILTER": {"ACTIVE": True}, "start": start})
+            while start is not None and start < 5000:
+                envelope = client.call_envelope("user.get", {"start": start})
                 for u in envelope.get("result") or []:
                     name = " ".join(p for p in (u.get("NAME"), u.get("LAST_NAME")) if p) or f"#{u['ID']}"
-                    users[int(u["ID"])] = name
+                    users[int(u["ID"])] = Employee(name, u.get("ACTIVE") not in (False, "N", "false", 0, "0"))
                 start = envelope.get("next")
     except PortalError:
         pass
@@ -498,6 +559,31 @@ def after_settings_saved(services, portal_id: int, now: dt.datetime, t) -> list[
 
 
 # --- the settings form ------------------------------------------------------------------------------
+STATUS_COLUMNS = {"name": "col_name", "days": "col_days", "warn_days": "col_warn", "code": "col_code",
+                  "reasons": "col_reasons"}
+
+
+def field_label(key: str, form, t) -> str:
+    """The field an error key points at, as the admin sees it on the form: «Горячий — Дней до смены»,
+    not `statuses.2.days`."""
+    parts = key.split(".")
+    if parts[0] == "statuses" and len(parts) == 3 and parts[1].isdigit():
+        i = int(parts[1])
+        names, codes = form.getlist("st_name"), form.getlist("st_code")
+        name = (names[i].strip() if i < len(names) else "") or (codes[i] if i < len(codes) else "")
+        row = f"«{name}»" if name else t("new_status_row", n=i + 1)
+        return f"{row} — {t(STATUS_COLUMNS.get(parts[2], parts[2]))}"
+    if parts[0] == "statuses":
+        return t("sec_statuses")
+    if parts[0] == "templates" and len(parts) == 2:
+        return t("tpl_" + parts[1])
+    if key == "transfer_pool":
+        return t("transfer_pool_label")
+    if key == "entity_types":
+        return t("sec_entities")
+    return t(key)
+
+
 def settings_view(opts: Options) -> dict[str, Any]:
     """What the form shows, from saved options."""
     view = opts.to_dict()

@@ -517,20 +517,28 @@ class Demo:
         res.seconds = time.monotonic() - self.started
         return res
 
-    def serve(self, every: float = 5.0, stop: threading.Event | None = None) -> None:
-        """Keep the portal and the app up; the worker drains events and runs the daily run on the
-        portal's clock, which now runs on from the last simulated moment."""
-        from worker.jobs import drain_and_run
+    def serve(self, speed: float = 1.0, stop: threading.Event | None = None) -> None:
+        """Keep the portal and the app up, with the worker's own schedule (worker.schedule.SCHEDULE:
+        events and daily runs, reconcile, robots, the re-index and bulk loads queued from the
+        settings page) run on the portal's clock, which now runs on from the last simulated moment.
+        `speed` divides every job's interval (a test runs the schedule a hundred times faster)."""
+        from worker.schedule import SCHEDULE, run_job
 
         dp = self.srv.portal
         dp.set_clock(dp.now(), frozen=False)
         stop = stop or threading.Event()
+        due = {job.name: 0.0 for job in SCHEDULE}  # monotonic seconds each job is next due at
         try:
-            while not stop.wait(every):
-                report = drain_and_run(self.services, dp.now())
-                if report.events or report.daily_runs:
-                    self.say(f"[{dp.now():%Y-%m-%d %H:%M}] worker: {report.events} events, "
-                             f"{report.daily_runs} daily runs")
+            while not stop.is_set():
+                for job in SCHEDULE:
+                    if stop.is_set() or time.monotonic() < due[job.name]:
+                        continue
+                    report = run_job(self.services, job, clock=dp.now)
+                    due[job.name] = time.monotonic() + job.every.total_seconds() / speed
+                    line = _worker_line(report)
+                    if line:
+                        self.say(f"[{dp.now():%Y-%m-%d %H:%M}] worker ({job.name}): {line}")
+                stop.wait(max(0.01, min(due.values()) - time.monotonic()))
         except KeyboardInterrupt:
             self.say("stopped")
 
@@ -545,11 +553,23 @@ class Demo:
             self._tmp.cleanup()
 
 
+def _worker_line(report) -> str:
+    """What a scheduled job did, when it did anything (a CycleReport's non-zero figures)."""
+    if report is None:
+        return ""
+    figures = [(name, getattr(report, name, 0)) for name in
+               ("events", "daily_runs", "jobs", "robot_calls", "timers")]
+    parts = [f"{name.replace('_', ' ')} {n}" for name, n in figures if n]
+    parts += [f"error: {e}" for e in (getattr(report, "errors", None) or [])[:3]]
+    return ", ".join(parts)
+
+
 def summary_text(res: DemoResult, status_names: dict[str, str] | None = None) -> str:
-    names = status_names or {}
+    # Names only, never codes mixed with names: a client without a status reads as such.
+    names = {"EMPTY": "(без статуса)", **(status_names or {})}
 
     def name(code: str) -> str:
-        return f"{names.get(code, code)}" if code in names else code
+        return names.get(code, code)
 
     out = [f"Nezabyt demo: {res.first_day.isoformat()} .. {res.last_day.isoformat()} "
            f"({(res.last_day - res.first_day).days} days) in {res.seconds:.0f} s",
@@ -586,7 +606,7 @@ def run_demo(config: DemoConfig, say: Callable[[str], None] = print) -> tuple[De
 
 @click.command("demo")
 @click.option("--contacts", default=12000, show_default=True, type=int)
-@click.option("--companies", default=2000, show_default=True, type=int)
+@click.option("--companies", default=None, type=int, help="companies to seed (default: a sixth of --contacts)")
 @click.option("--managers", default=12, show_default=True, type=int)
 @click.option("--days", default=30, show_default=True, type=int, help="days of work to simulate")
 @click.option("--seed", default=1, show_default=True, type=int, help="random seed of the data and the month")
@@ -602,6 +622,8 @@ def demo_command(contacts, companies, managers, days, seed, last_day, database_u
     import logging
 
     logging.getLogger("fast_bitrix24").setLevel(logging.WARNING)
+    if companies is None:
+        companies = contacts // 6
     config = DemoConfig(contacts=contacts, companies=companies, managers=managers, days=days, seed=seed,
                         database_url=database_url, last_day=last_day.date() if last_day else None)
     demo, res = run_demo(config, click.echo)

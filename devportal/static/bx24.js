@@ -159,9 +159,40 @@
     });
   }
 
+  function done(cb, value) { if (typeof cb === "function") { cb(value); } }
+
+  // BX24.getScrollSize: the content's size as the real library measures it (the larger of the
+  // document's scroll and offset sizes: never below the frame's own viewport).
+  function getScrollSize() {
+    var root = document.documentElement;
+    return { scrollWidth: Math.max(root.scrollWidth, root.offsetWidth),
+             scrollHeight: Math.max(root.scrollHeight, root.offsetHeight) };
+  }
+
   function fitWindow(cb) {
-    var height = Math.max(document.documentElement.scrollHeight, document.body ? document.body.scrollHeight : 0);
-    ask("resize", { height: height }).then(function () { if (typeof cb === "function") { cb(); } });
+    resizeWindow("100%", getScrollSize().scrollHeight, cb);
+  }
+
+  // BX24.resizeWindow(width, height): '100%' stretches the frame, other widths go through parseInt
+  // (not a number: 100 px); a height is used only when parseInt gives more than 0.
+  function resizeWindow(width, height, cb) {
+    var w = width === "100%" ? "100%" : (isNaN(parseInt(width, 10)) ? 100 : parseInt(width, 10));
+    var h = parseInt(height, 10);
+    ask("resize", { width: w, height: h > 0 ? h : 0 }).then(function () { done(cb); });
+  }
+
+  // BX24.scrollParentWindow(scroll): the portal page scrolls to this vertical position; not a
+  // number: nothing is sent.
+  function scrollParentWindow(scroll, cb) {
+    var y = parseInt(scroll, 10);
+    if (isNaN(y)) { return; }
+    ask("setScroll", { scroll: y }).then(function () { done(cb); });
+  }
+
+  // BX24.openPath(path): a page of this portal in a slider; the callback gets {result: "close"}
+  // when the slider is closed, or {result: "error", errorCode: "PATH_NOT_AVAILABLE"}.
+  function openPath(path, cb) {
+    ask("openPath", { path: String(path || "") }).then(function (result) { done(cb, result); });
   }
 
   window.BX24 = {
@@ -178,10 +209,11 @@
     refreshAuth: refreshAuth,
     callMethod: callMethod,
     callBatch: callBatch,
+    getScrollSize: getScrollSize,
     fitWindow: fitWindow,
-    resizeWindow: function (width, height, cb) {
-      ask("resize", { width: width, height: height }).then(function () { if (typeof cb === "function") { cb(); } });
-    },
+    resizeWindow: resizeWindow,
+    scrollParentWindow: scrollParentWindow,
+    openPath: openPath,
     installFinish: function () { ask("installFinish"); },
     reloadWindow: function () { ask("reload"); },
     closeApplication: function () { ask("close"); },

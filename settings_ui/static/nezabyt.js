@@ -4,16 +4,106 @@
 (function () {
   "use strict";
   var token = document.body.dataset.token || "";
+  var textsNode = document.getElementById("ui-texts");
+  var texts = textsNode ? JSON.parse(textsNode.textContent) : {};
+  function say(key) { return texts[key] || key; }
 
-  function fit() {
-    if (window.BX24 && BX24.fitWindow) { try { BX24.fitWindow(); } catch (e) { /* outside a portal */ } }
+  // The frame takes the height of what the tab shows. BX24.fitWindow measures the document's
+  // scroll height, which is never less than the frame itself, so it can only grow the frame:
+  // the content's own height goes to BX24.resizeWindow instead.
+  var lastHeight = 0;
+  function fit(then) {
+    var after = typeof then === "function" ? then : function () {};
+    if (!(window.BX24 && BX24.resizeWindow)) { after(); return; }
+    var height = Math.ceil(document.body.getBoundingClientRect().height);
+    if (height === lastHeight) { after(); return; }
+    lastHeight = height;
+    try { BX24.resizeWindow("100%", height, after); } catch (e) { after(); /* outside a portal */ }
   }
   if (window.BX24 && BX24.init) { BX24.init(fit); }
+  window.addEventListener("load", fit);
 
-  function post(url, body) {
-    return fetch(url, { method: "POST", body: body, headers: { "X-Nezabyt-Token": token, "Accept": "application/json" } })
-      .then(function (r) { return r.json().then(function (data) { data._status = r.status; return data; }); });
+  // --- the page token: renewed through BX24 when it expires, so no typed value is lost -------------
+  var renewing = null;
+  function renewToken() {
+    if (renewing) { return renewing; }
+    renewing = new Promise(function (resolve, reject) {
+      if (!(window.BX24 && BX24.refreshAuth)) { reject(new Error("no BX24")); return; }
+      var timer = setTimeout(function () { reject(new Error("timeout")); }, 15000);
+      BX24.refreshAuth(function (auth) {
+        clearTimeout(timer);
+        var body = new FormData();
+        body.append("member_id", (auth && auth.member_id) || "");
+        body.append("AUTH_ID", (auth && auth.access_token) || "");
+        body.append("LANG", document.body.dataset.lang || "ru");
+        fetch("/ui/token", { method: "POST", body: body, headers: { "Accept": "application/json" } })
+          .then(function (r) { return r.json().then(function (data) { data._status = r.status; return data; }); })
+          .then(function (data) {
+            if (data._status !== 200 || !data.token) { reject(data); return; }
+            token = data.token;
+            document.querySelectorAll('input[name="t"]').forEach(function (input) { input.value = token; });
+            document.querySelectorAll("a[href*='t=']").forEach(function (a) {
+              var url = new URL(a.href, window.location.href);
+              if (url.searchParams.has("t")) { url.searchParams.set("t", token); a.href = url.toString(); }
+            });
+            resolve(token);
+          }, reject);
+      });
+    });
+    renewing.then(function () { renewing = null; }, function () { renewing = null; });
+    return renewing;
   }
+
+  // Where the page could not go on (the server's own words and the way forward), at the top and
+  // in the place the admin acted in (`where`, optional).
+  function problem(data, where) {
+    var text = (data && (data.error_description || data.message)) || say("reopen_app");
+    if (data && data.error === "expired") { text += " " + say("reopen_app"); }
+    var top = document.getElementById("page-problem");
+    if (top) { top.textContent = text; top.hidden = false; }
+    if (where) { where.textContent = text; where.classList.add("field-error"); where.hidden = false; }
+    fit();
+  }
+
+  function send(method, url, body) {
+    return fetch(url, { method: method, body: body,
+                        headers: { "X-Nezabyt-Token": token, "Accept": "application/json" } })
+      .then(function (r) {
+        return r.json().catch(function () { return { error: "http", error_description: r.status + " " + r.statusText }; })
+          .then(function (data) { data._status = r.status; return data; });
+      });
+  }
+
+  function request(method, url, body) {
+    return send(method, url, body).then(function (data) {
+      if (data._status === 403 && data.error === "expired") {
+        return renewToken().then(function () { return send(method, url, body); }, function () { return data; });
+      }
+      return data;
+    });
+  }
+  function post(url, body) { return request("POST", url, body); }
+
+  // Forms that reload the page (absences, upload, ranking month) first make sure the token serves.
+  document.querySelectorAll("form").forEach(function (form) {
+    if (form.id === "settings-form" || !form.querySelector('input[name="t"]')) { return; }
+    form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      post("/ui/token/check", new FormData()).then(function (data) {
+        if (data._status === 200) { form.submit(); } else { problem(data); }
+      }, function () { problem(null); });
+    });
+  });
+
+  // --- links to the portal's own pages: opened by the portal (BX24.openPath) -----------------------
+  document.addEventListener("click", function (ev) {
+    var link = ev.target.closest ? ev.target.closest("a[data-open-path]") : null;
+    if (!link || !(window.BX24 && BX24.openPath)) { return; }
+    ev.preventDefault();
+    BX24.openPath(link.dataset.openPath, function (result) {
+      if (result && result.result === "error") { window.open(link.href, "_top"); }
+    });
+  });
 
   // --- tabs -------------------------------------------------------------------------------------
   document.querySelectorAll("#tabs button").forEach(function (button) {
@@ -96,13 +186,11 @@
         if (data.html) { target.innerHTML = data.html; }
         else if (data.errors) {
           target.innerHTML = "";
-          Object.keys(data.errors).forEach(function (k) {
-            var p = document.createElement("p"); p.className = "field-error"; p.textContent = k + ": " + data.errors[k];
-            target.appendChild(p);
-          });
+          showFieldErrors(data.errors, data.labels || {}, target);
         }
+        else { target.innerHTML = ""; problem(data, target); }
         fit();
-      }).catch(function () { whatif.disabled = false; });
+      }).catch(function () { whatif.disabled = false; problem(null, document.getElementById("whatif")); });
     });
   }
 
@@ -111,9 +199,9 @@
     bar.hidden = false;
     var lang = document.body.dataset.lang;
     function tick() {
-      fetch("/ui/jobs/" + runId, { headers: { "X-Nezabyt-Token": token, "Accept": "application/json" } })
-        .then(function (r) { return r.json(); })
+      request("GET", "/ui/jobs/" + runId)
         .then(function (p) {
+          if (p._status === 403) { problem(p, text); return; }
           bar.firstElementChild.style.width = p.percent + "%";
           bar.dataset.percent = p.percent;
           bar.dataset.status = p.status;
@@ -144,6 +232,7 @@
     indexBtn.addEventListener("click", function () {
       indexBtn.disabled = true;
       post("/ui/index", new FormData()).then(function (data) {
+        if (!data.run_id) { indexBtn.disabled = false; problem(data, text); return; }
         follow(data.run_id, bar, text, function () { indexBtn.disabled = false; });
       });
     });
@@ -156,6 +245,7 @@
     applyBtn.addEventListener("click", function () {
       applyBtn.disabled = true;
       post("/ui/import/" + applyBtn.dataset.job + "/apply", new FormData()).then(function (data) {
+        if (!data.run_id) { applyBtn.disabled = false; problem(data, itext); return; }
         follow(data.run_id, ibar, itext);
       });
     });
@@ -169,13 +259,120 @@
            function () { document.getElementById("match-done-form").submit(); });
   }
 
+  // --- saving the settings: the result next to the button, the admin's place kept ------------------
+  function fieldFor(key) {
+    var form = document.getElementById("settings-form");
+    var parts = key.split(".");
+    if (parts[0] === "statuses" && parts.length === 3) {
+      var list = form.querySelectorAll('[name="st_' + (parts[2] === "reasons" ? "reasons" : parts[2]) + '"]');
+      var field = list[parseInt(parts[1], 10)];
+      if (field && field.type === "hidden") { field = field.closest("td"); }
+      return field || document.getElementById("statuses");
+    }
+    if (parts[0] === "statuses") { return document.getElementById("statuses"); }
+    if (parts[0] === "templates") { return form.querySelector('[name="tpl_' + parts[1] + '"]'); }
+    if (key === "entity_types") { return document.getElementById("et-contact"); }
+    return form.querySelector('[name="' + key + '"]');
+  }
+
+  function clearFieldErrors() {
+    document.querySelectorAll("#settings-form [data-error-for]").forEach(function (el) { el.remove(); });
+    document.querySelectorAll("#settings-form .has-error").forEach(function (el) { el.classList.remove("has-error"); });
+  }
+
+  // Each error beside its field (named as on the form), and a list of links to them in `summary`.
+  function showFieldErrors(errors, labels, summary) {
+    var list = document.createElement("ul");
+    list.className = "error-list";
+    Object.keys(errors).forEach(function (key) {
+      var field = fieldFor(key);
+      if (field) {
+        var holder = field.closest("td, label") || field.parentNode;
+        holder.classList.add("has-error");
+        var note = document.createElement("span");
+        note.className = "field-error";
+        note.dataset.errorFor = key;
+        note.textContent = errors[key];
+        if (field.nextSibling) { field.parentNode.insertBefore(note, field.nextSibling); } else { field.parentNode.appendChild(note); }
+      }
+      var item = document.createElement("li");
+      var link = document.createElement("a");
+      link.href = "#";
+      link.textContent = labels[key] || key;
+      link.addEventListener("click", function (ev) {
+        ev.preventDefault();
+        if (field && field.focus) { field.focus(); }
+      });
+      item.appendChild(link);
+      item.appendChild(document.createTextNode(": " + errors[key]));
+      list.appendChild(item);
+    });
+    if (summary) {
+      var head = document.createElement("p");
+      head.textContent = say("fix_fields");
+      summary.appendChild(head);
+      summary.appendChild(list);
+    }
+  }
+
+  // Bring an element onto the admin's screen: the frame has no scroll of its own, so the portal
+  // page is the one that scrolls (the browser carries scrollIntoView up to it).
+  function reveal(el) {
+    if (el && el.scrollIntoView) { el.scrollIntoView({ block: "nearest" }); }
+  }
+
+  var settingsForm = document.getElementById("settings-form");
+  var saveBtn = document.getElementById("save-btn");
+  if (settingsForm && saveBtn) {
+    settingsForm.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      var result = document.getElementById("save-result");
+      saveBtn.disabled = true;
+      result.hidden = false;
+      result.className = "flash";
+      result.textContent = say("saving");
+      post(settingsForm.action, new FormData(settingsForm)).then(function (data) {
+        saveBtn.disabled = false;
+        clearFieldErrors();
+        result.textContent = "";
+        if (data._status === 200 && data.ok) {
+          result.className = "flash";
+          result.textContent = data.message;
+          (data.warnings || []).forEach(function (w) {
+            var p = document.createElement("p"); p.className = "warning"; p.textContent = w; result.appendChild(p);
+          });
+          // The codes the server gave new statuses: a second save keeps them instead of adding more.
+          var codes = settingsForm.querySelectorAll('input[name="st_code"]');
+          (data.codes || []).forEach(function (code, i) {
+            if (!codes[i] || codes[i].value) { return; }
+            codes[i].value = code;
+            var row = codes[i].closest("tr");
+            row.dataset.code = code;
+            var shown = row.querySelector(".code .muted");
+            if (shown) { shown.textContent = code; shown.classList.remove("muted"); }
+          });
+        } else if (data.errors) {
+          result.className = "flash error";
+          result.appendChild(document.createTextNode(data.message || ""));
+          showFieldErrors(data.errors, data.labels || {}, result);
+        } else {
+          result.className = "flash error";
+          problem(data, result);
+        }
+        fit(function () { reveal(result); });
+      }, function () { saveBtn.disabled = false; problem(null, result); });
+    });
+  }
+
   // --- debug lookup --------------------------------------------------------------------------------
   var debugForm = document.getElementById("debug-form");
   if (debugForm) {
     debugForm.addEventListener("submit", function (ev) {
       ev.preventDefault();
       post("/ui/debug", new FormData(debugForm)).then(function (data) {
-        document.getElementById("debug-result").innerHTML = data.html || "";
+        var out = document.getElementById("debug-result");
+        out.innerHTML = data.html || "";
+        if (data.html === undefined) { problem(data, out); }
         fit();
       });
     });

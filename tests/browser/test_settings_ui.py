@@ -140,7 +140,7 @@ def test_admin_loads_statuses_previews_changes_saves_and_opens_a_card(
     page.screenshot(path=str(artifacts_dir / "ui-05-settings-error.png"), full_page=True)
     app.locator('input[name="notify_time"]').fill("10:30")
     app.locator("#save-btn").click()
-    app.locator("#flash", has_text="Настройки сохранены").wait_for()
+    app.locator("#save-result", has_text="Настройки сохранены").wait_for()
     page.screenshot(path=str(artifacts_dir / "ui-06-settings-saved.png"), full_page=True)
     with services.sessions() as session:
         row = session.get(PortalSettings, portal_id)

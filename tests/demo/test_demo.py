@@ -92,7 +92,7 @@ def test_demo_summary_is_non_zero_and_agrees_with_the_database(small_demo, servi
 
     # After the summary the demo keeps serving: the worker goes on processing on the portal's clock.
     stop = threading.Event()
-    serving = threading.Thread(target=demo.serve, kwargs={"every": 0.05, "stop": stop}, daemon=True)
+    serving = threading.Thread(target=demo.serve, kwargs={"speed": 100.0, "stop": stop}, daemon=True)
     serving.start()
     try:
         uid = int(dp.records["contact"][1]["ASSIGNED_BY_ID"])
@@ -135,3 +135,14 @@ def test_demo_command_prints_the_summary_and_exits(services):
         assert digests == session.scalar(select(func.count()).select_from(NotificationLog).where(
             NotificationLog.kind == "digest", NotificationLog.status == "sent")) > 0
     assert "/app" not in out  # --exit: no serving
+    assert "60 companies" in out
+    transitions = out.split("transitions by status:", 1)[1].split("reverts", 1)[0]
+    assert "EMPTY" not in transitions and "NEW" not in transitions and "Новый" in transitions
+
+
+def test_demo_contacts_alone_seed_companies_in_proportion(services):
+    url = services.settings.database_url
+    result = CliRunner().invoke(demo_command, ["--contacts", "240", "--days", "1", "--last-day", "2026-03-10",
+                                               "--database-url", url, "--exit"])
+    assert result.exit_code == 0, result.output
+    assert "240 contacts, 40 companies" in result.output

@@ -97,8 +97,8 @@ def test_match_preview_apply_and_report(services, fast_devportal, app_server):
         run = session.scalars(select(JobRun).where(JobRun.key == f"import:{job_id}")).one()
         assert (run.status, run.progress_done, run.progress_total) == ("done", 5, 5)
         report = list(csv.reader(io.StringIO("".join(report_csv(session, job_id))), delimiter=";"))
-    assert report[0][0] == "Row" and len(report) == 11
-    assert report[1][7] == "applied" and report[6][7] == "invalid"
+    assert report[0][0] == "Строка" and len(report) == 11
+    assert report[1][7] == "загружено" and report[6][7] == "ошибка в строке"
 
     calls = len(update_calls(fast_devportal))
     assert apply_import(services, job_id, NOW).applied == 4  # a rerun writes nothing
@@ -230,9 +230,16 @@ def test_downloads_and_applying_from_the_page(services, fast_devportal, app_serv
         PageUser(portal_id=portal_id, user_id=1, is_admin=True, lang="ru", domain=fast_devportal.domain))
     base = app_server.url
     template = requests.get(f"{base}/ui/import/template.csv", params={"t": token}, timeout=10)
-    assert template.status_code == 200 and template.content.startswith(b"\xef\xbb\xbfID;Phone;Email;Status")
+    assert template.status_code == 200
+    assert template.content.decode("utf-8-sig").startswith("ID;Телефон;E-mail;Статус;Дата;Тип")
     xlsx = requests.get(f"{base}/ui/import/template.xlsx", params={"t": token}, timeout=10)
-    assert load_workbook(io.BytesIO(xlsx.content)).active["D1"].value == "Status"
+    sheet = load_workbook(io.BytesIO(xlsx.content)).active
+    assert (sheet.title, sheet["D1"].value) == ("Статусы", "Статус")
+    # the template, as downloaded, is a file the upload reads (Russian headers and type words)
+    from addon.bulkload import map_columns, read_table
+
+    header, _ = read_table("t.csv", template.content)
+    assert set(map_columns(header)) == {"id", "phone", "email", "status", "date", "entity_type"}
     assert requests.get(f"{base}/ui/import/template.csv", timeout=10).status_code == 403
 
     body = "ID;Статус\n" + "".join(f"{i};Тёплый\n" for i in ids) + "77777;Тёплый\n"
@@ -250,7 +257,9 @@ def test_downloads_and_applying_from_the_page(services, fast_devportal, app_serv
     assert (progress["status"], progress["percent"], progress["summary"]["applied"]) == ("done", 100, 5)
     report = requests.get(f"{base}/ui/import/{job_id}/report.csv", params={"t": token}, timeout=10)
     lines = report.content.decode("utf-8-sig").splitlines()
-    assert len(lines) == 7 and lines[-1].endswith("failed;no contact with ID 77777")
+    assert lines[0] == "Строка;Тип;Найден по;Значение;ID клиента;Статус;Дата;Результат;Ошибка"
+    assert len(lines) == 7 and lines[-1].endswith("не удалось;нет клиента (контакт) с ID 77777")
+    assert ";Тёплый;" in lines[1] and "pending" not in report.text
     # asking again for a finished load queues nothing
     again = requests.post(f"{base}/ui/import/{job_id}/apply", headers={"X-Nezabyt-Token": token}, timeout=10)
     assert again.json()["run_id"] == run_id

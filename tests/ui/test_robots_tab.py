@@ -15,7 +15,10 @@ NAMES = {1: "Anna Admin", MANAGER_ID: "Мария Сидорова", 8: "Пёт�
 
 
 def test_absences_ranking_and_reasons(client, services, portal, portal_auth, monkeypatch):
-    monkeypatch.setattr("settings_ui.views.fetch_users", lambda services, portal_id: dict(NAMES))
+    from settings_ui.views import Employee
+
+    monkeypatch.setattr("settings_ui.views.fetch_users",
+                        lambda services, portal_id: {uid: Employee(name) for uid, name in NAMES.items()})
     this_month = dt.datetime.now(dt.timezone.utc).replace(day=1, hour=12)
     with services.sessions() as session:
         for n in range(4):  # Мария: 4 given, 3 reached; Пётр: 2 given, 0 reached
