@@ -15,7 +15,7 @@ from typing import Any
 from addon.db import unit_of_work
 from addon.models import Portal, PortalSettings
 from addon.options import Options
-from addon.portal_client import PortalClient, PortalError
+from addon.bitrix.client import PortalClient, PortalError, portal_client
 
 CRM_EVENTS = (
     "ONCRMCONTACTADD", "ONCRMCONTACTUPDATE", "ONCRMCONTACTDELETE",
@@ -114,7 +114,7 @@ def apply_manifest(services, portal_id: int, client: PortalClient | None = None)
         scope = portal.scope or ""
         language = portal.language or "ru"
     own = client is None
-    client = client or PortalClient(services, portal_id)
+    client = client or portal_client(services, portal_id)
     try:
         _apply_events(client, desired_events(public_url, scope), report)
         _apply_placements(client, desired_placements(public_url), language, report)
@@ -189,7 +189,7 @@ def sync_status_fields(services, portal_id: int, client: PortalClient | None = N
         row = session.get(PortalSettings, portal_id)
         options = Options.from_dict(row.data if row else None)
     own = client is None
-    client = client or PortalClient(services, portal_id)
+    client = client or portal_client(services, portal_id)
     items: dict[str, dict[str, str]] = {}
     try:
         for entity in FIELD_ENTITIES:

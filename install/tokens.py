@@ -16,7 +16,7 @@ import requests
 from addon.crypto import constant_time_equal
 from addon.db import unit_of_work
 from addon.models import PORTAL_ACTIVE, PORTAL_NEEDS_REAUTH, PORTAL_UNINSTALLED, Portal
-from addon.portal_client import PortalAuthError, PortalError, unix_to_utc
+from addon.bitrix.client import PortalAuthError, PortalError, unix_to_utc
 
 # Answers of the auth server that mean "this app cannot use its tokens any more".
 DEAD_GRANT_ERRORS = ("invalid_grant", "invalid_client", "NOT_INSTALLED", "PAYMENT_REQUIRED")

@@ -223,7 +223,7 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
     def upload_import():
         from addon.bulkload import INLINE_MATCH_ROWS, BulkLoadError, prepare_import
         from addon.phones import phone_region_for
-        from addon.portal_client import PortalClient, PortalError
+        from addon.bitrix.client import PortalError, portal_client
 
         user = page_user(admin=True)
         t = translator(user.lang)
@@ -236,7 +236,7 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
         with services.sessions() as session:
             ctx = _context(session, user.portal_id)
             try:
-                with PortalClient(services, user.portal_id) as client:
+                with portal_client(services, user.portal_id, web=True) as client:
                     staged = prepare_import(session, client, user.portal_id, upload.filename, content, ctx.opts,
                                             user.user_id, now(), ctx.today(now()), entity_type,
                                             phone_region_for(ctx.language), inline_match_rows=INLINE_MATCH_ROWS)
@@ -386,22 +386,15 @@ def _robots_view(session, portal_id: int, ctx, month: str) -> dict[str, Any]:
 
 
 def fetch_users(services, portal_id: int) -> dict[int, str]:
-    """Active employees from `user.get` (50 a page); an unreachable portal gives no names."""
-    from addon.portal_client import PortalClient, PortalError
+    """Active employees' names (the first 2,000); an unreachable portal gives no names."""
+    from addon.bitrix import directory
+    from addon.bitrix.client import PortalError, portal_client
 
-    users: dict[int, str] = {}
     try:
-        with PortalClient(services, portal_id) as client:
-            start = 0
-            while start is not None and start < 2000:
-                envelope = client.call_envelope("user.get", {"FILTER": {"ACTIVE": True}, "start": start})
-                for u in envelope.get("result") or []:
-                    name = " ".join(p for p in (u.get("NAME"), u.get("LAST_NAME")) if p) or f"#{u['ID']}"
-                    users[int(u["ID"])] = name
-                start = envelope.get("next")
+        with portal_client(services, portal_id, web=True) as client:
+            return directory.names(directory.active_users(client, limit=2000).values())
     except PortalError:
-        pass
-    return users
+        return {}
 
 
 def whatif_view(preview: dict[str, Any]) -> dict[str, Any]:

@@ -62,9 +62,9 @@ def portal_cycle(services, portal_id: int, now: dt.datetime, *, daily: bool | No
         if keep is None:
             report.skipped_portals += 1
             return report
-        from addon.portal_client import PortalClient
+        from addon.bitrix.client import portal_client
 
-        with PortalClient(services, portal_id) as client:
+        with portal_client(services, portal_id) as client:
             ev = process_events(services, portal_id, now, client=client, keep=keep)
             report.events += ev.processed
             # Checked again under the lease: another worker may have finished it meanwhile.

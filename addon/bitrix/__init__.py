@@ -1,0 +1,1 @@
+"""Everything that speaks Bitrix24: errors, the portal clients, the directory (users, departments)."""
