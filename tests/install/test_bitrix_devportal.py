@@ -22,6 +22,7 @@ def _comment(contact: int) -> dict:
 def test_a_batch_of_writes_answered_500_is_not_sent_again(services, devportal, app_server):
     install(devportal, app_server)
     dp = devportal.portal
+    assert dp.wait_for_deliveries(timeout=10)  # ONAPPINSTALL's own calls are over before faults are set
     contact = dp.act_add("contact", {"NAME": "Клиент"})
     client = portal_client(services, portal_row(services).id)
     before, comments = _batches(dp), len(dp.timeline_comments)
@@ -35,6 +36,7 @@ def test_a_batch_of_writes_answered_500_is_not_sent_again(services, devportal, a
 def test_a_batch_of_reads_answered_500_is_retried(services, devportal, app_server):
     install(devportal, app_server)
     dp = devportal.portal
+    assert dp.wait_for_deliveries(timeout=10)  # ONAPPINSTALL's own calls are over before faults are set
     contact = dp.act_add("contact", {"NAME": "Клиент"})
     dp.set_faults(fail_next=1, fail_status=500)
     got = portal_client(services, portal_row(services).id).get_many("crm.contact.get", [contact])
@@ -45,6 +47,7 @@ def test_a_slow_portal_ends_a_web_request_at_its_deadline_without_repeating_the_
                                                                                      app_server):
     install(devportal, app_server)
     dp = devportal.portal
+    assert dp.wait_for_deliveries(timeout=10)  # ONAPPINSTALL's own calls are over before faults are set
     contact = dp.act_add("contact", {"NAME": "Клиент"})
     client = portal_client(services, portal_row(services).id, deadline=1.0)
     dp.set_faults(latency_ms=2500)
