@@ -348,7 +348,7 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
                 changes_svg=changes_chart(board, {k: t(k) for k in ("decays", "losses", "transfers")}),
                 import_job=import_job, import_errors=import_errors, recent_imports=recent_imports,
                 import_runs=import_runs, match_run=match_run, robots=robots, last_index=last_index,
-                template_kinds=TEMPLATE_KINDS,
+                template_kinds=TEMPLATE_KINDS, portal_block=block_notice(session, user.portal_id, ctx),
                 placeholders=TEMPLATE_PLACEHOLDERS, default_templates=DEFAULT_TEMPLATES,
                 system_codes=SYSTEM_CODES, IN_WORK=IN_WORK, LOST=LOST, row_error=row_error, **extra)
 
@@ -383,6 +383,15 @@ def _robots_view(session, portal_id: int, ctx, month: str) -> dict[str, Any]:
     return {"absent": absent_users(session, portal_id), "month": month,
             "ranking": ranking_report(session, portal_id, month, ctx.tz),  # best first
             "reasons": close_reason_counts(session, portal_id)}
+
+
+def block_notice(session, portal_id: int, ctx) -> str | None:
+    """When Bitrix24 blocked the portal's REST API (OVERLOAD_LIMIT): the local time of the next probe."""
+    from addon.bitrix.client import blocked_until
+
+    until = blocked_until(session, portal_id)
+    return ctx.local(dt.datetime.fromtimestamp(until, dt.timezone.utc).replace(tzinfo=None)).strftime("%d.%m %H:%M") \
+        if until else None
 
 
 def fetch_users(services, portal_id: int) -> dict[int, str]:

@@ -647,6 +647,15 @@ def _copy(error: PortalError, method: str) -> PortalError:
     return copy
 
 
+def blocked_until(session, portal_id: int) -> float | None:
+    """The unix time of the next probe while Bitrix24 blocks the portal (OVERLOAD_LIMIT), else None."""
+    from addon.models import Portal
+
+    portal = session.get(Portal, portal_id)
+    until = (portal.parked_methods or {}).get(BLOCK_KEY) if portal is not None else None
+    return float(until) if until else None
+
+
 def portal_client(services, portal_id: int, *, web: bool = False, **kw) -> PortalClient:
     """The app client of a portal. `web=True` for a web request: back-off stops at WEB_DEADLINE
     with PortalBusy (the page says "try again") instead of waiting as long as a job may."""
@@ -688,8 +697,10 @@ class UserClient(_Rest):
     adoption): no refresh, the portal's pace, back-off within a web request's deadline."""
 
     def __init__(self, client_endpoint: str, access_token: str, settings=None, *,
-                 sleep: Callable[[float], None] = time.sleep, deadline: float | None = WEB_DEADLINE):
-        super().__init__(client_endpoint, settings or _default_settings(), sleep=sleep, deadline=deadline)
+                 sleep: Callable[[float], None] = time.sleep, deadline: float | None | str = "web"):
+        # Its callers are web requests: unless told otherwise, WEB_DEADLINE as it is now.
+        super().__init__(client_endpoint, settings or _default_settings(), sleep=sleep,
+                         deadline=WEB_DEADLINE if deadline == "web" else deadline)
         self._token = access_token
 
     def _access(self) -> str:
