@@ -95,13 +95,13 @@ def reason_items(options: Options) -> list[dict[str, Any]]:
     return [{"XML_ID": code, "VALUE": text, "SORT": (i + 1) * 10} for i, (code, text) in enumerate(seen.items())]
 
 
-def robot_definitions(public_url: str) -> list[dict[str, Any]] | None:
+def robot_definitions(public_url: str, auth_user_id: int | None = None) -> list[dict[str, Any]] | None:
     """The robots module's registrations; None while that module does not exist."""
     try:
         from addon.robots.catalog import robot_definitions as definitions
     except ModuleNotFoundError:
         return None
-    return definitions(public_url)
+    return definitions(public_url, auth_user_id)
 
 
 # --- applying ----------------------------------------------------------------------------------
@@ -266,7 +266,10 @@ def list_changes(current: list[dict[str, Any]], desired: list[dict[str, Any]]) -
 
 
 def _apply_robots(services, client: PortalClient, portal_id: int, public_url: str, report: ManifestReport) -> None:
-    definitions = robot_definitions(public_url)
+    with services.sessions() as session:
+        portal = session.get(Portal, portal_id)
+        installer = portal.installed_by_user_id if portal is not None else None
+    definitions = robot_definitions(public_url, installer)
     if definitions is None:
         return
     try:
