@@ -2,16 +2,20 @@
 the rows of an ImportJob for preview; the worker applies them later (worker.imports)."""
 from __future__ import annotations
 
+import codecs
 import csv
 import datetime as dt
 import io
 import re
+import zipfile
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from addon.config import Settings
+from addon.ids import parse_id
 from addon.models import ImportJob, ImportRow
 from addon.options import IN_WORK, Options
 
@@ -43,13 +47,27 @@ class BulkLoadError(ValueError):
     """The file as a whole cannot be read (not a single row is the problem)."""
 
 
+@dataclass(frozen=True)
+class ImportLimits:
+    """What one file may hold (Settings' bulk-load group). Checked before the file is read whole:
+    a 50 MB CSV once staged 1.34 M rows in 2.4 GB, a 419 KB .xlsx unpacked to 147 MB."""
+
+    file_bytes: int = Settings.max_upload_bytes
+    rows: int = Settings.max_import_rows
+    unpacked_bytes: int = Settings.max_xlsx_unpacked_bytes
+
+    @classmethod
+    def of(cls, settings: Settings) -> "ImportLimits":
+        return cls(settings.max_upload_bytes, settings.max_import_rows, settings.max_xlsx_unpacked_bytes)
+
+
 class Batcher(Protocol):
     """The part of addon.bitrix.client.PortalClient that matching needs."""
 
     def batch(self, commands: dict[str, tuple[str, dict]], halt: bool = False) -> Any: ...
 
 
-@dataclass
+@dataclass(slots=True)  # a file may hold ImportLimits.rows of them
 class RowDraft:
     """One row of the file, validated, before it is stored as an ImportRow."""
 
@@ -69,56 +87,121 @@ class RowDraft:
 
 
 # --- reading the file -------------------------------------------------------------------------
-def read_table(filename: str, content: bytes) -> tuple[list[str], Iterator[list[str]]]:
-    """The header and the data rows of a CSV or XLSX file, every cell as text."""
+@dataclass
+class Table:
+    """A file's header and, read as they are asked for, its data rows. `rows(width)` gives each row's
+    first `width` cells (the columns past the last one we use are never converted)."""
+
+    header: list[str]
+    rows: Callable[[int], Iterator[Sequence[Any]]]
+
+
+def read_table(filename: str, content: bytes, limits: ImportLimits = ImportLimits()) -> Table:
+    """A CSV or XLSX file as a Table, every header cell as text."""
+    if len(content) > limits.file_bytes:
+        raise BulkLoadError(f"the file is {_mb(len(content))} MB, more than the {_mb(limits.file_bytes)} MB allowed: "
+                            f"split it into smaller files")
     name = (filename or "").lower()
     if name.endswith((".xlsx", ".xlsm")) or content[:2] == b"PK":
-        return _read_xlsx(content)
+        return _read_xlsx(content, limits)
     if name.endswith(".xls"):
         raise BulkLoadError("old .xls files are not supported: save the sheet as .xlsx or .csv")
     return _read_csv(content)
 
 
-def _read_csv(content: bytes) -> tuple[list[str], Iterator[list[str]]]:
-    for encoding in ("utf-8-sig", "cp1251"):  # Excel in Russia saves CSV in Windows-1251
-        try:
-            text = content.decode(encoding)
-            break
-        except UnicodeDecodeError:
-            continue
-    else:  # pragma: no cover - cp1251 decodes any byte string
-        raise BulkLoadError("the file is neither UTF-8 nor Windows-1251 text")
-    sample = text[:8192]
+def _mb(size: int) -> str:
+    return f"{size / (1024 * 1024):.3g}"
+
+
+# Byte-order marks, longest first (UTF-32 LE begins with UTF-16 LE's). Excel's "Unicode text"
+# and some CRMs' exports are UTF-16 with a BOM.
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+_CHUNK = 1 << 20
+
+
+def csv_encoding(content: bytes) -> str:
+    """The text encoding of a CSV: by its BOM, else UTF-8 when it decodes as UTF-8, else
+    Windows-1251 (what Excel in Russia saves CSV in). Checked in chunks: never a decoded copy."""
+    for bom, encoding in _BOMS:
+        if content.startswith(bom):
+            return encoding
+    if b"\x00" in content[:4096]:  # UTF-16 without a BOM, or not text at all: cp1251 would "read" it
+        raise BulkLoadError("the file is not plain text (UTF-16 without a byte-order mark?): "
+                            "save it as CSV UTF-8 and load it again")
+    decoder = codecs.getincrementaldecoder("utf-8")()
     try:
+        for i in range(0, len(content), _CHUNK):
+            decoder.decode(content[i:i + _CHUNK], final=i + _CHUNK >= len(content))
+    except UnicodeDecodeError:
+        return "cp1251"
+    return "utf-8"
+
+
+def _read_csv(content: bytes) -> Table:
+    encoding = csv_encoding(content)
+    try:
+        sample = content[:32768].decode(encoding, "ignore")[:8192]
         dialect = csv.Sniffer().sniff(sample, delimiters=";,\t")
     except csv.Error:
         dialect = csv.excel
-    reader = csv.reader(io.StringIO(text), dialect)
-    header = next(reader, None)
+    text = io.TextIOWrapper(io.BytesIO(content), encoding=encoding, newline="")  # streamed, not decoded whole
+    reader = csv.reader(text, dialect)
+    try:
+        header = next(reader, None)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise BulkLoadError(f"cannot read the file as {encoding} text: {exc}: save it as CSV UTF-8") from exc
     if not header:
         raise BulkLoadError("the file is empty")
-    return [h.strip() for h in header], ([c.strip() for c in row] for row in reader)
+
+    def rows(width: int) -> Iterator[list[str]]:
+        try:
+            for row in reader:
+                yield [c.strip() for c in row[:width]]
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise BulkLoadError(f"cannot read the file as {encoding} text at line {reader.line_num}: {exc}: "
+                                f"save it as CSV UTF-8") from exc
+
+    return Table([h.strip() for h in header], rows)
 
 
-def _read_xlsx(content: bytes) -> tuple[list[str], Iterator[list[str]]]:
+def check_xlsx_size(content: bytes, limits: ImportLimits = ImportLimits()) -> None:
+    """Refuse a zip bomb before openpyxl opens it: the members' uncompressed sizes (from the zip's
+    directory; zipfile never reads past a member's stated size) added up. openpyxl keeps the shared
+    strings whole even in read-only mode, and a small file can unpack to millions of rows."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(content)) as archive:
+            unpacked = sum(member.file_size for member in archive.infolist())
+    except (zipfile.BadZipFile, ValueError) as exc:
+        raise BulkLoadError(f"cannot read the spreadsheet: {exc}") from exc
+    if unpacked > limits.unpacked_bytes:
+        raise BulkLoadError(f"the spreadsheet unpacks to {_mb(unpacked)} MB, more than the "
+                            f"{_mb(limits.unpacked_bytes)} MB allowed: split it into smaller files or save it as CSV")
+
+
+def _read_xlsx(content: bytes, limits: ImportLimits) -> Table:
     from openpyxl import load_workbook
 
+    check_xlsx_size(content, limits)
     try:
-        book = load_workbook(io.BytesIO(content), read_only=True, data_only=True)
+        book = load_workbook(io.BytesIO(content), read_only=True, data_only=True)  # streams the rows
     except Exception as exc:  # openpyxl raises many kinds for a damaged file
         raise BulkLoadError(f"cannot read the spreadsheet: {exc}") from exc
     sheet = book.worksheets[0]
-    rows = sheet.iter_rows(values_only=True)
-    header = next(rows, None)
+    header = next(sheet.iter_rows(max_row=1, values_only=True), None)
     if not header:
+        book.close()
         raise BulkLoadError("the file is empty")
 
-    def cells() -> Iterator[list[str]]:
-        for row in rows:
-            yield [_cell_text(v) for v in row]
-        book.close()
+    def rows(width: int) -> Iterator[Sequence[Any]]:
+        try:
+            # Bounded to the columns we use: a sheet's stated width (up to 16,384) would otherwise
+            # make every row, and every empty row openpyxl fills a gap with, that wide.
+            yield from sheet.iter_rows(min_row=2, max_col=max(width, 1), values_only=True)
+        finally:
+            book.close()
 
-    return [_cell_text(h) for h in header], cells()
+    return Table([_cell_text(h) for h in header], rows)
 
 
 def _cell_text(value: Any) -> str:
@@ -227,8 +310,8 @@ def validate_row(row_no: int, data: dict[str, str], options: Options, statuses: 
 
     raw_id, raw_phone, raw_email = (data.get(k, "").strip() for k in ("id", "phone", "email"))
     if raw_id:
-        if raw_id.isdigit() and int(raw_id) > 0:
-            draft.match_by, draft.match_value, draft.entity_id = "id", raw_id, int(raw_id)
+        if parse_id(raw_id) is not None:  # a 40-digit "ID" is no client's, and no Integer column's
+            draft.match_by, draft.match_value, draft.entity_id = "id", raw_id, parse_id(raw_id)
         else:
             draft.errors.append(f"ID «{raw_id}» is not a number")
     elif raw_phone:
@@ -248,16 +331,23 @@ def validate_row(row_no: int, data: dict[str, str], options: Options, statuses: 
 
 
 def parse_rows(filename: str, content: bytes, options: Options, default_entity_type: str = "contact",
-               region: str = "RU", today: dt.date | None = None) -> Iterator[RowDraft]:
-    """Every data row of the file, validated (row_no counts from 2: row 1 is the header)."""
+               region: str = "RU", today: dt.date | None = None,
+               limits: ImportLimits = ImportLimits()) -> Iterator[RowDraft]:
+    """Every data row of the file, validated (row_no counts from 2: row 1 is the header). A file
+    with more than `limits.rows` rows is refused (BulkLoadError) as soon as the next one is read."""
     today = today or dt.date.today()
-    header, rows = read_table(filename, content)
-    columns = map_columns(header)
+    table = read_table(filename, content, limits)
+    columns = map_columns(table.header)
     statuses = status_lookup(options)
-    for offset, cells in enumerate(rows):
-        if not any(cells) or str(cells[0]).startswith("#"):
+    count = 0
+    for offset, cells in enumerate(table.rows(max(max(columns.values()), 0) + 1)):
+        if not any(cells) or _cell_text(cells[0]).startswith("#"):
             continue  # blank lines and the template's notes are not rows
-        data = {name: (cells[i] if i < len(cells) else "") for name, i in columns.items()}
+        count += 1
+        if count > limits.rows:
+            raise BulkLoadError(f"the file has more than {limits.rows:,} rows, the most one load takes: "
+                                f"split it into files of at most {limits.rows:,} rows")
+        data = {name: (_cell_text(cells[i]) if i < len(cells) else "") for name, i in columns.items()}
         yield validate_row(offset + 2, data, options, statuses, default_entity_type, region, today)
 
 
@@ -383,26 +473,29 @@ def stage_import(session: Session, portal_id: int, filename: str, drafts: list[R
                     valid_rows=valid, applied_rows=0, created_by=created_by, created_at=now)
     session.add(job)
     session.flush()
-    rows = [{
-        "job_id": job.id, "row_no": d.row_no,
+    for i in range(0, len(drafts), STAGE_CHUNK):  # the row dicts of one chunk at a time
+        session.execute(insert(ImportRow), [_row_values(job.id, d) for d in drafts[i:i + STAGE_CHUNK]])
+    return StagedImport(job.id, len(drafts), valid, len(drafts) - valid)
+
+
+def _row_values(job_id: int, d: RowDraft) -> dict[str, Any]:
+    return {
+        "job_id": job_id, "row_no": d.row_no,
         "data": dict(d.data, **({"status_on": d.status_on.isoformat()} if d.status_on else {}),
                      **({"match_by": d.match_by, "match_value": d.match_value} if d.match_by else {})),
         "entity_type": d.entity_type, "entity_id": d.entity_id, "status": d.status,
         "state": "pending" if d.valid else "invalid", "error": "; ".join(d.errors) or None,
-    } for d in drafts]
-    for i in range(0, len(rows), STAGE_CHUNK):
-        session.execute(insert(ImportRow), rows[i:i + STAGE_CHUNK])
-    return StagedImport(job.id, len(drafts), valid, len(drafts) - valid)
+    }
 
 
 def prepare_import(session: Session, client: Batcher | None, portal_id: int, filename: str, content: bytes,
                    options: Options, created_by: int | None, now: dt.datetime, today: dt.date,
                    default_entity_type: str = "contact", region: str = "RU",
-                   inline_match_rows: int | None = None) -> StagedImport:
+                   inline_match_rows: int | None = None, limits: ImportLimits = ImportLimits()) -> StagedImport:
     """Read, validate, match (when a client is given) and stage a file; nothing reaches the portal.
     With `inline_match_rows`, a file with more rows to match by phone or e-mail is staged as
     `matching` with a queued JobRun(kind="import_match"): the worker matches it (worker.imports)."""
-    drafts = list(parse_rows(filename, content, options, default_entity_type, region, today))
+    drafts = list(parse_rows(filename, content, options, default_entity_type, region, today, limits))
     if not drafts:
         raise BulkLoadError("the file has a header but no rows")
     to_match = sum(1 for d in drafts if needs_match(d))
@@ -457,6 +550,25 @@ def preview_errors(session: Session, job_id: int, limit: int = 200) -> list[Impo
                                 .order_by(ImportRow.row_no).limit(limit)))
 
 
+# A cell a spreadsheet would take for a formula (OWASP "CSV injection"): = + - @, tab, CR.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?[0-9]+")
+
+
+def csv_safe(value: Any) -> Any:
+    """A cell of a CSV we produce, made inert: text starting like a formula gets a leading `'`
+    (`=1+2@evil.com` -> `'=1+2@evil.com`), so Excel or LibreOffice shows it instead of running
+    it. A plain signed number (an E.164 phone such as +79991259999) is no formula and is kept."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def safe_rows(rows: Iterable[Iterable[Any]]) -> Iterator[list[Any]]:
+    for row in rows:
+        yield [csv_safe(v) for v in row]
+
+
 def report_csv(session: Session, job_id: int) -> Iterator[str]:
     """The result report, row by row (streamed: a load may hold 100,000 rows)."""
     out = io.StringIO()
@@ -471,8 +583,9 @@ def report_csv(session: Session, job_id: int) -> Iterator[str]:
             break
         for r in rows:
             data = r.data or {}
-            writer.writerow([r.row_no, r.entity_type or "", data.get("match_by", ""), data.get("match_value", ""),
-                             r.entity_id or "", r.status or "", data.get("status_on", ""), r.state, r.error or ""])
+            writer.writerow([csv_safe(v) for v in (
+                r.row_no, r.entity_type or "", data.get("match_by", ""), data.get("match_value", ""),
+                r.entity_id or "", r.status or "", data.get("status_on", ""), r.state, r.error or "")])
         last = rows[-1].row_no
         yield _drain(out)
 
@@ -498,7 +611,7 @@ def template_csv(options: Options) -> bytes:
     out = io.StringIO()
     writer = csv.writer(out, delimiter=";")
     writer.writerow(TEMPLATE_HEADER)
-    writer.writerows(template_rows(options))
+    writer.writerows(safe_rows(template_rows(options)))  # status names are the admin's free text
     return out.getvalue().encode("utf-8-sig")  # with a BOM so Excel opens Cyrillic right
 
 
@@ -513,6 +626,10 @@ def template_xlsx(options: Options) -> bytes:
         sheet.append(row)
     sheet.append([])
     sheet.append(["# Statuses:"] + [f"{s.code} = {s.name}" for s in options.statuses if s.code != IN_WORK])
+    for cells in sheet.iter_rows():
+        for cell in cells:
+            if cell.data_type == "f":  # openpyxl takes any text starting with "=" for a formula
+                cell.data_type = "s"
     out = io.BytesIO()
     book.save(out)
     return out.getvalue()

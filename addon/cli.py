@@ -17,10 +17,20 @@ LAZY_COMMANDS = {
     "demo": "worker.demo:demo_command",
     "web": "addon.web:web_command",
     "robots": "worker.robots:robots_command",
+    "doctor": "addon.ops_cli:doctor_command",
+    "keys": "addon.ops_cli:keys_command",
 }
 
 
 class LazyGroup(click.Group):
+    def invoke(self, ctx):
+        from addon.config import ConfigError
+
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:  # an unsafe environment: say how to fix it, no traceback
+            raise click.ClickException(str(exc)) from exc
+
     def list_commands(self, ctx):
         present = {name for name, target in LAZY_COMMANDS.items() if _module_exists(target.split(":")[0])}
         return sorted(set(super().list_commands(ctx)) | present)
@@ -59,12 +69,15 @@ def db() -> None:
 @click.option("--revision", default="head", show_default=True)
 def db_upgrade(revision: str) -> None:
     """Apply migrations to DATABASE_URL (a SQLite file by default)."""
-    from addon.config import Settings
+    import os
+
+    from addon.config import default_database_url
     from addon.db import upgrade_database
 
-    settings = Settings.from_env()
-    upgrade_database(settings.database_url, revision)
-    click.echo(f"database at {_safe_url(settings.database_url)} is at {revision}")
+    # Migrations need the database only: the release step runs without the app's secrets.
+    database_url = os.environ.get("DATABASE_URL") or default_database_url()
+    upgrade_database(database_url, revision)
+    click.echo(f"database at {_safe_url(database_url)} is at {revision}")
 
 
 def _safe_url(url: str) -> str:

@@ -5,6 +5,21 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+# Where the add-on runs. The development default secret key is accepted only outside production:
+# the demo, the devportal and the tests say so explicitly, a deployment (gunicorn, `nezabyt worker`)
+# that says nothing is production.
+PRODUCTION, DEVELOPMENT, TEST = "production", "development", "test"
+ENVIRONMENTS = (PRODUCTION, DEVELOPMENT, TEST)
+DEVELOPMENT_SECRET = "nezabyt-development-secret-change-me"
+MIN_SECRET_LENGTH = 32
+# Bitrix24's own authorization server: every portal's tokens are refreshed there, nowhere else.
+BITRIX24_OAUTH_URL = "https://oauth.bitrix.info/"
+MAKE_A_KEY = 'python -c "import secrets; print(secrets.token_urlsafe(48))"'
+
+
+class ConfigError(Exception):
+    """The environment does not make a safe configuration (the message says how to fix it)."""
+
 
 def default_database_url() -> str:
     """A SQLite file in the per-user data folder (created on first use)."""
@@ -35,25 +50,94 @@ class Settings:
     portal_burst: int = 48
     worker_id: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
     max_event_body: int = 64 * 1024
+    # --- security: where the app may send its secret and its requests ---
+    environment: str = PRODUCTION
+    # The only place token refreshes (with the client secret) and install proofs go.
+    oauth_url: str = BITRIX24_OAUTH_URL
+    # Installs from portals on private, loopback or link-local addresses, and over plain http:
+    # only for the local devportal (demo, tests).
+    allow_private_portals: bool = False
+    # Bulk load (addon.bulkload.ImportLimits): a file past one is refused whole, the limit named in
+    # the error. 200,000 rows are twice the largest load measured (bench/bulkload.py); a .xlsx that
+    # holds them unpacks to about 60 MB; a CSV of them is well under the upload cap.
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_import_rows: int = 200_000
+    max_xlsx_unpacked_bytes: int = 100 * 1024 * 1024
+    # Keys tokens at rest may still be encrypted with during a key rotation (decrypt only).
+    previous_secret_keys: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
+        """Settings from the environment (and explicit overrides); raises ConfigError when they
+        are not safe for where the add-on runs (see `checked`)."""
         env = dict(os.environ if env is None else env)
-        secret = env.get("NEZABYT_SECRET_KEY", "")
-        if not secret:
-            # A development default keeps the quick start to one command; production sets its own.
-            secret = "nezabyt-development-secret-change-me"
         settings = cls(
             database_url=env.get("DATABASE_URL") or default_database_url(),
-            secret_key=secret,
+            secret_key=env.get("NEZABYT_SECRET_KEY", ""),
             client_id=env.get("NEZABYT_CLIENT_ID", ""),
             client_secret=env.get("NEZABYT_CLIENT_SECRET", ""),
             public_url=env.get("NEZABYT_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
             portal_rps=float(env.get("NEZABYT_PORTAL_RPS", str(cls.portal_rps))),
             portal_burst=int(env.get("NEZABYT_PORTAL_BURST", str(cls.portal_burst))),
+            environment=(env.get("NEZABYT_ENV") or PRODUCTION).strip().lower(),
+            oauth_url=env.get("NEZABYT_OAUTH_URL") or BITRIX24_OAUTH_URL,
+            allow_private_portals=_flag(env.get("NEZABYT_ALLOW_PRIVATE_PORTALS")),
+            **_import_limits_from_env(cls, env),
+            previous_secret_keys=tuple(k.strip() for k in env.get("NEZABYT_SECRET_KEY_PREVIOUS", "").split(",")
+                                       if k.strip()),
         )
-        return replace(settings, **overrides) if overrides else settings
+        return checked(replace(settings, **overrides) if overrides else settings)
 
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == PRODUCTION
+
+    def security_environment(self) -> dict[str, str]:
+        """These security settings as environment variables, for a child process of the same run
+        (the demo's web app, a benchmark's worker)."""
+        return {"NEZABYT_ENV": self.environment, "NEZABYT_OAUTH_URL": self.oauth_url,
+                "NEZABYT_ALLOW_PRIVATE_PORTALS": "1" if self.allow_private_portals else "0"}
+
+
+def checked(settings: Settings) -> Settings:
+    """The settings with the development defaults filled in where they are allowed; ConfigError
+    where they are not: production needs its own secret key (with the public default anyone could
+    forge an admin's page token and decrypt every stored portal token) of at least 32 characters."""
+    if settings.environment not in ENVIRONMENTS:
+        raise ConfigError(f"NEZABYT_ENV={settings.environment!r}: use one of {', '.join(ENVIRONMENTS)}")
+    secret = settings.secret_key
+    if settings.is_production:
+        if not secret or secret == DEVELOPMENT_SECRET:
+            raise ConfigError("NEZABYT_SECRET_KEY is not set: production needs its own secret key. Make one with\n"
+                              f"    {MAKE_A_KEY}\nand set it in the environment of the web and worker processes "
+                              "(the same key for both; NEZABYT_ENV=development runs with a public development key).")
+        if len(secret) < MIN_SECRET_LENGTH:
+            raise ConfigError(f"NEZABYT_SECRET_KEY is {len(secret)} characters long: production needs at least "
+                              f"{MIN_SECRET_LENGTH}. Make one with\n    {MAKE_A_KEY}")
+    elif not secret:
+        secret = DEVELOPMENT_SECRET  # keeps the quick start to one command
+    oauth_url = settings.oauth_url.rstrip("/") + "/"
+    if not oauth_url.startswith(("https://", "http://")):
+        raise ConfigError(f"NEZABYT_OAUTH_URL={settings.oauth_url!r} is not an http(s) URL")
+    if settings.is_production and not oauth_url.startswith("https://"):
+        raise ConfigError("NEZABYT_OAUTH_URL must be https in production (Bitrix24's is https://oauth.bitrix.info/)")
+    return replace(settings, secret_key=secret, oauth_url=oauth_url)
+
+
+def _flag(value: str | None) -> bool:
+    return str(value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _import_limits_from_env(cls, env: dict[str, str]) -> dict[str, int]:
+    """NEZABYT_MAX_UPLOAD_MB, NEZABYT_MAX_IMPORT_ROWS, NEZABYT_MAX_XLSX_UNPACKED_MB."""
+    mb = 1024 * 1024
+    return {
+        "max_upload_bytes": int(float(env.get("NEZABYT_MAX_UPLOAD_MB", cls.max_upload_bytes / mb)) * mb),
+        "max_import_rows": int(env.get("NEZABYT_MAX_IMPORT_ROWS", cls.max_import_rows)),
+        "max_xlsx_unpacked_bytes": int(float(env.get("NEZABYT_MAX_XLSX_UNPACKED_MB",
+                                                     cls.max_xlsx_unpacked_bytes / mb)) * mb),
+    }

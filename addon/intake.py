@@ -21,10 +21,15 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from addon.crypto import TokenCipher, constant_time_equal
+from addon.ids import parse_id
 from addon.models import PORTAL_UNINSTALLED, Portal, StoredEvent, utcnow
+from addon.robots.catalog import parse_robot_code
 
 _KEY_RE = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
 _PART_RE = re.compile(r"\[([^\[\]]*)\]")
+# PHP's own max_input_nesting_level: no Bitrix24 form comes near it (data[FIELDS][ID] is 2 deep),
+# and a deeper key would only cost recursion.
+MAX_FORM_NESTING = 64
 
 # What goes into a stored payload must never hold a credential in clear.
 SECRET_AUTH_KEYS = ("access_token", "refresh_token", "application_token")
@@ -57,6 +62,8 @@ def parse_php_form(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
     Arrays whose keys are exactly 0..n-1 become lists, as PHP's json_encode would emit them."""
     root: dict[str, Any] = {}
     for raw_key, value in pairs:
+        if raw_key.count("[") > MAX_FORM_NESTING:
+            raise ValueError(f"form key nested deeper than {MAX_FORM_NESTING} levels")
         m = _KEY_RE.match(raw_key)
         if not m:
             raise ValueError(f"malformed form key {raw_key!r}")
@@ -106,24 +113,32 @@ def entity_of(event_name: str, form: dict[str, Any]) -> tuple[str | None, int | 
     raw_id = fields.get("ID")
     if raw_id is None and entity_type == "call":
         raw_id = data.get("CRM_ACTIVITY_ID")
-    try:
-        entity_id = int(raw_id) if raw_id not in (None, "") else None
-    except (TypeError, ValueError):
-        entity_id = None
-    return entity_type, entity_id
+    return entity_type, parse_id(raw_id)
 
 
 def dedupe_key_of(event_name: str, form: dict[str, Any], entity_id: int | None) -> str:
     """Bitrix24 sends no delivery ID: the same event name, object and timestamp is the same change."""
     ts = str(form.get("ts") or "")
     if entity_id is not None and ts:
-        return f"{event_name}:{entity_id}:{ts}"
+        return fitted_key(f"{event_name}:{entity_id}:{ts}")
     digest = hashlib.sha256(json.dumps(scrub(form), sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-    return f"{event_name}:{digest[:40]}"
+    return fitted_key(f"{event_name}:{digest[:40]}")
+
+
+def fitted_key(key: str) -> str:
+    """`key` as it fits the dedupe_key column: a longer one (a forged or odd `ts`) keeps its start
+    and ends in the sha256 of the whole, so two long keys that differ anywhere stay two keys; cut
+    short, they would collide and the second event would be dropped as a duplicate."""
+    if len(key) <= DEDUPE_KEY_LENGTH:
+        return key
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    return f"{key[:DEDUPE_KEY_LENGTH - len(digest) - 1]}#{digest}"
 
 
 _portal = Portal.__table__
 _event = StoredEvent.__table__
+EVENT_NAME_LENGTH = _event.c.event_name.type.length
+DEDUPE_KEY_LENGTH = _event.c.dedupe_key.type.length
 # What verification needs of a portal, read with Core (no ORM).
 _PORTAL_COLUMNS = (_portal.c.id, _portal.c.status, _portal.c.domain, _portal.c.client_endpoint,
                    _portal.c.application_token_enc)
@@ -178,20 +193,23 @@ class EventIntake:
         if not isinstance(event_name, str) or not event_name.strip():
             raise IntakeError(400, "missing event")
         event_name = event_name.strip().upper()
+        if len(event_name) > EVENT_NAME_LENGTH:  # no Bitrix24 event is named so; cut, it would be another
+            raise IntakeError(400, f"event name over {EVENT_NAME_LENGTH} characters")
         member_id, token = _credentials(form)
         entity_type, entity_id = entity_of(event_name, form)
         if entity_type in _ID_REQUIRED and entity_id is None:
             with self.engine.connect() as conn:  # a forged event is refused as forged (401) first
                 self._verify(conn, form, member_id, token)
-            raise IntakeError(400, "missing data[FIELDS][ID]")
+            raise IntakeError(400, "missing or bad data[FIELDS][ID]")
         return self._store(form, member_id, token, dict(
             event_name=event_name, entity_type=entity_type, entity_id=entity_id, payload=scrub(form),
             source=source, dedupe_key=dedupe_key_of(event_name, form, entity_id)))
 
     def store_robot_call(self, code: str, form: dict[str, Any]) -> Intake:
         """Verify and store a robot invocation as ROBOT:<code>; its event_token makes it unique."""
-        if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", code or ""):
-            raise IntakeError(400, "bad robot code")
+        if parse_robot_code(code or "") is None:
+            # Only the codes we register (catalog.robot_definitions) have a handler here.
+            raise IntakeError(404, "unknown robot")
         event_token = form.get("event_token")
         if not isinstance(event_token, str) or not event_token:
             raise IntakeError(400, "missing event_token")
@@ -201,7 +219,11 @@ class EventIntake:
         if isinstance(document, list) and len(document) >= 3:
             m = re.fullmatch(r"([A-Z_]+?)_(\d+)", str(document[2]))
             if m:
-                entity_type, entity_id = m.group(1).lower(), int(m.group(2))
+                entity_type, entity_id = m.group(1).lower(), parse_id(m.group(2))
+                if entity_id is None:
+                    with self.engine.connect() as conn:  # forged first (401), then malformed
+                        self._verify(conn, form, member_id, token)
+                    raise IntakeError(400, "bad document_id")
         digest = hashlib.sha256(event_token.encode()).hexdigest()[:48]
         return self._store(form, member_id, token, dict(
             event_name=f"ROBOT:{code}", entity_type=entity_type, entity_id=entity_id, payload=scrub(form),

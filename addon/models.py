@@ -42,6 +42,8 @@ def utcnow() -> dt.datetime:
 PORTAL_ACTIVE = "active"
 PORTAL_NEEDS_REAUTH = "needs_reauth"
 PORTAL_UNINSTALLED = "uninstalled"
+# Stored by an install whose registration manifest is not applied yet (the worker leaves it alone).
+PORTAL_INSTALLING = "installing"
 
 
 class Portal(Base):
@@ -331,3 +333,12 @@ class RobotRecord(Base):
     at: Mapped[dt.datetime] = mapped_column(DateTime)
     # Set once the record was listed in a message (e.g. the stuck-in-stage digest).
     reported_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+
+class WorkerHeartbeat(Base):
+    """The last sign of life of each worker process, for `nezabyt doctor` (addon.heartbeat)."""
+
+    __tablename__ = "worker_heartbeat"
+
+    worker_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    beat_at: Mapped[dt.datetime] = mapped_column(DateTime)

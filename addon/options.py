@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import string
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -85,6 +86,38 @@ DEFAULT_TEMPLATES = {
 TEMPLATE_KINDS = tuple(DEFAULT_TEMPLATES["ru"])
 TEMPLATE_PLACEHOLDERS = ("entity", "status", "next_status", "due_date", "from_status", "to_status",
                          "manager", "reason", "date", "link")
+
+
+def template_problem(text: str) -> str | None:
+    """What is wrong with a message template, or None. Only plain `{name}` placeholders of
+    TEMPLATE_PLACEHOLDERS: str.format would also follow `{entity.__class__}` or `{link[0]}` into
+    the values' attributes, and pad `{entity:>99999999}` to any size."""
+    try:
+        pieces = list(string.Formatter().parse(text))
+    except ValueError as exc:  # a stray { or }
+        return f"unknown placeholder or stray brace: {exc}"
+    for _literal, name, spec, conversion in pieces:
+        if name is None:
+            continue
+        if name not in TEMPLATE_PLACEHOLDERS or spec or conversion:
+            shown = name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+            return f"unknown placeholder or stray brace: {{{shown}}}"
+    return None
+
+
+def fill_template(text: str, values: dict[str, str]) -> str:
+    """`text` with each plain `{name}` replaced by values[name] (`{{` and `}}` are braces), by
+    substitution: never an attribute, index, format spec or conversion. ValueError for anything
+    template_problem refuses, or a name missing from `values`."""
+    out = []
+    for literal, name, spec, conversion in string.Formatter().parse(text):
+        out.append(literal)
+        if name is None:
+            continue
+        if spec or conversion or name not in values:
+            raise ValueError(f"placeholder {{{name}}} cannot be filled")
+        out.append(values[name])
+    return "".join(out)
 
 
 @dataclass(frozen=True)
@@ -248,10 +281,9 @@ def validate(o: Options) -> None:
         if kind not in TEMPLATE_KINDS:
             errors[f"templates.{kind}"] = "unknown message"
             continue
-        try:
-            text.format(**{p: "" for p in TEMPLATE_PLACEHOLDERS})
-        except (KeyError, IndexError, ValueError) as exc:
-            errors[f"templates.{kind}"] = f"unknown placeholder or stray brace: {exc}"
+        problem = template_problem(text)
+        if problem:
+            errors[f"templates.{kind}"] = problem
     if errors:
         raise OptionsError(errors)
 

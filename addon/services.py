@@ -37,7 +37,7 @@ class Services:
 def build_services(settings: Settings | None = None) -> Services:
     settings = settings or Settings.from_env()
     engine = make_engine(settings.database_url)
-    cipher = TokenCipher(settings.secret_key)
+    cipher = TokenCipher(settings.secret_key, settings.previous_secret_keys)
     sessions = make_session_factory(engine)
     # Sessions carry the cipher so the token store can encrypt with only a session in hand.
     sessions.configure(info={"nezabyt_cipher": cipher})

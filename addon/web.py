@@ -7,6 +7,7 @@ import importlib.util
 import io
 import json
 import logging
+import re
 from urllib.parse import parse_qsl
 
 import click
@@ -20,11 +21,17 @@ from addon.bitrix.errors import PortalError
 from addon.intake import EventIntake, parse_php_form
 
 log = logging.getLogger(__name__)
+# On every answer, the fast path's included: no content sniffing (a JSON or CSV answer is never
+# run as HTML or script), and no page address (it carries the page token) sent onwards.
+SECURITY_HEADERS = (("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"))
 
 
 def create_app(services=None) -> Flask:
     """The web app. With no services it builds them from the environment (gunicorn:
     `gunicorn 'addon.web:create_app()'`)."""
+    from addon.logs import configure_logging
+
+    configure_logging()
     if services is None:
         from addon.services import build_services
 
@@ -38,6 +45,7 @@ def create_app(services=None) -> Flask:
     app.wsgi_app = _EventsFirst(app.wsgi_app, services, intake)  # Flask's middleware slot
     app.register_blueprint(_receivers())
     app.register_error_handler(PortalError, _portal_trouble)
+    app.after_request(_security_headers)
     if _module_exists("settings_ui.views"):
         from settings_ui.views import make_blueprint
 
@@ -56,6 +64,10 @@ class _SessionsOutsideReceivers(SecureCookieSessionInterface):
         return super().open_session(app, request)
 
 
+# ASCII digits, as many as a length can have ("١٢".isdigit() is True; int() of 5,000 digits raises).
+_CONTENT_LENGTH = re.compile(r"[0-9]{1,18}")
+
+
 class _EventsFirst:
     """POST /events with a form body, answered before Flask: the portal's event deliveries are the
     app's hot path (issue 7: 1,000 events/s), and Flask's request context, routing, form parsing and
@@ -70,7 +82,7 @@ class _EventsFirst:
         if (environ.get("PATH_INFO") != "/events" or environ.get("REQUEST_METHOD") != "POST"
                 or environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
                 != "application/x-www-form-urlencoded"
-                or not str(environ.get("CONTENT_LENGTH") or "").isdigit()):
+                or not _CONTENT_LENGTH.fullmatch(str(environ.get("CONTENT_LENGTH") or ""))):
             return self.app(environ, start_response)
         length, limit = int(environ["CONTENT_LENGTH"]), self.services.settings.max_event_body
         if length > limit:
@@ -90,8 +102,14 @@ class _EventsFirst:
 def _json_answer(start_response, status: int, answer: dict) -> list[bytes]:
     body = json.dumps(answer).encode()
     start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'Unknown')}",
-                   [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+                   [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *SECURITY_HEADERS])
     return [body]
+
+
+def _security_headers(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS:
+        response.headers.setdefault(name, value)
+    return response
 
 
 def event_answer(services, intake, form: dict) -> tuple[int, dict]:
@@ -106,9 +124,12 @@ def event_answer(services, intake, form: dict) -> tuple[int, dict]:
             handle_uninstall(services, form)
             return 200, {"status": "uninstalled"}
         if name == "ONAPPINSTALL":
-            from install.installer import handle_app_install
+            from install.installer import InstallError, handle_app_install
 
-            return 200, {"status": "installed", "portal": handle_app_install(services, form)}
+            try:
+                return 200, {"status": "installed", "portal": handle_app_install(services, form)}
+            except InstallError as exc:
+                return exc.status, _refusal_body(exc.status, exc.message)
         stored = intake.store_event(form)
     except IntakeError as exc:
         return exc.status, _refusal_body(exc.status, exc.message)
@@ -168,7 +189,8 @@ def _form_pairs() -> list[tuple[str, str]]:
 
 
 def _refusal_body(status: int, message: str) -> dict:
-    return {"error": {400: "bad_request", 401: "unauthorized", 403: "forbidden", 413: "too_large"}.get(status, "error"),
+    return {"error": {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                      413: "too_large"}.get(status, "error"),
             "error_description": message}
 
 

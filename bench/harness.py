@@ -68,8 +68,10 @@ def settle_disk(url: str) -> None:
 def bench_settings(url: str, **overrides):
     from addon.config import Settings
 
+    # A development run against the local devportal: its address is private and plain http.
     return Settings.from_env(database_url=url, client_id="local.nezabyt.bench", client_secret=secrets.token_hex(12),
-                             secret_key="bench-secret-key", **overrides)
+                             secret_key="bench-secret-key", environment="development", allow_private_portals=True,
+                             **overrides)
 
 
 class Stack:
@@ -89,6 +91,9 @@ class Stack:
     def start(self, clock: dt.datetime) -> "Stack":
         self.dp.set_clock(clock, frozen=True)
         self.srv.start()
+        # The devportal is the authorization server too: token refreshes go there.
+        self.settings = dataclasses.replace(self.settings, oauth_url=self.srv.oauth_url)
+        self.services.settings = dataclasses.replace(self.services.settings, oauth_url=self.srv.oauth_url)
         return self
 
     def install(self, *, unbind_events: bool = False) -> int:
@@ -208,4 +213,5 @@ def progress(name: str):
 
 def env_for_child(settings) -> dict:
     return dict(os.environ, DATABASE_URL=settings.database_url, NEZABYT_SECRET_KEY=settings.secret_key,
-                NEZABYT_CLIENT_ID=settings.client_id, NEZABYT_CLIENT_SECRET=settings.client_secret)
+                NEZABYT_CLIENT_ID=settings.client_id, NEZABYT_CLIENT_SECRET=settings.client_secret,
+                **settings.security_environment())

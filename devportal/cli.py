@@ -20,7 +20,8 @@ SEEDS = {"none": None, "small": {"departments": 3, "managers": 12, "contacts": 3
               help="seconds of method time per 10 minutes")
 @click.option("--member-id", default=None, help="fixed member_id (random by default)")
 def devportal_command(port, host, seed_name, rps, burst, no_limits, token_ttl, tz, operating_limit, member_id):
-    """Run the devportal: REST at /rest/, OAuth at /oauth/token/, control API at /_dev/, pages at /."""
+    """Run the devportal: REST at /rest/, the authorization server at /auth/ (/auth/oauth/token/,
+    /auth/rest/app.info), control API at /_dev/, pages at /."""
     from devportal.server import DevPortalServer
 
     server = DevPortalServer(rps=rps, burst=burst, limits=not no_limits, token_ttl=token_ttl, tz=tz,
@@ -29,6 +30,11 @@ def devportal_command(port, host, seed_name, rps, burst, no_limits, token_ttl, t
         summary = server.portal.seed(**SEEDS[seed_name])
         click.echo(f"seeded: {summary['contacts']} contacts, {summary['companies']} companies, "
                    f"{summary['calls']} calls, {summary['managers']} managers")
-    click.echo(f"devportal on http://{host}:{port} (member_id {server.portal.member_id}); "
+    server.bind()
+    click.echo(f"devportal on {server.url} (member_id {server.portal.member_id}); "
                f"limits {'off' if no_limits else f'{rps}/s burst {burst}'}")
+    # The app against this portal: a development run that refreshes tokens at the devportal's own
+    # authorization server and accepts its private, plain-http address.
+    click.echo(f"run the app against it with: NEZABYT_ENV=development NEZABYT_ALLOW_PRIVATE_PORTALS=1 "
+               f"NEZABYT_OAUTH_URL={server.oauth_url}")
     server.serve_forever()

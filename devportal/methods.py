@@ -66,7 +66,9 @@ def _check_handler(url) -> None:
 @method("app.info")
 def app_info(portal, ctx, params):
     app = portal.app
-    return {"ID": app["id"], "CODE": app["code"], "VERSION": app["version"], "STATUS": "L",
+    # The documented answer (api-reference/common/system/app-info.md): a numeric ID, and no client id
+    # (the authorization server's app.info names that: DevPortal.app_info_for_token).
+    return {"ID": int(app["id"]), "CODE": app["code"], "VERSION": app["version"], "STATUS": "L",
             "INSTALLED": bool(app["installed"]), "PAYMENT_EXPIRED": "N", "DAYS": None, "LANGUAGE_ID": "ru",
             "LICENSE": "ru_project", "LICENSE_TYPE": "project", "LICENSE_FAMILY": "project"}
 

@@ -9,6 +9,7 @@ import random
 import secrets
 import threading
 import time as _time
+import weakref
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -22,6 +23,9 @@ DEFAULT_SCOPE = "crm,user,department,placement,im,log,task,bizproc,telephony"
 ENTITIES = ("contact", "company", "deal", "lead")
 OPERATING_WINDOW = 600.0  # seconds: Bitrix24 sums method time over ten 1-minute buckets
 DOC_IDS = {"deal": ("CCrmDocumentDeal", "DEAL"), "lead": ("CCrmDocumentLead", "LEAD")}
+# Every portal of this process: Bitrix24 has one authorization server for all portals
+# (oauth.bitrix.info), so any devportal's /auth/ answers for the tokens of every devportal here.
+_PORTALS: "weakref.WeakSet[DevPortal]" = weakref.WeakSet()
 
 
 class DevPortal:
@@ -73,6 +77,7 @@ class DevPortal:
         self.stage_robots: list[dict] = []
         # what the app did
         self.calls: list[dict] = []
+        _PORTALS.add(self)
         self.http_requests = 0
         self.notifications: list[dict] = []
         self.timeline_comments: list[dict] = []
@@ -144,6 +149,12 @@ class DevPortal:
     @property
     def rest_endpoint(self) -> str:
         return f"{self.base_url}/rest/"
+
+    @property
+    def auth_endpoint(self) -> str:
+        """The authorization server's REST endpoint (a real portal's `server_endpoint`,
+        https://oauth.bitrix.info/rest/): the devportal serves it under /auth/."""
+        return f"{self.base_url}/auth/rest/"
 
     # ------------------------------------------------------------------ directory
     def _bootstrap_directory(self) -> None:
@@ -239,8 +250,28 @@ class DevPortal:
             return 200, {"access_token": tokens["access_token"], "client_endpoint": self.rest_endpoint,
                          "domain": self.domain, "expires": tokens["expires"], "expires_in": self.token_ttl,
                          "member_id": self.member_id, "refresh_token": tokens["refresh_token"],
-                         "scope": app["scope"], "server_endpoint": self.rest_endpoint, "status": "L",
+                         "scope": app["scope"], "server_endpoint": self.auth_endpoint, "status": "L",
                          "user_id": tokens["user_id"]}
+
+    def app_info_for_token(self, token: str | None) -> tuple[int, dict] | None:
+        """The authorization server's `app.info` for one of this portal's access tokens (None: not
+        ours). Unlike the portal's own `app.info` (ID, CODE, VERSION...), the authorization server
+        names the app by its client_id and the installation by member_id and domain: an app checks
+        there, at a server it trusts, whose token an install claim carries."""
+        with self.lock:
+            info = self.access_tokens.get(token or "")
+            if info is None or self.app is None:
+                return None
+            if info["expires"] <= self.ts():
+                return 401, {"error": "expired_token", "error_description": "The access token provided has expired."}
+            app = self.app
+            return 200, {"result": {
+                "client_id": app["client_id"], "scope": app["scope"], "user_id": info["user_id"],
+                "expires": datetime.fromtimestamp(info["expires"], self.tz).isoformat(timespec="seconds"),
+                "install": {"installed": bool(app["installed"]), "version": app["version"], "status": "L",
+                            "scope": app["scope"], "domain": self.domain, "uri": self.base_url,
+                            "client_endpoint": self.rest_endpoint, "member_id": self.member_id,
+                            "member_type": "PORTAL"}}}
 
     def auth_block(self, user_id: int | None, refresh: bool = False) -> dict:
         """The `auth[...]` of an event or robot POST; without a user (automation) it carries no tokens."""
@@ -252,7 +283,7 @@ class DevPortal:
                          expires_in=self.token_ttl)
             if refresh:
                 block["refresh_token"] = tokens["refresh_token"]
-        block.update(scope=app.get("scope", ""), domain=self.domain, server_endpoint=self.rest_endpoint,
+        block.update(scope=app.get("scope", ""), domain=self.domain, server_endpoint=self.auth_endpoint,
                      status="L", client_endpoint=self.rest_endpoint, member_id=self.member_id)
         if user_id:
             block["user_id"] = int(user_id)
@@ -380,6 +411,7 @@ class DevPortal:
         return True
 
     def close(self) -> None:
+        _PORTALS.discard(self)
         if self._delivery_thread is not None and self._delivery_thread.is_alive():
             self._queue.put(None)
             self._delivery_thread.join(timeout=5)
@@ -432,7 +464,7 @@ class DevPortal:
                     "ts": int(self.ts()),
                     "auth": {"access_token": tokens["access_token"], "expires": tokens["expires"],
                              "expires_in": self.token_ttl, "scope": scope, "domain": self.domain,
-                             "server_endpoint": self.rest_endpoint, "status": "L",
+                             "server_endpoint": self.auth_endpoint, "status": "L",
                              "client_endpoint": self.rest_endpoint, "member_id": self.member_id,
                              "user_id": 1, "refresh_token": tokens["refresh_token"],
                              "application_token": application_token}}
@@ -464,7 +496,7 @@ class DevPortal:
 
     def page_form(self, tokens: dict, placement: str, options: dict) -> dict:
         return {"AUTH_ID": tokens["access_token"], "AUTH_EXPIRES": str(self.token_ttl),
-                "REFRESH_ID": tokens["refresh_token"], "SERVER_ENDPOINT": self.rest_endpoint,
+                "REFRESH_ID": tokens["refresh_token"], "SERVER_ENDPOINT": self.auth_endpoint,
                 "member_id": self.member_id, "status": "L", "PLACEMENT": placement,
                 "PLACEMENT_OPTIONS": json.dumps(options, ensure_ascii=False, separators=(",", ":"))}
 
@@ -507,7 +539,7 @@ class DevPortal:
             if self.app is None:
                 return 0
             handlers = [h for h in self.bound_events if h["event"] == "ONAPPUNINSTALL" and not h["offline"]]
-            form_auth = {"domain": self.domain, "server_endpoint": self.rest_endpoint,
+            form_auth = {"domain": self.domain, "server_endpoint": self.auth_endpoint,
                          "client_endpoint": self.rest_endpoint, "member_id": self.member_id,
                          "application_token": self.app["application_token"]}
             forms = [(h["handler"], {"event": "ONAPPUNINSTALL", "event_handler_id": h["ID"],
@@ -890,3 +922,28 @@ class DevPortal:
     def md5_tag(self, tag: str) -> str:
         client = (self.app or {}).get("client_id", "")
         return f"MP|{hashlib.md5(client.encode()).hexdigest()[:5]}|{tag}"
+
+
+# --- the authorization server (one for every portal of the process) -----------------------------
+def auth_server_token(params: dict) -> tuple[int, dict]:
+    """GET /auth/oauth/token/: refresh at whichever portal issued the refresh token."""
+    token = params.get("refresh_token") or ""
+    for portal in list(_PORTALS):
+        with portal.lock:
+            known = token in portal.refresh_tokens
+        if known:
+            return portal.refresh(params)
+    if any(p.app and p.app["client_id"] == params.get("client_id") and p.app["client_secret"] ==
+           params.get("client_secret") for p in list(_PORTALS)):
+        return 400, {"error": "invalid_grant", "error_description": "Invalid grant"}
+    return 401, {"error": "invalid_client", "error_description": "Invalid client credentials"}
+
+
+def auth_server_app_info(params: dict) -> tuple[int, dict]:
+    """/auth/rest/app.info?auth=...: the authorization server's view of a token's app and portal."""
+    token = params.get("auth") or params.get("access_token") or ""
+    for portal in list(_PORTALS):
+        answer = portal.app_info_for_token(token)
+        if answer is not None:
+            return answer
+    return 401, {"error": "invalid_token", "error_description": "The access token provided is invalid."}

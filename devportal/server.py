@@ -9,7 +9,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from devportal.phpquery import parse_php_query
-from devportal.portal import DevPortal
+from devportal.portal import DevPortal, auth_server_app_info, auth_server_token
 from devportal.rest import handle_http
 
 JSON = "application/json; charset=utf-8"
@@ -77,11 +77,24 @@ class DevPortalApp:
         if path in ("/oauth/token/", "/oauth/token"):
             status, body = self.portal.refresh(request_params(request))
             return json_response(body, status)
+        if path.startswith("/auth/"):
+            return self.auth_server(request, path[len("/auth"):])
         if path.startswith("/_dev/"):
             from devportal.ctl import handle_ctl
             return handle_ctl(self.portal, request, path[6:])
         from devportal.pages import handle_page
         return handle_page(self.portal, request)
+
+    def auth_server(self, request: Request, path: str) -> Response:
+        """Bitrix24's authorization server (oauth.bitrix.info) for every devportal of the process:
+        /auth/oauth/token/ (refresh) and /auth/rest/app.info."""
+        if path.rstrip("/") == "/oauth/token":
+            status, body = auth_server_token(request_params(request))
+        elif path.rstrip("/") in ("/rest/app.info", "/rest/app.info.json"):
+            status, body = auth_server_app_info(request_params(request))
+        else:
+            status, body = 404, {"error": "ERROR_METHOD_NOT_FOUND", "error_description": "Method not found!"}
+        return json_response(body, status)
 
     def rest(self, request: Request, method: str) -> Response:
         if request.method == "OPTIONS":  # CORS preflight of BX24.js calls from the app's frame
@@ -117,6 +130,12 @@ class DevPortalServer:
     @property
     def domain(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def oauth_url(self) -> str:
+        """What the add-on's NEZABYT_OAUTH_URL is against the devportal (https://oauth.bitrix.info/
+        against real Bitrix24). Known once bound: `bind()` or `start()` first."""
+        return f"{self.url}/auth/"
 
     def bind(self) -> "DevPortalServer":
         """Open the listening socket (port 0 picks a free one) and tell the portal its URL."""

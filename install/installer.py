@@ -1,25 +1,33 @@
 """Installation: the installer page a portal opens (POST /install) and ONAPPINSTALL.
 
-The claimed portal is asked (with the token it sent) whether the token is real before anything is
-stored; a known member_id arriving from another domain is refused. Then the portal and its
-default settings are stored and the registration manifest applied.
+An install arrives unauthenticated, so nothing it claims is believed: the portal must be an https
+address that resolves to public addresses only (install/address.py), Bitrix24's authorization
+server must confirm the claimed token is this app's on the claimed portal, and the portal must say
+the installing user is an admin, before anything is stored; a known member_id arriving from
+another domain is refused. Then the portal and its default settings are stored and the
+registration manifest applied, as one unit: a failed manifest puts the portal back as it was.
 """
 from __future__ import annotations
 
 import datetime as dt
 import html
+import logging
 import re
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select
 
 from addon.db import unit_of_work
-from addon.models import PORTAL_UNINSTALLED, Portal, PortalSettings
+from addon.models import PORTAL_ACTIVE, PORTAL_INSTALLING, PORTAL_UNINSTALLED, Portal, PortalSettings
 from addon.options import Options
 from addon.bitrix.client import PortalError, unix_to_utc, user_client
-from install.tokens import mark_active, save_application_token, save_tokens
+from install.address import PortalAddressRefused, check_portal_address
+from install.tokens import mark_active, save_application_token, save_tokens, token_app_info
+
+log = logging.getLogger(__name__)
 
 
 class InstallError(Exception):
@@ -113,21 +121,48 @@ def handle_app_install(services, form: dict) -> int:
 
 
 def _install(services, claim: Claim) -> InstallOutcome:
+    settings = services.settings
+    _check_address(settings, claim)
     with services.sessions() as session:
         known = session.scalar(select(Portal).where(Portal.member_id == claim.member_id))
         if known is not None and known.domain.lower() != claim.domain:
             raise InstallError(403, "this portal is registered from another domain")
-    proof = _prove(claim)
+    proof = _prove(settings, claim)
+    portal_id, created, before = _store(services, claim, proof)
+    # The manifest needs the stored tokens (its client reads them), so the portal row is committed
+    # first and put back as it was when the manifest fails: a failed install leaves nothing half-done.
+    from install.manifest import apply_manifest
+
+    try:
+        report = apply_manifest(services, portal_id)
+    except Exception as exc:
+        _undo(services, portal_id, created, before)
+        if isinstance(exc, PortalError):
+            log.warning("install of %s undone: the manifest failed at %s: %s", claim.domain, exc.method, exc.code)
+            raise InstallError(502, "the portal did not answer as expected while the app was set up; nothing "
+                                    "was changed: try the install again") from exc
+        log.exception("install of %s undone: the manifest failed", claim.domain)
+        raise InstallError(500, "the app could not be set up on the portal; nothing was changed: "
+                                "try the install again") from exc
+    with unit_of_work(services.sessions) as session:
+        portal = session.get(Portal, portal_id, with_for_update=True)
+        mark_active(portal)
+    return InstallOutcome(portal_id, created, "", report)
+
+
+def _store(services, claim: Claim, proof: dict) -> tuple[int, bool, dict | None]:
+    """Store the proven claim: (portal id, created?, the known portal's columns before)."""
     created = False
     with unit_of_work(services.sessions) as session:
         portal = session.scalar(select(Portal).where(Portal.member_id == claim.member_id).with_for_update())
+        before = None if portal is None else _columns(portal)
         if portal is None:
             created = True
             portal = Portal(member_id=claim.member_id, domain=claim.domain, client_endpoint=claim.client_endpoint,
                             server_endpoint=claim.server_endpoint, parked_methods={})
             session.add(portal)
         portal.client_endpoint = claim.client_endpoint
-        portal.server_endpoint = claim.server_endpoint
+        portal.server_endpoint = claim.server_endpoint  # kept for the record; refreshes go to settings.oauth_url
         save_tokens(session, portal, claim.access_token, claim.refresh_token,
                     unix_to_utc(time.time() + claim.expires_in))
         if claim.application_token:
@@ -148,7 +183,10 @@ def _install(services, claim: Claim) -> InstallOutcome:
         if created or portal.uninstalled_at is not None:
             portal.installed_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
         portal.uninstalled_at = None
-        mark_active(portal)
+        if portal.status != PORTAL_ACTIVE:
+            # Not active until the manifest is applied: the worker leaves a portal being set up alone.
+            portal.status = PORTAL_INSTALLING
+            portal.status_reason = "the app is being set up on the portal"
         session.flush()
         if session.get(PortalSettings, portal.id) is None:
             language = claim.language if claim.language in ("ru", "en") else "ru"
@@ -156,29 +194,74 @@ def _install(services, claim: Claim) -> InstallOutcome:
             # A new portal has no rows yet: nothing is dated under older options.
             session.add(PortalSettings(portal_id=portal.id, version=1, dated_version=1, data=options.to_dict(),
                                        field_items={}))
-        portal_id = portal.id
-    from install.manifest import apply_manifest
-
-    report = apply_manifest(services, portal_id)
-    return InstallOutcome(portal_id, created, "", report)
+        return portal.id, created, before
 
 
-def _prove(claim: Claim) -> dict:
-    """Ask the claimed portal with the claimed token: app.info must answer, the user must be an
-    admin. Also reads the granted scope and the portal's UTC offset for the default time zone."""
+def _columns(portal: Portal) -> dict:
+    return {attr.key: getattr(portal, attr.key) for attr in sa_inspect(Portal).column_attrs if attr.key != "id"}
+
+
+def _undo(services, portal_id: int, created: bool, before: dict | None) -> None:
+    """Put the portal back as it was before the install: a new one removed with all it got, a
+    known one with its previous tokens, endpoints and status (what the manifest learnt about the
+    portal's fields stays: it is what the portal now has)."""
+    from install.uninstall import purge_portal
+
+    with unit_of_work(services.sessions) as session:
+        portal = session.get(Portal, portal_id, with_for_update=True)
+        if portal is None:
+            return
+        if created or before is None:
+            purge_portal(session, portal_id)
+            return
+        for key, value in before.items():
+            setattr(portal, key, value)
+
+
+def _check_address(settings, claim: Claim) -> None:
+    """No request of ours goes to a private, loopback or link-local address or over plain http
+    (unless the settings allow the local devportal)."""
+    parts = urlsplit(claim.client_endpoint)
+    try:
+        check_portal_address(parts.scheme, parts.hostname or "", parts.port, settings.allow_private_portals)
+    except PortalAddressRefused as exc:
+        log.warning("install claim for %s refused: %s", claim.domain, exc.reason)
+        raise InstallError(400, "the portal's address is not allowed: a Bitrix24 portal is reached over https "
+                                "at a public address") from exc
+    except ValueError as exc:  # a port out of range
+        raise InstallError(400, "bad DOMAIN") from exc
+
+
+NOT_CONFIRMED = "the portal did not confirm the install: open the app from the portal and try again"
+
+
+def _prove(settings, claim: Claim) -> dict:
+    """The authorization server (settings.oauth_url, Bitrix24's own) must say the claimed token is
+    this app's (our client_id) on the claimed portal (member_id, domain); only then is the portal
+    itself asked: the user must be an admin. Also reads the granted scope and the portal's UTC
+    offset for the default time zone. Refusals answer one text, whatever the claimed host did."""
+    if not settings.client_id:
+        raise InstallError(503, "the app has no NEZABYT_CLIENT_ID: installs cannot be confirmed")
+    info = _authorization_server_app_info(settings, claim)
+    install = info.get("install") if isinstance(info.get("install"), dict) else {}
+    mismatch = [name for name, ours, theirs in (
+        ("client_id", settings.client_id, info.get("client_id")),
+        ("member_id", claim.member_id, str(install.get("member_id") or "").lower()),
+        ("domain", claim.domain, str(install.get("domain") or "").lower())) if ours != theirs]
+    if mismatch:
+        log.warning("install claim for %s refused: the authorization server's %s differ", claim.domain,
+                    "/".join(mismatch))
+        raise InstallError(401, NOT_CONFIRMED)
     client = user_client(claim.client_endpoint, claim.access_token)
     try:
-        app_info = client.call("app.info") or {}
         profile = client.call("profile") or {}
     except PortalError as exc:
-        raise InstallError(401, f"the portal did not confirm the token: {exc.code or exc.description}") from exc
-    if not _truthy(profile.get("ADMIN")):
+        log.warning("install claim for %s refused: profile answered %s", claim.domain, exc.code or exc.http_status)
+        raise InstallError(401, NOT_CONFIRMED) from exc
+    if not isinstance(profile, dict) or not _truthy(profile.get("ADMIN")):
         raise InstallError(403, "only a portal administrator can install the app")
-    scope = ""
-    if isinstance(app_info, dict):
-        scope = str(app_info.get("SCOPE") or app_info.get("scope") or "")
-        if isinstance(app_info.get("SCOPE"), list):
-            scope = ",".join(app_info["SCOPE"])
+    scope = info.get("scope") or install.get("scope") or ""
+    scope = ",".join(str(s) for s in scope) if isinstance(scope, list) else str(scope)
     if not scope:
         try:
             granted = client.call("scope")
@@ -195,6 +278,17 @@ def _prove(claim: Claim) -> dict:
         pass
     return {"scope": scope, "user_id": _int(profile.get("ID"), 0) or None, "time_zone": time_zone,
             "server_time": server_time}
+
+
+def _authorization_server_app_info(settings, claim: Claim) -> dict:
+    try:
+        return token_app_info(settings, claim.access_token)
+    except PortalError as exc:
+        log.warning("install claim for %s not confirmed by the authorization server: %s %s", claim.domain,
+                    exc.http_status, exc.code[:64])
+        if exc.code == "NETWORK_ERROR" or (exc.http_status or 0) >= 500:
+            raise InstallError(503, "the Bitrix24 authorization server did not answer: try the install again") from exc
+        raise InstallError(401, NOT_CONFIRMED) from exc
 
 
 def utc_offset_name(server_time) -> str | None:

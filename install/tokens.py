@@ -4,6 +4,10 @@ A refresh token can be used once. Web requests and several workers may all hit a
 at the same moment, so `refresh` takes the portal's row lock (FOR UPDATE on PostgreSQL, a
 per-process lock on SQLite, which has no row locks) and, once it holds it, refreshes only if the
 token it was given is still the stored one: whoever comes second uses the fresh pair.
+
+The refresh (it carries the app's client secret) goes only to the authorization server of the
+settings (`oauth_url`, Bitrix24's https://oauth.bitrix.info/), never to an address a portal or an
+install claim names: a forged install could otherwise name its own server and collect the secret.
 """
 from __future__ import annotations
 
@@ -26,12 +30,14 @@ _sqlite_locks: dict[tuple[str, int], threading.Lock] = {}
 _sqlite_locks_guard = threading.Lock()
 
 
-def token_url(server_endpoint: str) -> str:
-    """https://oauth.bitrix.info/rest/ → https://oauth.bitrix.info/oauth/token/"""
-    base = server_endpoint.rstrip("/")
-    if base.endswith("/rest"):
-        base = base[: -len("/rest")]
-    return f"{base}/oauth/token/"
+def token_url(oauth_url: str) -> str:
+    """https://oauth.bitrix.info/ → https://oauth.bitrix.info/oauth/token/"""
+    return f"{oauth_url.rstrip('/')}/oauth/token/"
+
+
+def app_info_url(oauth_url: str) -> str:
+    """The authorization server's app.info: which app and which portal a token belongs to."""
+    return f"{oauth_url.rstrip('/')}/rest/app.info"
 
 
 def save_tokens(session, portal: Portal, access: str, refresh: str | None, expires_at: dt.datetime | None) -> None:
@@ -82,7 +88,7 @@ def refresh(services, portal_id: int, stale_token: str | None) -> str:
             if current and stale_token is not None and not constant_time_equal(current, stale_token):
                 return current  # someone refreshed while we waited for the lock
             refresh_token = services.cipher.decrypt(portal.refresh_token_enc)
-            answer = _ask_auth_server(services, portal, refresh_token)
+            answer = _ask_auth_server(services.settings, refresh_token)
             if "error" in answer or not answer.get("access_token"):
                 code = str(answer.get("error") or "NO_TOKEN")
                 description = str(answer.get("error_description") or "")
@@ -105,14 +111,14 @@ def refresh(services, portal_id: int, stale_token: str | None) -> str:
         return current
 
 
-def _ask_auth_server(services, portal: Portal, refresh_token: str | None) -> dict:
+def _ask_auth_server(settings, refresh_token: str | None) -> dict:
     if not refresh_token:
         return {"error": "invalid_grant", "error_description": "no refresh token stored"}
-    settings = services.settings
     try:
-        response = requests.get(token_url(portal.server_endpoint), timeout=TOKEN_HTTP_TIMEOUT, params={
-            "grant_type": "refresh_token", "client_id": settings.client_id,
-            "client_secret": settings.client_secret, "refresh_token": refresh_token})
+        # No redirects: the secret stays with the one server named in the settings.
+        response = requests.get(token_url(settings.oauth_url), timeout=TOKEN_HTTP_TIMEOUT, allow_redirects=False,
+                                params={"grant_type": "refresh_token", "client_id": settings.client_id,
+                                        "client_secret": settings.client_secret, "refresh_token": refresh_token})
     except requests.RequestException as exc:
         raise PortalError("NETWORK_ERROR", str(exc), None, "oauth/token") from exc
     try:
@@ -127,6 +133,28 @@ def _ask_auth_server(services, portal: Portal, refresh_token: str | None) -> dic
                           response.status_code, "oauth/token")
     answer["_http_status"] = response.status_code
     return answer
+
+
+def token_app_info(settings, access_token: str) -> dict:
+    """`app.info` at the authorization server for an access token: whose app (client_id) on which
+    portal (install: member_id, domain, client_endpoint), the scope and the user. The documented way
+    to a trusted answer (settings/oauth/simple-way.md): the token's holder cannot forge it.
+    Raises PortalError (NETWORK_ERROR, or the server's error code and HTTP status)."""
+    method = "app.info (authorization server)"
+    try:
+        response = requests.get(app_info_url(settings.oauth_url), params={"auth": access_token},
+                                timeout=TOKEN_HTTP_TIMEOUT, allow_redirects=False)
+    except requests.RequestException as exc:
+        raise PortalError("NETWORK_ERROR", exc.__class__.__name__, None, method) from exc
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    result = body.get("result") if isinstance(body, dict) else None
+    if response.status_code != 200 or not isinstance(result, dict):
+        code = str(body.get("error") or "") if isinstance(body, dict) else ""
+        raise PortalError(code or f"HTTP_{response.status_code}", "", response.status_code, method)
+    return result
 
 
 def _ensure_usable(portal: Portal) -> None:

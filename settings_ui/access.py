@@ -53,6 +53,15 @@ class PageTokens:
     def issue(self, user: PageUser) -> str:
         return self._serializer.dumps(asdict(user))
 
+    def domain_of(self, token: str | None) -> str | None:
+        """The portal domain a genuine token was issued for, expired or not (None if forged): the
+        page that says "expired" is still framed by that portal."""
+        try:
+            data = self._serializer.loads(token or "")  # no max_age: the signature alone
+        except BadSignature:
+            return None
+        return str(data["domain"]) if isinstance(data, dict) and data.get("domain") else None
+
     def read(self, token: str | None) -> PageUser:
         if not token:
             raise AccessDenied("no_token")

@@ -310,3 +310,16 @@ def _word(value: str, kind: str | None) -> str:
     if kind == "match":
         return _MATCH_RU.get(value, value)
     return value
+
+
+# An upload refused for its size (settings_ui.views.upload_too_large), before it is read.
+TEXTS["ru"].update({
+    "import_failed_title": "Файл не загружен",
+    "import_too_large": "Файл больше {limit} МБ — это больше, чем принимает одна загрузка. "
+                        "Разделите его на несколько файлов и загрузите их по очереди.",
+})
+TEXTS["en"].update({
+    "import_failed_title": "File not loaded",
+    "import_too_large": "The file is over {limit} MB, more than one load takes. "
+                        "Split it into several files and load them one by one.",
+})

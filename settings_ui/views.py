@@ -9,9 +9,11 @@ import re
 import time
 from typing import Any, Callable
 
-from flask import Blueprint, Response, abort, jsonify, render_template, request, stream_with_context
+from flask import Blueprint, Response, abort, g, jsonify, render_template, request, stream_with_context
 from sqlalchemy import select
+from werkzeug.exceptions import RequestEntityTooLarge
 
+from addon.ids import MAX_ID, parse_id
 from addon.models import ImportJob, JobRun, PortalSettings, StatusHistory, TrackedEntity, utcnow
 from addon.options import (
     DEFAULT_TEMPLATES,
@@ -23,12 +25,13 @@ from addon.options import (
     Options,
     OptionsError,
 )
-from settings_ui.access import TOKEN_FIELD, TOKEN_HEADER, AccessDenied, PageTokens, PageUser, verify_user
+from settings_ui.access import DEV_HOSTS, TOKEN_FIELD, TOKEN_HEADER, AccessDenied, PageTokens, PageUser, verify_user
 from settings_ui.i18n import option_error, row_error, translator
 
 PLACEMENT_ENTITIES = {"CRM_CONTACT_DETAIL_TAB": "contact", "CRM_COMPANY_DETAIL_TAB": "company"}
 TABS = ("settings", "index", "import", "dashboard", "robots")
 USERS_TTL = 300.0  # seconds the portal's user list is reused for pickers and names
+UPLOAD_FORM_BYTES = 64 * 1024  # the upload's multipart framing and other fields, past the file itself
 BOOL_OPTIONS = ("reset_on_calls", "require_call", "merge_notifications", "new_for_new_entities",
                 "timeline_comments", "feed_post", "open_to_all_on_loss", "notify_manager_on_loss",
                 "notify_supervisor_on_loss")
@@ -51,13 +54,24 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
         token = request.headers.get(TOKEN_HEADER) or request.form.get(TOKEN_FIELD)
         if not token and request.method == "GET":
             token = request.args.get(TOKEN_FIELD)  # downloads are plain links
-        user = tokens.read(token)
+        try:
+            user = tokens.read(token)
+        except AccessDenied:
+            g.portal_domain = tokens.domain_of(token)  # "expired" is still said inside the portal's frame
+            raise
+        g.portal_domain = user.domain
         if admin and not user.is_admin:
             raise AccessDenied("not_admin")
         return user
 
+    def opened_by(user: PageUser) -> PageUser:
+        g.portal_domain = user.domain
+        return user
+
     @bp.errorhandler(AccessDenied)
     def denied(exc: AccessDenied):
+        if g.get("portal_domain") is None and request.form.get("member_id"):
+            g.portal_domain = portal_domain(services, request.form["member_id"])  # the portal opened us
         lang = "en" if (request.args.get("LANG") or "").lower().startswith("en") else "ru"
         t = translator(lang)
         message = t(f"denied_{exc.reason}")
@@ -66,11 +80,15 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
         return render_template("nezabyt/denied.html", t=t, lang=lang, message=message), 403
 
     @bp.after_request
-    def frame_friendly(response: Response) -> Response:
-        # The pages live in the portal's iframe: never forbid framing, never leak the token.
+    def framed_by_the_portal_only(response: Response) -> Response:
+        # The pages live in the portal's iframe: framed by that portal's own address alone (as
+        # Bitrix24's docs advise: frame-ancestors, no X-Frame-Options), never by another site
+        # (clickjacking); a page that knows no portal is framed by none. Never leak the token.
+        from addon.web import SECURITY_HEADERS
+
         response.headers.pop("X-Frame-Options", None)
-        response.headers["Content-Security-Policy"] = "frame-ancestors *"
-        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Content-Security-Policy"] = f"frame-ancestors {frame_sources(g.get('portal_domain'))}"
+        response.headers.update(SECURITY_HEADERS)
         response.headers["Cache-Control"] = "no-store"
         return response
 
@@ -79,8 +97,8 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
     def app_page():
         if request.method == "GET":
             raise AccessDenied("no_auth")
-        user = verify_user(services, request.form.get("member_id", ""), request.form.get("AUTH_ID", ""),
-                           request.args.get("LANG") or request.form.get("LANG"))
+        user = opened_by(verify_user(services, request.form.get("member_id", ""), request.form.get("AUTH_ID", ""),
+                                     request.args.get("LANG") or request.form.get("LANG")))
         return render_main(user, tokens.issue(user), "settings" if user.is_admin else "dashboard")
 
     @bp.post("/placement/<code>")
@@ -88,12 +106,13 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
         entity_type = PLACEMENT_ENTITIES.get(code.upper())  # the manifest binds lower-case paths
         if entity_type is None:
             abort(404)
-        user = verify_user(services, request.form.get("member_id", ""), request.form.get("AUTH_ID", ""),
-                           request.args.get("LANG") or request.form.get("LANG"))
+        user = opened_by(verify_user(services, request.form.get("member_id", ""), request.form.get("AUTH_ID", ""),
+                                     request.args.get("LANG") or request.form.get("LANG")))
         try:
-            placement_options = json.loads(request.form.get("PLACEMENT_OPTIONS") or "{}")
-            entity_id = int(placement_options.get("ID"))
+            entity_id = parse_id(json.loads(request.form.get("PLACEMENT_OPTIONS") or "{}").get("ID"))
         except (ValueError, TypeError, AttributeError):
+            entity_id = None
+        if entity_id is None:
             abort(400)
         t = translator(user.lang)
         with services.sessions() as session:
@@ -109,7 +128,7 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
         user = page_user()
         tab = request.form.get("tab", "settings")
         job = request.form.get("import_job", "")
-        extra: dict[str, Any] = {"import_job_id": int(job)} if job.isdigit() and user.is_admin else {}
+        extra: dict[str, Any] = {"import_job_id": parse_id(job)} if parse_id(job) and user.is_admin else {}
         month = request.form.get("month", "")
         if re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", month):
             extra["ranking_month"] = month
@@ -122,8 +141,8 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
 
         user = page_user(admin=True)
         t = translator(user.lang)
-        shown = {int(v) for v in request.form.getlist("shown") if v.isdigit()}
-        absent = {int(v) for v in request.form.getlist("absent") if v.isdigit()}
+        shown = {parse_id(v) for v in request.form.getlist("shown")} - {None}
+        absent = {parse_id(v) for v in request.form.getlist("absent")} - {None}
         if not absent <= shown:
             abort(400)
         with services.sessions() as session:
@@ -189,7 +208,7 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
                 session.commit()
             return jsonify({"run_id": run.id})
 
-    @bp.route("/ui/jobs/<int:run_id>", methods=["GET", "POST"])
+    @bp.route(f"/ui/jobs/<int(max={MAX_ID}):run_id>", methods=["GET", "POST"])
     def job_progress(run_id: int):
         user = page_user()
         with services.sessions() as session:
@@ -206,9 +225,8 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
         user = page_user()
         t = translator(user.lang)
         entity_type = request.form.get("entity_type", "contact")
-        try:
-            entity_id = int(request.form.get("entity_id", ""))
-        except ValueError:
+        entity_id = parse_id(request.form.get("entity_id", ""))
+        if entity_id is None:
             return jsonify({"html": f'<p class="muted">{t("debug_none")}</p>'})
         with services.sessions() as session:
             ctx = _context(session, user.portal_id)
@@ -219,12 +237,30 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
                                    entity_type=entity_type, entity_id=entity_id, names=portal_users(user.portal_id))
         return jsonify({"html": html})
 
+    @bp.errorhandler(RequestEntityTooLarge)
+    def upload_too_large(_exc):
+        """An upload past the limit, refused before a byte of it is read: the import tab again with
+        the limit named (the form's action carries the page token: the body is never parsed)."""
+        limit = f"{services.settings.max_upload_bytes / (1024 * 1024):.3g}"
+        try:
+            user = tokens.read(request.args.get(TOKEN_FIELD))
+        except AccessDenied:
+            lang = "en" if (request.accept_languages.best_match(["ru", "en"]) == "en") else "ru"
+            t = translator(lang)
+            return render_template("nezabyt/denied.html", t=t, lang=lang, title=t("import_failed_title"),
+                                   message=t("import_too_large", limit=limit)), 413
+        t = translator(user.lang)
+        return render_main(user, tokens.issue(user), "import", flash=t("import_too_large", limit=limit),
+                           flash_kind="error"), 413
+
     @bp.post("/ui/import")
     def upload_import():
-        from addon.bulkload import INLINE_MATCH_ROWS, BulkLoadError, prepare_import
+        from addon.bulkload import INLINE_MATCH_ROWS, BulkLoadError, ImportLimits, prepare_import
         from addon.phones import phone_region_for
         from addon.bitrix.client import PortalError, portal_client
 
+        # Before the form is read: a larger body is refused unread (413, upload_too_large).
+        request.max_content_length = services.settings.max_upload_bytes + UPLOAD_FORM_BYTES
         user = page_user(admin=True)
         t = translator(user.lang)
         upload = request.files.get("file")
@@ -239,7 +275,8 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
                 with portal_client(services, user.portal_id, web=True) as client:
                     staged = prepare_import(session, client, user.portal_id, upload.filename, content, ctx.opts,
                                             user.user_id, now(), ctx.today(now()), entity_type,
-                                            phone_region_for(ctx.language), inline_match_rows=INLINE_MATCH_ROWS)
+                                            phone_region_for(ctx.language), inline_match_rows=INLINE_MATCH_ROWS,
+                                            limits=ImportLimits.of(services.settings))
             except (BulkLoadError, PortalError) as exc:
                 session.rollback()
                 return render_main(user, tokens.issue(user), "import",
@@ -247,7 +284,7 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
             session.commit()
         return render_main(user, tokens.issue(user), "import", import_job_id=staged.job_id)
 
-    @bp.post("/ui/import/<int:job_id>/apply")
+    @bp.post(f"/ui/import/<int(max={MAX_ID}):job_id>/apply")
     def apply_import_job(job_id: int):
         from addon.bulkload import queue_import
 
@@ -262,7 +299,7 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
             session.commit()
         return jsonify({"run_id": run_id})
 
-    @bp.get("/ui/import/<int:job_id>/report.csv")
+    @bp.get(f"/ui/import/<int(max={MAX_ID}):job_id>/report.csv")
     def import_report(job_id: int):
         from addon.bulkload import report_csv
 
@@ -356,6 +393,27 @@ def make_blueprint(services, clock: Callable[[], float] = time.time) -> Blueprin
 
 
 # --- helpers (no request state) --------------------------------------------------------------------
+_DOMAIN = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?")
+
+
+def frame_sources(domain: str | None) -> str:
+    """The frame-ancestors sources of a page of the portal at `domain`: its https address (and
+    its http one for the local devportal), or 'none' when no portal is known or the stored
+    domain is not a plain host[:port] (it would add sources of its own to the policy)."""
+    if not domain or not _DOMAIN.fullmatch(domain):
+        return "'none'"
+    if domain.split(":")[0] in DEV_HOSTS:
+        return f"http://{domain} https://{domain}"
+    return f"https://{domain}"
+
+
+def portal_domain(services, member_id: str) -> str | None:
+    from addon.models import Portal
+
+    with services.sessions() as session:
+        return session.scalar(select(Portal.domain).where(Portal.member_id == member_id))
+
+
 def _wants_json() -> bool:
     return request.headers.get(TOKEN_HEADER) is not None or request.accept_mimetypes.best == "application/json"
 
@@ -456,7 +514,7 @@ def settings_view_from_form(form) -> dict[str, Any]:
     view.update({k: form.get(k) == "on" for k in BOOL_OPTIONS})
     view["entity_types"] = form.getlist("entity_types")
     view["transfer_user_id"] = form.get("transfer_user_id", "")
-    view["transfer_pool"] = [int(v) for v in form.getlist("transfer_pool") if v.isdigit()]
+    view["transfer_pool"] = [i for i in map(parse_id, form.getlist("transfer_pool")) if i]
     view["statuses"] = [{"code": c, "name": n, "days": d, "warn_days": w, "reasons_text": r,
                          "system": c in SYSTEM_CODES}
                         for c, n, d, w, r in zip(form.getlist("st_code"), form.getlist("st_name"),
@@ -489,7 +547,9 @@ def parse_settings_form(form, lang: str) -> tuple[dict[str, Any], dict[str, str]
     for key in TEXT_OPTIONS:
         data[key] = (form.get(key) or "").strip()
     data["transfer_user_id"] = whole("transfer_user_id", form.get("transfer_user_id", ""), allow_empty=True)
-    data["transfer_pool"] = [int(v) for v in form.getlist("transfer_pool") if v.strip().isdigit()]
+    if data["transfer_user_id"] is not None and parse_id(data["transfer_user_id"]) is None:
+        errors["transfer_user_id"] = option_error(lang, "a whole number")  # a user ID, stored as one
+    data["transfer_pool"] = [i for i in map(parse_id, form.getlist("transfer_pool")) if i]
 
     statuses = []
     used = set(form.getlist("st_code"))

@@ -36,12 +36,34 @@ def database_url(tmp_path_factory) -> str:
     return url
 
 
+@pytest.fixture(scope="session", autouse=True)
+def authorization_server():
+    """Bitrix24's authorization server for the whole run (oauth.bitrix.info in production): a
+    devportal whose /auth/ answers refreshes and app.info for every devportal of this process.
+    The environment says where it is and that this is a test run (the development secret key and
+    the local devportal's private address allowed), so the worker and web processes that tests
+    start as subprocesses inherit it."""
+    from devportal.server import DevPortalServer
+
+    server = DevPortalServer(limits=False).start()
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in testing_environment(server.oauth_url).items():
+            patch.setenv(name, value)
+        yield server
+    server.stop()
+
+
+def testing_environment(oauth_url: str) -> dict[str, str]:
+    return {"NEZABYT_ENV": "test", "NEZABYT_ALLOW_PRIVATE_PORTALS": "1", "NEZABYT_OAUTH_URL": oauth_url}
+
+
 @pytest.fixture
-def settings(database_url) -> Settings:
+def settings(database_url, authorization_server) -> Settings:
     return Settings.from_env(env={"DATABASE_URL": database_url, "NEZABYT_SECRET_KEY": TEST_SECRET,
                                   "NEZABYT_CLIENT_ID": "local.nezabyt.test",
                                   "NEZABYT_CLIENT_SECRET": "test-client-secret",
-                                  "NEZABYT_PUBLIC_URL": "http://127.0.0.1:8000"})
+                                  "NEZABYT_PUBLIC_URL": "http://127.0.0.1:8000",
+                                  **testing_environment(authorization_server.oauth_url)})
 
 
 @pytest.fixture

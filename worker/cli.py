@@ -39,11 +39,9 @@ portal_option = click.option("--portal", required=True, help="the portal's membe
 @now_option
 def worker_command(once: bool, now_text: str | None) -> None:
     """Run the worker: events, daily runs, reconcile, robots, re-index and bulk loads."""
-    import logging
+    from addon.logs import configure_logging
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("fast_bitrix24").setLevel(logging.WARNING)
-    logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)  # a line per job run
+    configure_logging()  # text lines, or JSON with LOG_FORMAT=json; quiets the chatty libraries
     with _services() as services:
         if once:
             from worker.jobs import run_once
@@ -59,9 +57,11 @@ def worker_command(once: bool, now_text: str | None) -> None:
             return
         import signal
 
+        from addon.heartbeat import keep_beating
         from worker.schedule import build_scheduler
 
         scheduler = build_scheduler(services, blocking=True)
+        keep_beating(scheduler, services)  # the heartbeat `nezabyt doctor` looks for
         # A platform stops the worker with SIGTERM: finish the running jobs' current step and leave
         # (every job is safe to stop anywhere; what is left is picked up by the next start).
         signal.signal(signal.SIGTERM, lambda *_: scheduler.shutdown(wait=False))

@@ -18,6 +18,8 @@ included), so it tells every change once whichever job made it.
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -29,12 +31,14 @@ from addon.bitrix import directory
 from addon.engine import PortalContext
 from addon.models import JobRun, StatusHistory, TrackedEntity, utcnow
 from addon.options import LOST
+from addon.rules.digest import feed_title
 from addon.rules.ladder import ENTITY_FIELDS
 
 # Due rows decayed, recorded and committed per chunk; a chunk is 10 batches of writes. 500 keeps the
 # worker's memory near the interpreter's own (~100 MB) and a chunk's planning (~0.5 s) well inside
 # the 5 s its 10 batches take at the portal's pace, so planning never holds the sending back.
 PLAN_CHUNK = 500
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -105,6 +109,7 @@ def run_daily(services, portal_id: int, now: dt.datetime, *, client=None, keep=N
     day and it only finishes what is left: a finished day changes and sends nothing."""
     from addon.bitrix.client import portal_client
 
+    started = time.monotonic()
     with services.sessions() as session:
         ctx = engine.load_context(session, portal_id)
         day = ctx.today(now)
@@ -129,7 +134,7 @@ def run_daily(services, portal_id: int, now: dt.datetime, *, client=None, keep=N
     try:
         # Whatever an earlier pass planned and did not send goes first (an interrupted batch is
         # confirmed against the portal before anything is sent again).
-        tally.writes, tally.messages = engine.flush(services, client, portal_id, ctx.opts.template("feed_title"))
+        tally.writes, tally.messages = engine.flush(services, client, portal_id, feed_title(ctx.opts, day))
         if not planned:
             _redate_if_settings_changed(services, ctx, day)
             org = _decay_in_chunks(services, ctx, job_id, day, client, keep, tally)
@@ -144,7 +149,7 @@ def run_daily(services, portal_id: int, now: dt.datetime, *, client=None, keep=N
         tally.writes += engine.send_outbox(services, client, portal_id)
         if keep is not None:
             keep()
-        tally.messages += engine.send_notifications(services, client, portal_id, ctx.opts.template("feed_title"))
+        tally.messages += engine.send_notifications(services, client, portal_id, feed_title(ctx.opts, day))
     finally:
         if own:
             client.close()
@@ -158,6 +163,10 @@ def run_daily(services, portal_id: int, now: dt.datetime, *, client=None, keep=N
         if not pending:
             job.status, job.finished_at = "done", utcnow()
         session.commit()
+    seconds = round(time.monotonic() - started, 3)
+    log.info("daily run: %s; %s, %.1f s", summary.text().splitlines()[0],
+             f"{pending} left to send" if pending else "done", seconds,
+             extra={"job": "daily", **summary.to_dict(), "left_to_send": pending, "seconds": seconds})
     return summary
 
 

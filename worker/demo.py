@@ -102,7 +102,7 @@ class DemoApp:
 
         env = dict(os.environ, DATABASE_URL=self.settings.database_url,
                    NEZABYT_SECRET_KEY=self.settings.secret_key, NEZABYT_CLIENT_ID=self.settings.client_id,
-                   NEZABYT_CLIENT_SECRET=self.settings.client_secret)
+                   NEZABYT_CLIENT_SECRET=self.settings.client_secret, **self.settings.security_environment())
         self._proc = subprocess.Popen([sys.executable, "-c", "from worker.demo import serve_app; serve_app()"],
                                       env=env, stdout=subprocess.PIPE, text=True)
         line = self._proc.stdout.readline()
@@ -202,9 +202,10 @@ class Demo:
             url = f"sqlite:///{Path(self._tmp.name) / 'nezabyt-demo.sqlite3'}"
         upgrade_database(url)
         # The add-on paces itself per portal; open its pace to the demo portal's raised limit.
+        # A development run against the local devportal (a private address, plain http).
         settings = Settings.from_env(database_url=url, client_id="local.nezabyt.demo",
                                      client_secret=secrets.token_hex(16), portal_rps=DEMO_RPS,
-                                     portal_burst=DEMO_BURST)
+                                     portal_burst=DEMO_BURST, environment="development", allow_private_portals=True)
         self.services = build_services(settings)
         self.say(f"[{self.elapsed()}] database: {url}")
 
@@ -214,6 +215,8 @@ class Demo:
                                    token_ttl=(cfg.days + 2) * 86400)
         self.srv.portal.set_clock(self.at(self.first_day, 8), frozen=True)
         self.srv.start()
+        settings = dataclasses.replace(settings, oauth_url=self.srv.oauth_url)  # it is the authorization server too
+        self.services.settings = settings
         dp = self.srv.portal
         seeded = dp.seed(departments=cfg.departments, managers=cfg.managers, contacts=cfg.contacts,
                          companies=cfg.companies, months_of_calls=6, deals=max(1, (cfg.contacts + cfg.companies) // 10),

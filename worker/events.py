@@ -9,9 +9,11 @@ counted with one ID-windowed list, so a burst of 1,000 events costs about 20 cal
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
+import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import select
@@ -25,6 +27,7 @@ EVENT_RE = re.compile(r"^ONCRM(CONTACT|COMPANY|DEAL|ACTIVITY)(ADD|UPDATE|DELETE)
 OWNER_TYPES = {"3": "contact", "4": "company"}
 MAX_ATTEMPTS = 8
 BATCH_SIZE = 1000
+log = logging.getLogger(__name__)
 ENTITY_SELECT = ("ID", "NAME", "LAST_NAME", "TITLE", "ASSIGNED_BY_ID", "MODIFY_BY_ID", "DATE_MODIFY",
                  "DATE_CREATE", engine.STATUS_FIELD, engine.REASON_FIELD)
 
@@ -91,7 +94,7 @@ def process_events(services, portal_id: int, now: dt.datetime, *, client=None, l
     own = client is None
     client = client or portal_client(services, portal_id)
     report = EventsReport(portal_id)
-    before = client.stats.http_requests
+    before, started = client.stats.http_requests, time.monotonic()
     try:
         # Writes planned by an earlier pass that died before sending: send them first, so their
         # echoes and our reads see the portal as the service table does.
@@ -109,6 +112,10 @@ def process_events(services, portal_id: int, now: dt.datetime, *, client=None, l
         report.rest_calls = client.stats.http_requests - before
         if own:
             client.close()
+    seconds = round(time.monotonic() - started, 3)
+    log.info("event batch: portal %s, %d events, %d processed, %d failed, %d REST calls, %.1f s", portal_id,
+             report.events, report.processed, report.failed, report.rest_calls, seconds,
+             extra={"job": "events", **asdict(report), "errors": len(report.errors), "seconds": seconds})
     return report
 
 

@@ -179,6 +179,9 @@ def endpoint_of_location(location: str, method: str) -> str | None:
 class _Rest:
     """One portal's REST endpoint: paced requests, back-off within a deadline, typed errors."""
 
+    # The app client follows its portal to a new domain; the user client never does (below).
+    follow_moves = True
+
     def __init__(self, client_endpoint: str, settings, *, sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.time, deadline: float | None = None):
         self.client_endpoint = client_endpoint.rstrip("/") + "/"
@@ -269,7 +272,7 @@ class _Rest:
                 raise self._busy(error) from exc
             except requests.RequestException as exc:
                 raise PortalError("NETWORK_ERROR", str(exc), None, method) from exc
-            if response.status_code in REDIRECTS and not moved:
+            if response.status_code in REDIRECTS and not moved and self.follow_moves:
                 new_endpoint = endpoint_of_location(response.headers.get("Location", ""), method)
                 if new_endpoint and new_endpoint != self.client_endpoint:
                     # The portal changed its domain: ask again there, with the token.
@@ -694,7 +697,11 @@ def _run_on_private_loop(coroutine):
 
 class UserClient(_Rest):
     """Call-only client with a USER's token (installer, settings access check, first-token
-    adoption): no refresh, the portal's pace, back-off within a web request's deadline."""
+    adoption): no refresh, the portal's pace, back-off within a web request's deadline. No
+    redirects: a user token is checked at the address it came with, and a redirect could steer the
+    call (and the token) to an address nobody checked (a PortalMoved error instead)."""
+
+    follow_moves = False
 
     def __init__(self, client_endpoint: str, access_token: str, settings=None, *,
                  sleep: Callable[[float], None] = time.sleep, deadline: float | None | str = "web"):

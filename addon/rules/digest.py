@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from addon.options import DEFAULT_TEMPLATES, LOST, TEMPLATE_PLACEHOLDERS, Options
+from addon.options import DEFAULT_TEMPLATES, LOST, TEMPLATE_PLACEHOLDERS, Options, fill_template
 
 from .ladder import Entity, Step, dates, next_status, should_warn
 from .loss import LossPlan
@@ -115,12 +115,13 @@ def item_text(opts: Options, day: dt.date, item: DigestItem, user_names: dict[in
 
 
 def _fill(opts: Options, kind: str, values: dict[str, str]) -> str:
-    """The admin's template filled in; one that cannot be filled (a slip the settings check did
-    not catch, e.g. "{entity.name}") falls back to the default text rather than stop the run."""
+    """The admin's template filled in by plain substitution (options.fill_template: no attribute
+    or index access); one that cannot be filled (saved before the settings check refused it, e.g.
+    "{entity.name}") falls back to the default text rather than stop the run."""
     try:
-        return opts.template(kind).format_map(values)
-    except (KeyError, IndexError, ValueError, AttributeError, TypeError):
-        return DEFAULT_TEMPLATES[_lang(opts)][kind].format_map(values)
+        return fill_template(opts.template(kind), values)
+    except ValueError:
+        return fill_template(DEFAULT_TEMPLATES[_lang(opts)][kind], values)
 
 
 def _blank_values(opts: Options, day: dt.date) -> dict[str, str]:
@@ -242,8 +243,12 @@ def build_feed_post(opts: Options, day: dt.date, items: Iterable[DigestItem]) ->
     arrow = "→"
     lines = [f"{entity_link(opts, i)}: {opts.name_of(i.from_status)} {arrow} {opts.name_of(i.to_status)}, "
              f"{format_date(opts, i.due_on)}" for i in rows]
-    title = _fill(opts, "feed_title", _blank_values(opts, day))
-    return title, "\n".join(lines)
+    return feed_title(opts, day), "\n".join(lines)
+
+
+def feed_title(opts: Options, day: dt.date) -> str:
+    """The live-feed post's title for `day`, from its template."""
+    return _fill(opts, "feed_title", _blank_values(opts, day))
 
 
 def template_preview(opts: Options, day: dt.date) -> dict[str, str]:

@@ -16,7 +16,7 @@ def test_installer_page_post_shape(fast_portal, app_peer):
     assert len(query["APP_SID"]) == 32
     assert form["AUTH_ID"] == answer["access_token"] and form["REFRESH_ID"] == answer["refresh_token"]
     assert form["AUTH_EXPIRES"] == "3600" and form["status"] == "L"
-    assert form["SERVER_ENDPOINT"] == f"{fast_portal.url}/rest/"
+    assert form["SERVER_ENDPOINT"] == f"{fast_portal.url}/auth/rest/"  # the authorization server
     assert form["member_id"] == fast_portal.portal.member_id
     assert form["PLACEMENT"] == "DEFAULT" and json.loads(form["PLACEMENT_OPTIONS"]) == {}
     assert "installFinish" in answer["answer"]

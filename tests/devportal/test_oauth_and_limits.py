@@ -29,7 +29,7 @@ def test_expired_token_then_refresh_once_per_refresh_token(installed):
     body = fresh.json()
     assert set(body) >= {"access_token", "refresh_token", "expires", "expires_in", "member_id", "scope",
                          "server_endpoint", "client_endpoint", "domain", "status", "user_id"}
-    assert body["client_endpoint"] == f"{srv.url}/rest/" and body["server_endpoint"] == f"{srv.url}/rest/"
+    assert body["client_endpoint"] == f"{srv.url}/rest/" and body["server_endpoint"] == f"{srv.url}/auth/rest/"
     assert body["refresh_token"] != answer["refresh_token"] and body["user_id"] == 1
     assert rest(srv, "profile", body["access_token"]).status_code == 200
     again = _refresh(srv, answer["refresh_token"])
@@ -103,3 +103,36 @@ def test_faults_fail_next_calls_and_limits_can_be_switched_off(installed):
     srv.portal.set_faults(fail_next=1)
     r = rest(srv, "profile", answer["access_token"])
     assert r.status_code == 503 and r.json()["error"] == "QUERY_LIMIT_EXCEEDED"
+
+
+# doc: settings/oauth/simple-way.md (a trusted answer: app.info at the authorization server);
+# api-reference/common/system/app-info.md (the portal's own app.info: ID, CODE, VERSION, no client id)
+def test_the_authorization_server_answers_for_every_devportal_of_the_process(installed, authorization_server):
+    srv, answer, _ = installed
+    # the portal's own app.info is the documented one: it names no client id
+    own = rest(srv, "app.info", answer["access_token"]).json()["result"]
+    assert set(own) >= {"ID", "CODE", "VERSION", "STATUS", "INSTALLED", "PAYMENT_EXPIRED", "DAYS", "LICENSE"}
+    assert "client_id" not in own and "CLIENT_ID" not in own
+    assert isinstance(own["ID"], int) and isinstance(own["VERSION"], int) and own["INSTALLED"] is True
+    # the authorization server (here another devportal's /auth/) says whose token it is and where
+    info = requests.get(f"{authorization_server.oauth_url}rest/app.info", params={"auth": answer["access_token"]},
+                        timeout=10)
+    assert info.status_code == 200
+    result = info.json()["result"]
+    assert result["client_id"] == "local.test.1" and result["user_id"] == 1
+    assert {k: result["install"][k] for k in ("member_id", "domain", "client_endpoint")} == {
+        "member_id": srv.portal.member_id, "domain": srv.domain, "client_endpoint": f"{srv.url}/rest/"}
+    forged = requests.get(f"{authorization_server.oauth_url}rest/app.info", params={"auth": "forged"}, timeout=10)
+    assert forged.status_code == 401 and forged.json()["error"] == "invalid_token"
+    srv.portal.expire_tokens()
+    expired = requests.get(f"{srv.oauth_url}rest/app.info", params={"auth": answer["access_token"]}, timeout=10)
+    assert expired.status_code == 401 and expired.json()["error"] == "expired_token"
+    # refresh there too, with the app's credentials
+    fresh = requests.get(f"{authorization_server.oauth_url}oauth/token/", params={
+        "grant_type": "refresh_token", "client_id": "local.test.1", "client_secret": "secret-1",
+        "refresh_token": answer["refresh_token"]}, timeout=10)
+    assert fresh.status_code == 200 and rest(srv, "profile", fresh.json()["access_token"]).status_code == 200
+    wrong = requests.get(f"{authorization_server.oauth_url}oauth/token/", params={
+        "grant_type": "refresh_token", "client_id": "local.test.1", "client_secret": "wrong",
+        "refresh_token": "unknown"}, timeout=10)
+    assert wrong.status_code == 401 and wrong.json()["error"] == "invalid_client"

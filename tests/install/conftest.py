@@ -12,6 +12,7 @@ from install.tokens import save_application_token, save_tokens
 
 ENDPOINT = "https://acme.bitrix24.test/rest/"
 OAUTH = "https://oauth.bitrix24.test/rest/"
+OAUTH_URL = "https://oauth.bitrix24.test/"
 TOKEN_URL = "https://oauth.bitrix24.test/oauth/token/"
 
 
@@ -33,3 +34,12 @@ def make_portal(services, member_id="m-acme", domain="acme.bitrix24.test", acces
 @pytest.fixture
 def portal_id(services) -> int:
     return make_portal(services)
+
+
+@pytest.fixture
+def mocked_oauth(services):
+    """The authorization server at OAUTH_URL, for tests that mock it with `responses`."""
+    import dataclasses
+
+    services.settings = dataclasses.replace(services.settings, oauth_url=OAUTH_URL)
+    return services

@@ -109,18 +109,18 @@ def test_a_portal_without_a_token_yet_adopts_the_first_the_portal_confirms(servi
 
 
 def test_robot_calls_are_stored_as_robot_events(services, portal_id, web):
-    form = {"workflow_id": "wf1", "code": "nz_distribute_deal", "document_id[0]": "crm",
+    form = {"workflow_id": "wf1", "code": "nezabyt_distribute_deal", "document_id[0]": "crm",
             "document_id[1]": "CCrmDocumentDeal", "document_id[2]": "DEAL_123",
             "document_type[0]": "crm", "document_type[1]": "CCrmDocumentDeal", "document_type[2]": "DEAL",
             "event_token": "55c1|A5160|hsyU.47dd", "properties[pool][0]": "user_1", "use_subscription": "Y",
             "ts": "1727018926", "auth[access_token]": "robot-access-secret", "auth[refresh_token]": "robot-refresh",
             "auth[member_id]": "m-acme", "auth[application_token]": "app-token-1", "auth[domain]": "acme.bitrix24.test"}
-    assert web.post("/robots/nz_distribute_deal", data=form).json["status"] == "stored"
-    assert web.post("/robots/nz_distribute_deal", data=form).json["status"] == "duplicate"
-    assert web.post("/robots/nz_distribute_deal", data={**form, "auth[application_token]": "x"}).status_code == 401
+    assert web.post("/robots/nezabyt_distribute_deal", data=form).json["status"] == "stored"
+    assert web.post("/robots/nezabyt_distribute_deal", data=form).json["status"] == "duplicate"
+    assert web.post("/robots/nezabyt_distribute_deal", data={**form, "auth[application_token]": "x"}).status_code == 401
     [event] = stored(services)
     assert (event.event_name, event.source, event.entity_type, event.entity_id) == (
-        "ROBOT:nz_distribute_deal", "robot", "deal", 123)
+        "ROBOT:nezabyt_distribute_deal", "robot", "deal", 123)
     assert event.payload["properties"] == {"pool": ["user_1"]}
     assert "access_token" not in event.payload["auth"] and "refresh_token" not in event.payload["auth"]
 

@@ -46,9 +46,9 @@ def test_telephony_scope_adds_the_call_end_event():
     assert desired_events("https://app.test", "crm,telephony")["ONVOXIMPLANTCALLEND"] == "https://app.test/events"
 
 
-def test_token_url_is_derived_from_the_server_endpoint():
-    assert token_url("https://oauth.bitrix.info/rest/") == "https://oauth.bitrix.info/oauth/token/"
-    assert token_url("http://127.0.0.1:8700/rest") == "http://127.0.0.1:8700/oauth/token/"
+def test_token_url_is_the_authorization_servers():
+    assert token_url("https://oauth.bitrix.info/") == "https://oauth.bitrix.info/oauth/token/"
+    assert token_url("http://127.0.0.1:8700/auth") == "http://127.0.0.1:8700/auth/oauth/token/"
 
 
 def test_portal_offset_from_server_time():

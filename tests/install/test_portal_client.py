@@ -12,6 +12,8 @@ from addon.bitrix.client import (MethodParked, Pace, PortalAuthError, PortalClie
                                  batch_command)
 from tests.install.conftest import ENDPOINT, TOKEN_URL
 
+pytestmark = pytest.mark.usefixtures("mocked_oauth")
+
 
 def _client(services, portal_id, **kw):
     return PortalClient(services, portal_id, sleep=lambda s: None, **kw)

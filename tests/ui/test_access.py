@@ -20,7 +20,7 @@ def test_admin_opens_the_settings_page(client, portal, portal_auth):
     assert "Настройки" in html  # Russian by default
     assert "//api.bitrix24.com/api/v1/" in html  # a real portal loads the CDN BX24.js
     assert "X-Frame-Options" not in response.headers
-    assert response.headers["Content-Security-Policy"] == "frame-ancestors *"
+    assert response.headers["Content-Security-Policy"] == "frame-ancestors https://acme.bitrix24.ru"
     assert not response.headers.getlist("Set-Cookie")  # iframes get no third-party cookies
 
 

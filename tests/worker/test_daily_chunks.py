@@ -155,7 +155,7 @@ def test_the_default_pace_never_overruns_the_portals_bucket():
                 refused += 1
         return refused, t[0]
 
-    s = Settings.from_env({})
+    s = Settings.from_env({"NEZABYT_ENV": "test"})
     assert (s.portal_rps, s.portal_burst) == (2.0, 48)
     for seed in range(5):
         refused, took = run(s.portal_rps, s.portal_burst, seed)
