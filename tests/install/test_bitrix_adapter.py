@@ -135,3 +135,23 @@ def test_a_moved_portal_is_asked_again_at_its_new_address_with_the_token(service
     with services.sessions() as s:
         portal = s.get(Portal, portal_id)
         assert (portal.client_endpoint, portal.domain) == (new, "renamed.bitrix24.test")
+
+
+@responses.activate
+@pytest.mark.usefixtures("mocked_oauth")
+def test_a_lapsed_subscription_pauses_the_portal_and_it_resumes_without_a_reinstall(services, portal_id):
+    from tests.install.conftest import TOKEN_URL
+
+    responses.post(ENDPOINT + "profile.json", json={"error": "expired_token", "error_description": ""}, status=401)
+    responses.get(TOKEN_URL, json={"error": "PAYMENT_REQUIRED", "error_description": "Payment required"}, status=400)
+    with pytest.raises(PortalError) as info:
+        PortalClient(services, portal_id, sleep=lambda s: None).call("profile")
+    assert info.value.code == "PAYMENT_REQUIRED", info.value
+    assert info.value.kind == errors.PAYMENT and not is_permanent(info.value) and errors.is_temporary(info.value)
+    with services.sessions() as s:
+        assert s.get(Portal, portal_id).status == "active"  # not needs_reauth
+    # paid again: the same refresh token works and calls go through
+    responses.replace(responses.GET, TOKEN_URL, json={"access_token": "access-2", "refresh_token": "refresh-2",
+                                                      "expires_in": 3600})
+    responses.replace(responses.POST, ENDPOINT + "profile.json", json={"result": {"ID": "1"}})
+    assert PortalClient(services, portal_id, sleep=lambda s: None).call("profile") == {"ID": "1"}
