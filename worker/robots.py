@@ -567,14 +567,21 @@ def handle_one_client_per_phone(run: Run, call: RobotCall, item: dict) -> None:
         return
     # Bitrix24 matches numbers by their digits; send both the E.164 and the national form.
     values = list(dict.fromkeys(phones + [p.lstrip("+") for p in phones]))[:20]
-    found = run.client.call("crm.duplicate.findbycomm", {"type": "PHONE", "values": values}) or {}
+    # One call per entity_type (crm-duplicate-findbycomm.md): without it, 20 or more hits of one
+    # type hide the others; the method knows LEAD, CONTACT and COMPANY, never DEAL.
+    kinds = ("CONTACT", "COMPANY", "LEAD")
+    answer = run.client.batch({kind: ("crm.duplicate.findbycomm", {"entity_type": kind, "type": "PHONE",
+                                                                    "values": values}) for kind in kinds})
+    if answer.errors:
+        raise next(iter(answer.errors.values()))  # a struggling portal: the robot call is tried again
     known: tuple[str, int] | None = None
-    if isinstance(found, dict):
-        for kind in ("CONTACT", "COMPANY", "LEAD", "DEAL"):
-            ids = sorted(int(i) for i in found.get(kind) or [] if (kind, int(i)) not in own)
-            if ids:
-                known = (kind, ids[0])  # the oldest record is the client
-                break
+    for kind in kinds:
+        found = answer.results.get(kind)
+        ids = sorted(int(i) for i in (found.get(kind) or [] if isinstance(found, dict) else [])
+                     if (kind, int(i)) not in own)
+        if ids:
+            known = (kind, ids[0])  # the oldest record is the client
+            break
     if known is None:
         run.reply(key, call.event_token, {"duplicate_id": 0, "duplicate_type": "", "outcome": "new"}, "new client")
         return
