@@ -24,6 +24,7 @@ def test_a_batch_of_writes_answered_500_is_not_sent_again(services, devportal, a
     dp = devportal.portal
     assert dp.wait_for_deliveries(timeout=10)  # ONAPPINSTALL's own calls are over before faults are set
     contact = dp.act_add("contact", {"NAME": "Клиент"})
+    assert dp.wait_for_deliveries(timeout=10)  # the contact's event (and its first-token check) is over too
     client = portal_client(services, portal_row(services).id)
     before, comments = _batches(dp), len(dp.timeline_comments)
     dp.set_faults(fail_next=1, fail_status=500)
@@ -38,6 +39,7 @@ def test_a_batch_of_reads_answered_500_is_retried(services, devportal, app_serve
     dp = devportal.portal
     assert dp.wait_for_deliveries(timeout=10)  # ONAPPINSTALL's own calls are over before faults are set
     contact = dp.act_add("contact", {"NAME": "Клиент"})
+    assert dp.wait_for_deliveries(timeout=10)  # the contact's event (and its first-token check) is over too
     dp.set_faults(fail_next=1, fail_status=500)
     got = portal_client(services, portal_row(services).id).get_many("crm.contact.get", [contact])
     assert isinstance(got[contact], dict)
@@ -49,6 +51,7 @@ def test_a_slow_portal_ends_a_web_request_at_its_deadline_without_repeating_the_
     dp = devportal.portal
     assert dp.wait_for_deliveries(timeout=10)  # ONAPPINSTALL's own calls are over before faults are set
     contact = dp.act_add("contact", {"NAME": "Клиент"})
+    assert dp.wait_for_deliveries(timeout=10)  # the contact's event (and its first-token check) is over too
     client = portal_client(services, portal_row(services).id, deadline=1.0)
     dp.set_faults(latency_ms=2500)
     sent = len(dp.calls)
