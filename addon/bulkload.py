@@ -67,7 +67,7 @@ class ImportLimits:
 
 
 class Batcher(Protocol):
-    """The part of addon.portal_client.PortalClient that matching needs."""
+    """The part of addon.bitrix.client.PortalClient that matching needs."""
 
     def batch(self, commands: dict[str, tuple[str, dict]], halt: bool = False) -> Any: ...
 

@@ -177,7 +177,7 @@ class PortalProbe:
 def probe_portal(services, portal_id: int, entity_types) -> PortalProbe:
     """The REST calls of a portal's checks: scope (also proves the token), event.get,
     bizproc.robot.list, and the status field of each tracked entity type."""
-    from addon.portal_client import PortalClient, PortalError  # the one place doctor speaks REST
+    from addon.bitrix.client import PortalClient, PortalError  # the one place doctor speaks REST
     from install.manifest import STATUS_FIELD
 
     probe = PortalProbe()

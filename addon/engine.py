@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from addon import rules
+from addon.bitrix.errors import is_permanent
 from addon.models import (
     NotificationLog,
     Outbox,
@@ -297,18 +298,6 @@ def _confirm_comments(client, rows: list[Outbox]) -> int:
     return confirmed
 
 
-PERMANENT_CODES = ("ACCESS_DENIED", "USER_ID_EMPTY", "MESSAGE_EMPTY")
-
-
-def is_permanent(error) -> bool:
-    """A refusal a retry cannot fix (a deleted item, a used event token, a bad argument, an empty
-    recipient); anything else — 503, 429, the network — is worth another pass."""
-    code = str(getattr(error, "code", "") or "")
-    text = f"{code} {getattr(error, 'description', '')}".lower()
-    return (getattr(error, "http_status", None) in (400, 403, 404) or code in PERMANENT_CODES
-            or any(s in text for s in ("not found", "access denied", "error_argument", "id is not defined")))
-
-
 def mark_answers(rows, answer, *, retry_status: str | None = None) -> tuple[int, int]:
     """Mark each planned row by its command's answer in a batch (keyed by row id): sent, failed for
     good, or left for a retry (status `retry_status`, or unchanged). Returns (sent, transient)."""
@@ -320,6 +309,11 @@ def mark_answers(rows, answer, *, retry_status: str | None = None) -> tuple[int,
             sent += 1
         elif is_permanent(error):
             r.status, r.error = "failed", str(error)[:2000]
+        elif getattr(error, "uncertain", False) and retry_status is not None:
+            # A write that timed out or got a 5xx may have arrived: left "sending", the next pass
+            # checks the portal before sending it again (as after an interrupted batch).
+            r.status, r.error = "sending", str(error)[:2000]
+            transient += 1
         else:
             if retry_status is not None:
                 r.status = retry_status

@@ -323,11 +323,14 @@ def _credentials(form: dict[str, Any]) -> tuple[str, str]:
 def _access_token_works(client_endpoint: str, access_token: Any) -> bool:
     if not isinstance(access_token, str) or not access_token:
         return False
-    from addon.portal_client import PortalError, user_client
+    from addon.bitrix.client import PortalError, user_client
+    from addon.bitrix.errors import is_temporary
 
     try:
         user_client(client_endpoint, access_token).call("app.info")
-    except PortalError:
+    except PortalError as exc:
+        if is_temporary(exc):  # busy, not a wrong token: the event is refused with "try again"
+            raise IntakeError(503, f"the portal is busy ({exc.code}): not confirmed yet") from exc
         return False
     return True
 

@@ -2,6 +2,7 @@
 /robots/<code>, /healthz. Views are thin: parse, hand over, commit, answer."""
 from __future__ import annotations
 
+import html
 import importlib.util
 import io
 import json
@@ -16,6 +17,7 @@ from sqlalchemy import text
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.http import HTTP_STATUS_CODES
 
+from addon.bitrix.errors import PortalError
 from addon.intake import EventIntake, parse_php_form
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,7 @@ def create_app(services=None) -> Flask:
     intake = app.extensions["nezabyt.intake"] = EventIntake(services.intake_engine, services.cipher)
     app.wsgi_app = _EventsFirst(app.wsgi_app, services, intake)  # Flask's middleware slot
     app.register_blueprint(_receivers())
+    app.register_error_handler(PortalError, _portal_trouble)
     app.after_request(_security_headers)
     if _module_exists("settings_ui.views"):
         from settings_ui.views import make_blueprint
@@ -130,6 +133,9 @@ def event_answer(services, intake, form: dict) -> tuple[int, dict]:
         stored = intake.store_event(form)
     except IntakeError as exc:
         return exc.status, _refusal_body(exc.status, exc.message)
+    except PortalError as exc:
+        log.warning("portal error on %s: %s", name or "an event", exc)
+        return portal_trouble_answer(exc)
     return 200, {"status": "duplicate" if stored.duplicate else "stored", "id": stored.event_id}
 
 
@@ -138,6 +144,38 @@ def _module_exists(name: str) -> bool:
         return importlib.util.find_spec(name) is not None
     except ModuleNotFoundError:
         return False
+
+
+def portal_trouble_answer(exc: PortalError) -> tuple[int, dict]:
+    """No route answers 500 for a portal's trouble: a busy, rate-limited or blocked portal is 503
+    ("try again", nothing was changed), a refusal of another kind 502 with the portal's code."""
+    from addon.bitrix.errors import is_temporary
+
+    if is_temporary(exc):
+        return 503, {"error": "portal_busy", "portal_error": exc.code,
+                     "error_description": f"Bitrix24 is busy ({exc.code}): nothing was changed, try again in a minute."}
+    return 502, {"error": "portal_error", "portal_error": exc.code,
+                 "error_description": f"Bitrix24 refused the request: {exc.code} {exc.description}".strip()}
+
+
+def _portal_trouble(exc: PortalError):
+    """The app-wide handler: JSON for the portal's receivers and API calls, a short page otherwise."""
+    from addon.bitrix.errors import BLOCKED
+
+    status, answer = portal_trouble_answer(exc)
+    log.warning("portal error on %s %s: %s", request.method, request.path, exc)
+    if request.path in ("/events", "/install") or request.path.startswith("/robots/") or request.is_json:
+        response = jsonify(answer)
+    else:
+        text_ru = ("Битрикс24 сейчас занят: ничего не изменено, попробуйте ещё раз через минуту."
+                   if status == 503 else "Битрикс24 отказал в запросе.")
+        response = Response(f"<!doctype html><html><head><meta charset=\"utf-8\"><title>Nezabyt</title></head>"
+                            f"<body><p>{html.escape(text_ru)}</p><p>{html.escape(answer['error_description'])}</p>"
+                            f"</body></html>", mimetype="text/html")
+    response.status_code = status
+    if status == 503:
+        response.headers["Retry-After"] = "3600" if exc.kind == BLOCKED else "30"
+    return response
 
 
 def services_of(app: Flask | None = None):

@@ -26,7 +26,7 @@ def run(url: str | None = None, events: int = 1000, contacts: int = 1200) -> dic
 
     from addon.engine import STATUS_FIELD
     from addon.models import StoredEvent
-    from addon.portal_client import PortalClient
+    from addon.bitrix.client import portal_client
     from worker.events import process_events
     from worker.reindex import reindex
 
@@ -76,7 +76,7 @@ def run(url: str | None = None, events: int = 1000, contacts: int = 1200) -> dic
                 StoredEvent.portal_id == stack.portal_id).order_by(StoredEvent.id)))
         mark = stack.mark()
         t0 = time.perf_counter()
-        with PortalClient(stack.services, stack.portal_id) as client:
+        with portal_client(stack.services, stack.portal_id) as client:
             for eid in event_ids:
                 client.call("crm.contact.get", {"id": eid})
         naive_s = time.perf_counter() - t0

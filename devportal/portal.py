@@ -17,7 +17,7 @@ import requests
 
 from devportal import crm
 from devportal.errors import RestError, legacy_crm_error, not_found
-from devportal.phpquery import flatten
+from devportal.phpquery import as_list, flatten
 
 DEFAULT_SCOPE = "crm,user,department,placement,im,log,task,bizproc,telephony"
 ENTITIES = ("contact", "company", "deal", "lead")
@@ -831,11 +831,41 @@ class DevPortal:
         return self._robot_job(code, document_type, int(document_id), properties or {}, use_subscription,
                                queued=False)
 
+    def robot_shown(self, code: str, document_type: str) -> bool:
+        """Does the automation designer of `document_type` offer robot `code`? A robot's FILTER
+        (bizproc-robot-add.md) INCLUDEs or EXCLUDEs document types, full or partial
+        (['crm', 'CCrmDocumentDeal']), or editions ('b24' cloud, 'box' on-premise: we are cloud);
+        a robot with no FILTER shows everywhere."""
+        robot = self.robots.get(code)
+        if robot is None or document_type not in DOC_IDS:
+            return False
+        document = ["crm", *DOC_IDS[document_type]]
+        rules = {str(k).upper(): as_list(v) for k, v in (robot.get("FILTER") or {}).items()} \
+            if isinstance(robot.get("FILTER"), dict) else {}
+
+        def matches(rule) -> bool:
+            if isinstance(rule, str):
+                return rule == "b24"
+            parts = [str(p) for p in as_list(rule)]
+            return bool(parts) and document[:len(parts)] == parts
+
+        if rules.get("INCLUDE") and not any(matches(r) for r in rules["INCLUDE"]):
+            return False
+        return not any(matches(r) for r in rules.get("EXCLUDE") or [])
+
+    def robots_shown(self, document_type: str) -> list[dict]:
+        """The robots the designer of `document_type` lists (CODE and NAME)."""
+        with self.lock:
+            return [{"CODE": code, "NAME": r["NAME"]} for code, r in self.robots.items()
+                    if self.robot_shown(code, document_type)]
+
     def _robot_job(self, code, document_type, document_id, properties, use_subscription, queued) -> str:
         with self.lock:
             robot = self.robots.get(code)
             if robot is None:
                 raise KeyError(f"robot {code!r} is not registered")
+            if not self.robot_shown(code, document_type):
+                raise KeyError(f"robot {code!r} is not offered for {document_type}: its FILTER excludes it")
             doc_class, doc_prefix = DOC_IDS[document_type]
             workflow_id = secrets.token_hex(12)
             event_token = f"{workflow_id}|A{secrets.token_hex(6)}|{secrets.token_hex(16)}.{secrets.token_hex(20)}"

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from addon.db import unit_of_work
 from addon.models import PORTAL_ACTIVE, PORTAL_INSTALLING, PORTAL_UNINSTALLED, Portal, PortalSettings
 from addon.options import Options
-from addon.portal_client import PortalError, unix_to_utc, user_client
+from addon.bitrix.client import PortalError, unix_to_utc, user_client
 from install.address import PortalAddressRefused, check_portal_address
 from install.tokens import mark_active, save_application_token, save_tokens, token_app_info
 

@@ -16,7 +16,7 @@ from typing import Any
 from addon.db import unit_of_work
 from addon.models import Portal, PortalSettings
 from addon.options import Options
-from addon.portal_client import PortalClient, PortalError
+from addon.bitrix.client import PortalClient, PortalError, portal_client
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +98,13 @@ def reason_items(options: Options) -> list[dict[str, Any]]:
     return [{"XML_ID": code, "VALUE": text, "SORT": (i + 1) * 10} for i, (code, text) in enumerate(seen.items())]
 
 
-def robot_definitions(public_url: str) -> list[dict[str, Any]] | None:
+def robot_definitions(public_url: str, auth_user_id: int | None = None) -> list[dict[str, Any]] | None:
     """The robots module's registrations; None while that module does not exist."""
     try:
         from addon.robots.catalog import robot_definitions as definitions
     except ModuleNotFoundError:
         return None
-    return definitions(public_url)
+    return definitions(public_url, auth_user_id)
 
 
 # --- applying ----------------------------------------------------------------------------------
@@ -117,7 +117,7 @@ def apply_manifest(services, portal_id: int, client: PortalClient | None = None)
         scope = portal.scope or ""
         language = portal.language or "ru"
     own = client is None
-    client = client or PortalClient(services, portal_id)
+    client = client or portal_client(services, portal_id)
     try:
         _apply_events(client, desired_events(public_url, scope), report)
         _apply_placements(client, desired_placements(public_url), language, report)
@@ -203,7 +203,7 @@ def sync_status_fields(services, portal_id: int, client: PortalClient | None = N
         row = session.get(PortalSettings, portal_id)
         options = Options.from_dict(row.data if row else None)
     own = client is None
-    client = client or PortalClient(services, portal_id)
+    client = client or portal_client(services, portal_id)
     items: dict[str, dict[str, str]] = {}
     try:
         for entity in FIELD_ENTITIES:
@@ -280,7 +280,10 @@ def list_changes(current: list[dict[str, Any]], desired: list[dict[str, Any]]) -
 
 
 def _apply_robots(services, client: PortalClient, portal_id: int, public_url: str, report: ManifestReport) -> None:
-    definitions = robot_definitions(public_url)
+    with services.sessions() as session:
+        portal = session.get(Portal, portal_id)
+        installer = portal.installed_by_user_id if portal is not None else None
+    definitions = robot_definitions(public_url, installer)
     if definitions is None:
         return
     try:

@@ -20,10 +20,13 @@ import requests
 from addon.crypto import constant_time_equal
 from addon.db import unit_of_work
 from addon.models import PORTAL_ACTIVE, PORTAL_NEEDS_REAUTH, PORTAL_UNINSTALLED, Portal
-from addon.portal_client import PortalAuthError, PortalError, unix_to_utc
+from addon.bitrix.client import PortalAuthError, PortalError, unix_to_utc
 
 # Answers of the auth server that mean "this app cannot use its tokens any more".
-DEAD_GRANT_ERRORS = ("invalid_grant", "invalid_client", "NOT_INSTALLED", "PAYMENT_REQUIRED")
+# PAYMENT_REQUIRED is not among them (settings/oauth/error-codes.md): the subscription lapsed, the
+# auth server issues no tokens until it is paid, and then the same refresh token works again — the
+# portal pauses (every call fails as temporary) and resumes by itself, with no reinstall.
+DEAD_GRANT_ERRORS = ("invalid_grant", "invalid_client", "NOT_INSTALLED")
 TOKEN_HTTP_TIMEOUT = 10
 
 _sqlite_locks: dict[tuple[str, int], threading.Lock] = {}

@@ -57,10 +57,10 @@ def purge_portal(session, portal_id: int) -> None:
 
 
 def _app_still_installed(services, portal_id: int) -> bool:
-    from addon.portal_client import PortalAuthError, PortalClient, PortalError
+    from addon.bitrix.client import PortalAuthError, PortalError, portal_client
 
     try:
-        with PortalClient(services, portal_id) as client:
+        with portal_client(services, portal_id) as client:
             client.call("app.info")
     except PortalAuthError:
         return False

@@ -97,7 +97,8 @@ def verify_user(services, member_id: str, auth_id: str, lang: str | None) -> Pag
     from sqlalchemy import select
 
     from addon.models import PORTAL_UNINSTALLED, Portal
-    from addon.portal_client import PortalError, user_client
+    from addon.bitrix.client import PortalError, user_client
+    from addon.bitrix.errors import is_temporary
 
     if not member_id or not auth_id:
         raise AccessDenied("no_auth")
@@ -106,11 +107,13 @@ def verify_user(services, member_id: str, auth_id: str, lang: str | None) -> Pag
         if portal is None or portal.status == PORTAL_UNINSTALLED:
             raise AccessDenied("unknown_portal")
         portal_id, endpoint, domain = portal.id, portal.client_endpoint, portal.domain
-    client = user_client(endpoint, auth_id)
+    client = user_client(endpoint, auth_id, services.settings)
     try:
         me = client.call("user.current") or {}
         is_admin = client.call("user.admin")
     except PortalError as exc:
+        if is_temporary(exc):
+            raise  # a busy portal says nothing about the token: the app answers "try again" (503)
         raise AccessDenied("bad_auth", getattr(exc, "code", "")) from exc
     if not me.get("ID"):
         raise AccessDenied("bad_auth")

@@ -285,7 +285,7 @@ def make_blueprint(services, clock: Callable[[], float] | None = None) -> Bluepr
     def upload_import():
         from addon.bulkload import INLINE_MATCH_ROWS, BulkLoadError, ImportLimits, prepare_import
         from addon.phones import phone_region_for
-        from addon.portal_client import PortalClient, PortalError
+        from addon.bitrix.client import PortalError, portal_client
 
         # Before the form is read: a larger body is refused unread (413, upload_too_large).
         request.max_content_length = services.settings.max_upload_bytes + UPLOAD_FORM_BYTES
@@ -300,7 +300,7 @@ def make_blueprint(services, clock: Callable[[], float] | None = None) -> Bluepr
         with services.sessions() as session:
             ctx = _context(session, user.portal_id)
             try:
-                with PortalClient(services, user.portal_id) as client:
+                with portal_client(services, user.portal_id, web=True) as client:
                     staged = prepare_import(session, client, user.portal_id, upload.filename, content, ctx.opts,
                                             user.user_id, now(), ctx.today(now()), entity_type,
                                             phone_region_for(ctx.language), inline_match_rows=INLINE_MATCH_ROWS,
@@ -427,7 +427,7 @@ def make_blueprint(services, clock: Callable[[], float] | None = None) -> Bluepr
                 changes_svg=changes_chart(board, {k: t(k) for k in ("decays", "losses", "transfers")}),
                 import_job=import_job, import_errors=import_errors, recent_imports=recent_imports,
                 import_runs=import_runs, match_run=match_run, robots=robots, last_index=last_index,
-                template_kinds=TEMPLATE_KINDS,
+                template_kinds=TEMPLATE_KINDS, portal_block=block_notice(session, user.portal_id, ctx),
                 placeholders=TEMPLATE_PLACEHOLDERS, default_templates=DEFAULT_TEMPLATES,
                 system_codes=SYSTEM_CODES, IN_WORK=IN_WORK, LOST=LOST, row_error=row_error, **extra)
 
@@ -503,23 +503,29 @@ def robot_catalog(lang: str) -> list[dict[str, Any]]:
             for r in ROBOTS]
 
 
+def block_notice(session, portal_id: int, ctx) -> str | None:
+    """When Bitrix24 blocked the portal's REST API (OVERLOAD_LIMIT): the local time of the next probe."""
+    from addon.bitrix.client import blocked_until
+
+    until = blocked_until(session, portal_id)
+    return ctx.local(dt.datetime.fromtimestamp(until, dt.timezone.utc).replace(tzinfo=None)).strftime("%d.%m %H:%M") \
+        if until else None
+
+
 def fetch_users(services, portal_id: int) -> dict[int, Employee]:
-    """Every employee from `user.get` (50 a page; without an ACTIVE filter it lists departed ones
-    too); an unreachable portal gives no names."""
-    from addon.portal_client import PortalClient, PortalError
+    """Every employee from `user.get` (without an ACTIVE filter it lists departed ones too, the
+    first 5,000); an unreachable portal gives no names."""
+    from addon.bitrix import directory
+    from addon.bitrix.client import PortalError, portal_client
 
     users: dict[int, Employee] = {}
     try:
-        with PortalClient(services, portal_id) as client:
-            start = 0
-            while start is not None and start < 5000:
-                envelope = client.call_envelope("user.get", {"start": start})
-                for u in envelope.get("result") or []:
-                    name = " ".join(p for p in (u.get("NAME"), u.get("LAST_NAME")) if p) or f"#{u['ID']}"
-                    users[int(u["ID"])] = Employee(name, u.get("ACTIVE") not in (False, "N", "false", 0, "0"))
-                start = envelope.get("next")
+        with portal_client(services, portal_id, web=True) as client:
+            for u in directory.users(client, limit=5000):
+                name = directory.full_name(u)
+                users[int(u["ID"])] = Employee(name, u.get("ACTIVE") not in (False, "N", "false", 0, "0"))
     except PortalError:
-        pass
+        return {}
     return users
 
 

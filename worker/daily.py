@@ -35,6 +35,7 @@ from typing import Any
 from sqlalchemy import select, tuple_
 
 from addon import engine, rules
+from addon.bitrix import directory
 from addon.engine import PortalContext
 from addon.models import JobRun, StatusHistory, TrackedEntity, utcnow
 from addon.options import LOST
@@ -121,7 +122,7 @@ def run_daily(services, portal_id: int, now: dt.datetime, *, client=None, keep=N
     day and it only finishes what is left: a finished day changes and sends nothing. `between()`
     runs after each chunk of the decay (the portal's new events); past `deadline` (time.monotonic)
     the run stops after a chunk with DailySliceOver."""
-    from addon.portal_client import PortalClient
+    from addon.bitrix.client import portal_client
 
     started = time.monotonic()
     with services.sessions() as session:
@@ -143,7 +144,7 @@ def run_daily(services, portal_id: int, now: dt.datetime, *, client=None, keep=N
         planned = bool((job.params or {}).get("planned"))
 
     own = client is None
-    client = client or PortalClient(services, portal_id)
+    client = client or portal_client(services, portal_id)
     tally = _Tally()
     try:
         # Whatever an earlier pass planned and did not send goes first (an interrupted batch is
@@ -497,26 +498,7 @@ def _plan_feed(session, ctx: PortalContext, day: dt.date) -> int:
     return n
 
 
-def pages(client, method: str, params: dict | None = None):
-    """Every row of a list method that pages with `start`/`next` (user.get, department.get)."""
-    start = 0
-    while True:
-        envelope = client.call_envelope(method, {**(params or {}), "start": start})
-        rows = envelope.get("result") or []
-        yield from rows
-        nxt = envelope.get("next")
-        if not nxt or not rows:
-            return
-        start = int(nxt)
-
-
 def load_org(client) -> tuple[rules.Org, dict[int, str]]:
     """The company's structure and the users' names, read once per run."""
-    departments = list(pages(client, "department.get"))
-    users = list(pages(client, "user.get", {"FILTER": {"USER_TYPE": "employee"}}))
-    names = {}
-    for u in users:
-        uid = engine.int_or_none(u.get("ID"))
-        if uid is not None:
-            names[uid] = " ".join(str(u.get(k) or "").strip() for k in ("NAME", "LAST_NAME")).strip() or f"#{uid}"
-    return rules.Org.from_rows(departments, users), names
+    users = directory.employees(client)
+    return directory.org(client, users), directory.names(users)

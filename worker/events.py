@@ -89,10 +89,10 @@ def process_events(services, portal_id: int, now: dt.datetime, *, client=None, l
                    keep=None) -> EventsReport:
     """Process up to `limit` pending events of one portal; repeat until none is left.
     The caller holds the portal's lease; `keep()` renews it between batches."""
-    from addon.portal_client import PortalClient
+    from addon.bitrix.client import portal_client
 
     own = client is None
-    client = client or PortalClient(services, portal_id)
+    client = client or portal_client(services, portal_id)
     report = EventsReport(portal_id)
     before, started = client.stats.http_requests, time.monotonic()
     try:
@@ -120,7 +120,7 @@ def process_events(services, portal_id: int, now: dt.datetime, *, client=None, l
 
 
 def _process_batch(services, client, portal_id: int, now: dt.datetime, limit: int, report: EventsReport) -> int:
-    from addon.portal_client import PortalError
+    from addon.bitrix.client import PortalError
 
     with services.sessions() as session:
         ctx = engine.load_context(session, portal_id)
@@ -243,7 +243,7 @@ def _finish(session, ctx: PortalContext, touches, snapshots, open_counts, rows, 
             done_ids: set[int], now: dt.datetime, report: EventsReport, *, safe: bool) -> None:
     """Apply every touched client and mark the events; commit. With `safe`, each client in a
     savepoint and its failure recorded on its events (attempts+1) instead of raised."""
-    from addon.portal_client import PortalError
+    from addon.bitrix.client import PortalError
 
     counts = EventsReport(report.portal_id)
     for key, t in touches.items():

@@ -46,7 +46,7 @@ def match_import(services, job_id: int, run_id: int, client=None, keep=None) -> 
     unmatched. Returns the rows matched by this pass."""
     from addon.bulkload import RowDraft, mark_duplicates, match_drafts
     from addon.phones import phone_region_for
-    from addon.portal_client import PortalClient
+    from addon.bitrix.client import portal_client
 
     with services.sessions() as session:
         job = session.get(ImportJob, job_id)
@@ -56,7 +56,7 @@ def match_import(services, job_id: int, run_id: int, client=None, keep=None) -> 
         region = phone_region_for(engine.load_context(session, portal_id).language)
     matched, last = 0, 0
     own = client is None and pending
-    client = PortalClient(services, portal_id) if own else client
+    client = portal_client(services, portal_id) if own else client
     try:
         while pending:
             with services.sessions() as session:
@@ -114,7 +114,7 @@ def apply_import(services, job_id: int, now: dt.datetime, client=None, progress=
     rows `sending`: the rerun reads those clients back and writes only the ones that do not
     already hold the value, so no row is written twice and applied rows are never touched again.
     """
-    from addon.portal_client import PortalClient
+    from addon.bitrix.client import portal_client
 
     with services.sessions() as session:
         job = session.get(ImportJob, job_id)
@@ -133,7 +133,7 @@ def apply_import(services, job_id: int, now: dt.datetime, client=None, progress=
 
     today = ctx.today(now)
     own_client = client is None
-    client = client or PortalClient(services, portal_id)
+    client = client or portal_client(services, portal_id)
     try:
         while True:
             with services.sessions() as session:
@@ -372,7 +372,7 @@ def import_command(file: str, portal_key: str, do_apply: bool, entity_type: str,
     same file instead of starting a new one."""
     from addon.bulkload import BulkLoadError, prepare_import, preview_errors
     from addon.phones import phone_region_for
-    from addon.portal_client import PortalClient
+    from addon.bitrix.client import portal_client
     from addon.services import build_services
 
     now = dt.datetime.fromisoformat(now_text) if now_text else dt.datetime.now(dt.timezone.utc)
@@ -395,7 +395,7 @@ def import_command(file: str, portal_key: str, do_apply: bool, entity_type: str,
         else:
             with open(file, "rb") as fh:
                 content = fh.read()
-            with services.sessions() as session, PortalClient(services, portal_id) as client:
+            with services.sessions() as session, portal_client(services, portal_id) as client:
                 try:
                     staged = prepare_import(session, client, portal_id, filename, content, ctx.opts, None, now,
                                             ctx.today(now), entity_type, phone_region_for(language))

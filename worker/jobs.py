@@ -122,7 +122,7 @@ def portal_unit(services, portal_id: int, now: dt.datetime, owner: str | None, r
     """The pool's unit for one portal: events, then the daily run's next slice. AGAIN when the run
     stopped at the end of its slice (the pool queues the portal again, at the back)."""
     from addon.bitrix import pace
-    from addon.portal_client import PortalClient, PortalError
+    from addon.bitrix.client import PortalError, portal_client
     from worker.daily import DailySliceOver, run_daily
     from worker.events import has_pending, process_events
 
@@ -133,7 +133,7 @@ def portal_unit(services, portal_id: int, now: dt.datetime, owner: str | None, r
         if keep is None:
             report.add("skipped_portals")
             return None
-        with PortalClient(services, portal_id) as client:
+        with portal_client(services, portal_id) as client:
             if pace.plan_is_stale(services, portal_id):
                 try:
                     pace.read_plan(services, portal_id, client)

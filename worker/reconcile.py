@@ -11,7 +11,7 @@ from sqlalchemy import select
 from addon.db import unit_of_work
 from addon.models import Portal, PortalSettings, StoredEvent
 from addon.options import Options
-from addon.portal_client import PortalClient
+from addon.bitrix.client import PortalClient, portal_client
 
 SAFETY_MARGIN = dt.timedelta(minutes=10)
 # On a first pass with no install time known, look back this far.
@@ -58,7 +58,7 @@ def reconcile_portal(services, portal_id: int, now: dt.datetime, *, margin: dt.t
         activity_since = (portal.activity_watermark or start) - margin
         entity_mark, activity_mark = portal.entity_watermark, portal.activity_watermark
     own = client is None
-    client = client or PortalClient(services, portal_id)
+    client = client or portal_client(services, portal_id)
     try:
         changes: list[Change] = []
         for entity_type in options.entity_types:

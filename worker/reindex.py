@@ -66,11 +66,11 @@ def reindex(services, portal_id: int, now: dt.datetime, job_run_id: int | None =
     """Read every contact/company's status (a narrow select, ID-windowed) into the service table.
     A status the table already has keeps its dates; a new or different one counts from the day of
     the entity's DATE_MODIFY. Progress goes to the JobRun row for the UI's progress bar."""
-    from addon.portal_client import PortalClient
+    from addon.bitrix.client import portal_client
 
     report = ReindexReport(portal_id)
     own = client is None
-    client = client or PortalClient(services, portal_id)
+    client = client or portal_client(services, portal_id)
     try:
         with services.sessions() as session:
             ctx = engine.load_context(session, portal_id)

@@ -17,7 +17,9 @@ from typing import Any, Callable, Iterable
 import click
 from sqlalchemy import select
 
-from addon.engine import (PortalContext, is_permanent, load_context, mark_answers, notification_command,
+from addon.bitrix import directory
+from addon.bitrix.errors import is_permanent
+from addon.engine import (PortalContext, load_context, mark_answers, notification_command,
                           parse_portal_time, plan_message, plan_write)
 from addon.models import (PORTAL_ACTIVE, PORTAL_UNINSTALLED, NotificationLog, Outbox, Portal, RobotTimer,
                           StoredEvent, utcnow)
@@ -165,9 +167,9 @@ class Run:
     @property
     def client(self):
         if self._client is None:
-            from addon.portal_client import PortalClient
+            from addon.bitrix.client import portal_client
 
-            self._client = PortalClient(self.services, self.portal_id)
+            self._client = portal_client(self.services, self.portal_id)
             self._own_client = True
         return self._client
 
@@ -247,44 +249,16 @@ class Run:
     def users(self) -> dict[int, dict]:
         """Active users of the portal (deactivated ones are simply not here)."""
         if self._users is None:
-            users: dict[int, dict] = {}
-            start = 0
-            while True:
-                envelope = self.client.call_envelope("user.get", {"FILTER": {"ACTIVE": True}, "start": start})
-                for row in envelope.get("result") or []:
-                    if row.get("ACTIVE") in (True, "Y", "true", 1, "1", None):
-                        users[int(row["ID"])] = row
-                if envelope.get("next") is None:
-                    break
-                start = int(envelope["next"])
-            self._users = users
+            self._users = directory.active_users(self.client)
         return self._users
 
     def user_name(self, user_id: int | None) -> str:
         row = self.users().get(int(user_id)) if user_id else None
-        if not row:
-            return f"#{user_id}" if user_id else "—"
-        return " ".join(p for p in (row.get("NAME"), row.get("LAST_NAME")) if p) or f"#{user_id}"
+        return directory.full_name(row, user_id) if user_id else "—"
 
     def org(self):
-        from addon.rules import Department, Org
-
         if self._org is None:
-            departments: dict[int, Department] = {}
-            start = 0
-            while True:
-                envelope = self.client.call_envelope("department.get", {"start": start})
-                for row in envelope.get("result") or []:
-                    departments[int(row["ID"])] = Department(int(row["ID"]), as_int(row.get("PARENT")),
-                                                             as_int(row.get("UF_HEAD")))
-                if envelope.get("next") is None:
-                    break
-                start = int(envelope["next"])
-            users = self.users()
-            self._org = Org(departments=departments,
-                            user_departments={u: [int(d) for d in (row.get("UF_DEPARTMENT") or [])]
-                                              for u, row in users.items()},
-                            active_users=set(users))
+            self._org = directory.org(self.client, list(self.users().values()))
         return self._org
 
     def supervisor(self, user_id: int | None) -> int | None:
@@ -593,14 +567,21 @@ def handle_one_client_per_phone(run: Run, call: RobotCall, item: dict) -> None:
         return
     # Bitrix24 matches numbers by their digits; send both the E.164 and the national form.
     values = list(dict.fromkeys(phones + [p.lstrip("+") for p in phones]))[:20]
-    found = run.client.call("crm.duplicate.findbycomm", {"type": "PHONE", "values": values}) or {}
+    # One call per entity_type (crm-duplicate-findbycomm.md): without it, 20 or more hits of one
+    # type hide the others; the method knows LEAD, CONTACT and COMPANY, never DEAL.
+    kinds = ("CONTACT", "COMPANY", "LEAD")
+    answer = run.client.batch({kind: ("crm.duplicate.findbycomm", {"entity_type": kind, "type": "PHONE",
+                                                                    "values": values}) for kind in kinds})
+    if answer.errors:
+        raise next(iter(answer.errors.values()))  # a struggling portal: the robot call is tried again
     known: tuple[str, int] | None = None
-    if isinstance(found, dict):
-        for kind in ("CONTACT", "COMPANY", "LEAD", "DEAL"):
-            ids = sorted(int(i) for i in found.get(kind) or [] if (kind, int(i)) not in own)
-            if ids:
-                known = (kind, ids[0])  # the oldest record is the client
-                break
+    for kind in kinds:
+        found = answer.results.get(kind)
+        ids = sorted(int(i) for i in (found.get(kind) or [] if isinstance(found, dict) else [])
+                     if (kind, int(i)) not in own)
+        if ids:
+            known = (kind, ids[0])  # the oldest record is the client
+            break
     if known is None:
         run.reply(key, call.event_token, {"duplicate_id": 0, "duplicate_type": "", "outcome": "new"}, "new client")
         return
@@ -1021,7 +1002,7 @@ def _fail(session, event_ids: list[int], exc: Exception) -> None:
 
 
 def _fire_portal_timers(services, session, run: Run, timer_ids: list[int], now: dt.datetime) -> int:
-    from addon.portal_client import PortalError
+    from addon.bitrix.client import PortalError
 
     portal = session.get(Portal, run.portal_id)
     if portal is None or portal.status != PORTAL_ACTIVE:

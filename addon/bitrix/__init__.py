@@ -1,1 +1,2 @@
-"""The Bitrix24 adapter: the only code that speaks Bitrix24 (its pace per portal, for now)."""
+"""Everything that speaks Bitrix24: errors, the portal clients, the directory (users, departments),
+the per-portal pace shared by every process."""

@@ -136,7 +136,7 @@ class SharedPace:
             # failing the job (one web and one worker process, as SQLite deployments run).
             log.warning("portal %s: the shared pace is unavailable (%s); pacing in this process", self.portal_id,
                         exc.orig)
-            from addon.portal_client import portal_pace
+            from addon.bitrix.client import portal_pace
 
             self._fallback = portal_pace(f"portal:{self.portal_id}", self.services.settings.portal_rps,
                                          self.services.settings.portal_burst)

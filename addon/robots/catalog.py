@@ -163,8 +163,11 @@ def parse_robot_code(code: str) -> tuple[str, str] | None:
     return None
 
 
-def robot_definitions(public_url: str) -> list[dict[str, Any]]:
-    """The `bizproc.robot.add` params of every robot for every document type."""
+def robot_definitions(public_url: str, auth_user_id: int | None = None) -> list[dict[str, Any]]:
+    """The `bizproc.robot.add` params of every robot for every document type. Each twin carries a
+    FILTER that INCLUDEs only its document type (bizproc-robot-add.md), so a designer offers one
+    robot of each name, the one whose CODE matches it. `auth_user_id`: whose token the robot's
+    calls carry — the admin who installed the app (user 1 may not exist or not be an admin)."""
     base = public_url.rstrip("/")
     result = []
     for document_type, document in DOCUMENT_TYPES.items():
@@ -173,10 +176,11 @@ def robot_definitions(public_url: str) -> list[dict[str, Any]]:
             params: dict[str, Any] = {
                 "CODE": code,
                 "HANDLER": f"{base}/robots/{code}",
-                "AUTH_USER_ID": 1,
+                "AUTH_USER_ID": int(auth_user_id or 1),
                 "NAME": dict(robot.name),
                 "DESCRIPTION": dict(robot.description),
                 "DOCUMENT_TYPE": list(document),
+                "FILTER": {"INCLUDE": [list(document[:2])]},
                 "PROPERTIES": {k: dict(v) for k, v in robot.properties.items()},
                 # The workflow waits for the reply only where the robot returns values.
                 "USE_SUBSCRIPTION": "Y" if robot.return_properties else "N",

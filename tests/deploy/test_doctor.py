@@ -14,7 +14,7 @@ from addon import doctor
 from addon.doctor import render, run_checks
 from addon.heartbeat import beat, last_beat
 from addon.models import JobRun, Outbox, Portal, PortalSettings, StoredEvent, utcnow
-from addon.portal_client import PortalClient
+from addon.bitrix.client import PortalClient
 from tests.deploy.conftest import LONG_SECRET, install
 
 NOW = None  # doctor's own clock: the devportal and the stored rows are on real time here

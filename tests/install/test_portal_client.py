@@ -8,7 +8,7 @@ import pytest
 import responses
 
 from addon.models import Portal
-from addon.portal_client import (MethodParked, Pace, PortalAuthError, PortalClient, PortalError,
+from addon.bitrix.client import (MethodParked, Pace, PortalAuthError, PortalClient, PortalError,
                                  batch_command)
 from tests.install.conftest import ENDPOINT, TOKEN_URL
 
@@ -171,7 +171,7 @@ def test_pace_lets_a_burst_through_then_holds_the_rate():
 
 @responses.activate
 def test_user_client_uses_the_users_token_and_never_refreshes(services):
-    from addon.portal_client import user_client
+    from addon.bitrix.client import user_client
 
     responses.post(ENDPOINT + "user.admin.json", json={"result": True})
     responses.post(ENDPOINT + "profile.json", json={"error": "expired_token", "error_description": ""}, status=401)

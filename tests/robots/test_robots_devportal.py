@@ -227,7 +227,7 @@ def test_required_fields_and_close_reason_send_the_item_back(world):
 
 def test_reminder_before_the_appointment_is_replanned_when_the_date_moves(world):
     m1 = world.managers[0]
-    from addon.portal_client import PortalClient
+    from addon.bitrix.client import PortalClient
 
     with PortalClient(world.services, world.portal_id) as client:
         client.call("crm.lead.userfield.add", {"fields": {"FIELD_NAME": "MEASURE", "USER_TYPE_ID": "datetime",
@@ -340,7 +340,7 @@ def test_sla_touch_by_comment_stage_change_or_own_edit(world):
         world.robot("take_in_work", "lead", lead, minutes=15, users=[m1, m3])
     world.process()
     world.advance(minutes=3)
-    from addon.portal_client import PortalClient
+    from addon.bitrix.client import PortalClient
 
     with PortalClient(world.services, world.portal_id) as client:
         client.call("crm.timeline.comment.add", {"fields": {"ENTITY_ID": commented, "ENTITY_TYPE": "lead",

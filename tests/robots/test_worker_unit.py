@@ -5,7 +5,7 @@ from sqlalchemy import select
 
 from addon.db import unit_of_work
 from addon.models import Portal, StoredEvent
-from addon.portal_client import BatchResult, PortalError
+from addon.bitrix.client import BatchResult, PortalError
 from worker.robots import process_robot_calls
 
 

@@ -169,7 +169,7 @@ def test_a_stored_forged_portal_never_gets_the_secret_when_its_token_is_refreshe
     attacker.expired = True
     portal_id = make_portal(services, member_id="m-evil", domain=attacker.domain,
                             client_endpoint=f"{attacker.url}/rest/", server_endpoint=f"{attacker.url}/rest/")
-    from addon.portal_client import PortalAuthError, PortalClient
+    from addon.bitrix.client import PortalAuthError, PortalClient
 
     with pytest.raises(PortalAuthError):
         PortalClient(services, portal_id).call("profile")
@@ -208,7 +208,7 @@ def test_the_user_client_and_the_refresh_follow_no_redirect():
     import responses as mocked
 
     from addon.config import Settings
-    from addon.portal_client import PortalError, user_client
+    from addon.bitrix.client import PortalError, user_client
     from install.tokens import _ask_auth_server, token_url
 
     with mocked.RequestsMock() as rsps:

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from addon.bulkload import prepare_import, report_csv
 from addon.models import ImportJob, ImportRow, JobRun, PortalSettings, StatusHistory, TrackedEntity
 from addon.options import Options
-from addon.portal_client import PortalClient
+from addon.bitrix.client import PortalClient
 from worker.imports import apply_import
 
 from .conftest import add_contacts, install_on, update_calls

@@ -69,7 +69,7 @@ def test_a_comment_sent_just_before_the_worker_died_is_not_posted_again(harness)
     from sqlalchemy import select
 
     from addon.models import Outbox
-    from addon.portal_client import PortalClient
+    from addon.bitrix.client import PortalClient
     from worker.daily import run_daily
 
     h = harness

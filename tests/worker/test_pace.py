@@ -64,7 +64,7 @@ def test_two_processes_share_one_budget_and_never_overrun_the_portal(harness, se
     ours = dataclasses.replace(settings, portal_rps=20.0, portal_burst=5)
     web, worker = build_services(ours), build_services(ours)  # two engines, as two processes
     try:
-        from addon.portal_client import PortalClient
+        from addon.bitrix.client import PortalClient
 
         mark = len(h.dp.calls)
         errors = []
