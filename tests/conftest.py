@@ -12,6 +12,9 @@ from addon.config import Settings
 from addon.db import make_engine, upgrade_database
 from addon.models import Base
 from addon.services import Services, build_services
+from tests import network_guard
+
+network_guard.install()  # before any fixture: no test may open a socket off this machine
 
 TEST_SECRET = "test-secret-key"
 
