@@ -48,6 +48,9 @@ class Settings:
     # client backs off and retries (addon.bitrix.client.MAX_503_RETRIES).
     portal_rps: float = 2.0
     portal_burst: int = 48
+    # How many passes a planned write or message may be refused on its own for a passing reason
+    # (a 5xx of that command, say) before it is marked failed, so it never holds up the others.
+    send_attempts: int = 12
     worker_id: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
     max_event_body: int = 64 * 1024
     # --- security: where the app may send its secret and its requests ---
@@ -86,6 +89,7 @@ class Settings:
             public_url=env.get("NEZABYT_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
             portal_rps=float(env.get("NEZABYT_PORTAL_RPS", str(cls.portal_rps))),
             portal_burst=int(env.get("NEZABYT_PORTAL_BURST", str(cls.portal_burst))),
+            send_attempts=max(1, int(env.get("NEZABYT_SEND_ATTEMPTS", str(cls.send_attempts)))),
             environment=(env.get("NEZABYT_ENV") or PRODUCTION).strip().lower(),
             oauth_url=env.get("NEZABYT_OAUTH_URL") or BITRIX24_OAUTH_URL,
             allow_private_portals=_flag(env.get("NEZABYT_ALLOW_PRIVATE_PORTALS")),

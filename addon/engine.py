@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from addon import rules
-from addon.bitrix.errors import is_permanent
+from addon.bitrix.errors import BLOCKED, PAYMENT, MethodParked, is_permanent
 from addon.models import (
     NotificationLog,
     Outbox,
@@ -30,6 +30,8 @@ from addon.options import Options, parse_time_zone
 STATUS_FIELD = "UF_CRM_NEZABYT_STATUS"
 REASON_FIELD = "UF_CRM_NEZABYT_REASON"
 SEND_CHUNK = 50
+# Settings.send_attempts' default, for callers without the settings at hand.
+SEND_ATTEMPTS = 12
 
 
 @dataclass
@@ -250,13 +252,18 @@ def send_outbox(services, client, portal_id: int, limit: int | None = None) -> i
             answer = client.batch({str(r.id): (r.method, r.params) for r in rows}) if rows else None
             transient = 0
             if rows:
-                done, transient = mark_answers(rows, answer, retry_status="pending")
+                done, transient = mark_answers(rows, answer, retry_status="pending",
+                                               max_attempts=_send_attempts(services))
                 sent += done
             session.commit()
         if transient:
             return sent  # the portal is struggling: leave the rest for the next pass
         if limit is not None and sent >= limit:
             return sent
+
+
+def _send_attempts(services) -> int:
+    return max(1, int(getattr(services.settings, "send_attempts", SEND_ATTEMPTS)))
 
 
 def _confirm_interrupted(client, rows: list[Outbox]) -> int:
@@ -298,12 +305,29 @@ def _confirm_comments(client, rows: list[Outbox]) -> int:
     return confirmed
 
 
-def mark_answers(rows, answer, *, retry_status: str | None = None) -> tuple[int, int]:
+def _counts_as_attempt(answer, key: str, error) -> bool:
+    """Did this row itself fail? Only when the portal ran the batch and refused this command, or
+    answered others of the same batch. A batch refused whole (the rate limit, a 5xx, a timeout)
+    or a portal that is paused (blocked, unpaid, the method parked) says nothing about the row."""
+    if isinstance(error, MethodParked) or getattr(error, "kind", None) in (BLOCKED, PAYMENT):
+        return False
+    return key in getattr(answer, "own_errors", ()) or bool(answer.results)
+
+
+def mark_answers(rows, answer, *, retry_status: str | None = None,
+                 max_attempts: int = SEND_ATTEMPTS) -> tuple[int, int]:
     """Mark each planned row by its command's answer in a batch (keyed by row id): sent, failed for
-    good, or left for a retry (status `retry_status`, or unchanged). Returns (sent, transient)."""
+    good, or left for a retry (status `retry_status`, or unchanged). A row the portal refuses on
+    its own for a passing reason `max_attempts` times is marked failed with its last error, so it
+    never holds up the portal's queue. Returns (sent, transient)."""
     sent = transient = 0
     for r in rows:
         error = answer.errors.get(str(r.id))
+        if error is not None and not is_permanent(error) and _counts_as_attempt(answer, str(r.id), error):
+            r.attempts = (r.attempts or 0) + 1
+            if r.attempts >= max_attempts:
+                r.status, r.error = "failed", f"gave up after {r.attempts} attempts: {error}"[:2000]
+                continue
         if error is None:
             r.status, r.sent_at, r.error = "sent", utcnow(), None
             sent += 1
@@ -359,7 +383,7 @@ def send_notifications(services, client, portal_id: int, feed_title: str | None 
             if not rows:
                 return sent
             answer = client.batch({str(r.id): notification_command(r, feed_title) for r in rows})
-            done, transient = mark_answers(rows, answer)
+            done, transient = mark_answers(rows, answer, max_attempts=_send_attempts(services))
             sent += done
             session.commit()
         if transient:

@@ -194,6 +194,8 @@ class NotificationLog(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     error: Mapped[str | None] = mapped_column(Text)
+    # Passes in which the portal refused this message alone for a passing reason (engine.mark_answers).
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Outbox(Base):
@@ -214,6 +216,8 @@ class Outbox(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     error: Mapped[str | None] = mapped_column(Text)
+    # Passes in which the portal refused this write alone for a passing reason (engine.mark_answers).
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class JobRun(Base):

@@ -35,3 +35,19 @@ def access_denied(text: str = "Access denied!") -> RestError:
 
 def argument_error(text: str, argument: str) -> RestError:
     return RestError("ERROR_ARGUMENT", text, 400, argument=argument)
+
+
+# The faults set_faults() can inject, with the HTTP status the docs give each
+# (_includes/system-errors.md; PAYMENT_REQUIRED is CRestServer::STATUS_PAYMENT_REQUIRED, 402, in
+# settings/cloud-and-on-premise/on-premise/custom-methods.md).
+FAULT_STATUS = {"QUERY_LIMIT_EXCEEDED": 503, "INTERNAL_SERVER_ERROR": 500, "OVERLOAD_LIMIT": 503,
+                "PAYMENT_REQUIRED": 402, "ACCESS_DENIED": 403, "NOT_FOUND": 400,
+                "OPERATION_TIME_LIMIT": 429}
+_FAULT_TEXT = {"QUERY_LIMIT_EXCEEDED": "Too many requests", "INTERNAL_SERVER_ERROR": "Internal server error",
+               "OVERLOAD_LIMIT": "REST API is blocked due to overload", "PAYMENT_REQUIRED": "Payment required",
+               "ACCESS_DENIED": "Access denied", "NOT_FOUND": "Not found",
+               "OPERATION_TIME_LIMIT": "Method is blocked due to operation time limit."}
+
+
+def fault(code: str) -> RestError:
+    return RestError(code, _FAULT_TEXT[code], FAULT_STATUS[code])

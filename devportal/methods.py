@@ -830,10 +830,12 @@ def activity_list(portal, ctx, params):
     bindings = flt.pop("BINDINGS", None)
     source = portal.activities
     if bindings:
-        wanted = {(str(b.get("OWNER_TYPE_ID")), str(b.get("OWNER_ID"))) for b in as_list(bindings)
-                  if isinstance(b, dict)}
-        source = {k: r for k, r in source.items() if any((str(b["OWNER_TYPE_ID"]), str(b["OWNER_ID"])) in wanted
-                                                         for b in r.get("BINDINGS") or [])}
+        # A pair may name the owner type alone (crm-activity-list.md, "Using BINDINGS").
+        wanted = [(str(b.get("OWNER_TYPE_ID")), None if b.get("OWNER_ID") in (None, "") else str(b["OWNER_ID"]))
+                  for b in as_list(bindings) if isinstance(b, dict)]
+        source = {k: r for k, r in source.items()
+                  if any(str(b["OWNER_TYPE_ID"]) == t and (i is None or str(b["OWNER_ID"]) == i)
+                         for b in r.get("BINDINGS") or [] for t, i in wanted)}
     order = _dict(arg(params, "order")) or {"START_TIME": "ASC"}
     page, total, nxt = crm.list_page(source, flt, order, arg(params, "start", 0), None, portal.tz)
     select = _select(arg(params, "select"))
@@ -849,10 +851,27 @@ def activity_get(portal, ctx, params):
         raise legacy_crm_error("ID is not defined or invalid.") from None
     if row is None:
         raise legacy_crm_error("Not found")
+    # The documented answer (crm-activity-get.md) has COMMUNICATIONS but no BINDINGS: the other
+    # items a call is bound to come from crm.activity.binding.list.
     out = _export_activity(row, None)
     out["COMMUNICATIONS"] = [dict(c, ID=str(i + 1)) for i, c in enumerate(row.get("COMMUNICATIONS") or [])]
-    out["BINDINGS"] = [dict(b) for b in row.get("BINDINGS") or []]
     return out
+
+
+# doc: api-reference/crm/timeline/activities/binding/crm-activity-binding-list.md
+@method("crm.activity.binding.list")
+def activity_binding_list(portal, ctx, params):
+    rid = arg(params, "activityId")
+    if rid in (None, ""):
+        raise RestError("100", "Required fields are not provided: activityId", 400)
+    try:
+        row = portal.activities.get(int(rid))
+    except (TypeError, ValueError):
+        raise RestError("100", "activityId must be an integer", 400) from None
+    if row is None:
+        raise RestError("NOT_FOUND", "Element not found", 400)
+    return [{"entityTypeId": int(b["OWNER_TYPE_ID"]), "entityId": int(b["OWNER_ID"])}
+            for b in row.get("BINDINGS") or []]
 
 
 @method("crm.activity.todo.add")

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import requests
 
 from devportal import crm
-from devportal.errors import RestError, legacy_crm_error, not_found
+from devportal.errors import FAULT_STATUS, RestError, legacy_crm_error, not_found
 from devportal.phpquery import as_list, flatten
 
 DEFAULT_SCOPE = "crm,user,department,placement,im,log,task,bizproc,telephony"
@@ -61,6 +61,8 @@ class DevPortal:
         self.fail_next = 0
         self.fail_status = 503
         self.latency_ms = int(latency_ms)
+        self.method_errors: dict[str, str] = {}
+        self.portal_error: str | None = None
         # The plan app.info reports (LICENSE "<region>_<plan>"); set_plan() gives its limits too.
         self.license = license
         self._rng = random.Random(7)
@@ -238,6 +240,8 @@ class DevPortal:
         """GET /oauth/token/: the auth server's answer (status, body)."""
         grant = params.get("grant_type")
         with self.lock:
+            if self.portal_error == "PAYMENT_REQUIRED":  # settings/oauth/error-codes.md: no tokens until paid
+                return 400, {"error": "PAYMENT_REQUIRED", "error_description": "Payment required"}
             app = self.app
             if app is None or params.get("client_id") != app["client_id"] \
                     or params.get("client_secret") != app["client_secret"]:
@@ -325,12 +329,24 @@ class DevPortal:
                 self.method_cost[method.lower()] = float(seconds)
 
     def set_faults(self, drop_events: float = 0.0, fail_next: int = 0, fail_status: int = 503,
-                   latency_ms: int = 0) -> None:
+                   latency_ms: int = 0, method_errors: dict[str, str] | None = None,
+                   portal_error: str | None = None) -> None:
+        """Injected faults; a call without arguments clears them all.
+
+        `method_errors`: {method: error code}: that method answers the code (with its HTTP status,
+        FAULT_STATUS) on its own and inside a batch. `portal_error`: every REST request answers it,
+        as a portal whose subscription lapsed (PAYMENT_REQUIRED, its token refresh refused too) or
+        that Bitrix24 blocked by hand (OVERLOAD_LIMIT) does."""
+        for code in [*(method_errors or {}).values(), *([portal_error] if portal_error else [])]:
+            if code not in FAULT_STATUS:
+                raise ValueError(f"no fault {code!r}; known: {sorted(FAULT_STATUS)}")
         with self.lock:
             self.drop_events = float(drop_events)
             self.fail_next = int(fail_next)
             self.fail_status = int(fail_status)
             self.latency_ms = int(latency_ms)
+            self.method_errors = {m.lower(): c for m, c in (method_errors or {}).items()}
+            self.portal_error = portal_error
 
     def take_rate_slot(self) -> None:
         """The leaky bucket: +1 per HTTP request, drains `rps` a second, 503 above `burst`.

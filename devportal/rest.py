@@ -6,7 +6,7 @@ import time as _time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from devportal.errors import RestError, method_not_found
+from devportal.errors import RestError, fault, method_not_found
 from devportal.phpquery import parse_php_query
 
 BATCH_MAX = 50
@@ -71,10 +71,13 @@ def handle_http(portal, method: str, params: dict, bearer: str | None) -> tuple[
             portal.fail_next -= 1
             fail = portal.fail_status
         latency = portal.latency_ms
+        portal_error = portal.portal_error
     if latency:
         _time.sleep(latency / 1000.0)  # an injected slow portal, not a test waiting for a clock
     token = bearer or _first(params, "auth") or _first(params, "access_token")
     try:
+        if portal_error is not None:
+            raise fault(portal_error)
         if fail is not None:
             if fail == 503:
                 raise RestError("QUERY_LIMIT_EXCEEDED", "Too many requests", 503)
@@ -106,6 +109,9 @@ def _call(portal, ctx: Ctx, method: str, params: dict) -> dict:
     handler = _methods().get(method)
     if handler is None:
         raise method_not_found()
+    injected = portal.method_errors.get(method)
+    if injected is not None:
+        raise fault(injected)
     needed = scope_of(method)
     granted = portal.app["scope"].split(",")
     if needed == "user" and ("user_brief" in granted or "user_basic" in granted):

@@ -163,20 +163,27 @@ def _process_batch(services, client, portal_id: int, now: dt.datetime, limit: in
                 activities = client.get_many("crm.activity.get", list(activity_events))
             except PortalError as exc:
                 activities = {aid: exc for aid in activity_events}
+            calls = [aid for aid, act in activities.items() if not isinstance(act, PortalError)
+                     and str(act.get("TYPE_ID")) == "2" and str(act.get("COMPLETED")).upper() == "Y"]
+            try:
+                bindings = _call_bindings(client, calls)
+            except PortalError as exc:
+                bindings = {aid: exc for aid in calls}
             for aid, act in activities.items():
                 ids = activity_events[aid]
-                if isinstance(act, PortalError):
-                    if _is_gone(act):
+                if isinstance(act, PortalError) or isinstance(bindings.get(aid), PortalError):
+                    error = act if isinstance(act, PortalError) else bindings[aid]
+                    if _is_gone(error):
                         done_ids.update(ids)
                     else:
-                        failed.update({i: str(act) for i in ids})
+                        failed.update({i: str(error) for i in ids})
                     continue
-                call = _completed_call(ctx, act)
+                call = _completed_call(ctx, act, bindings.get(aid) or [])
                 owners = [o for o in call[0] if o[0] in opts.entity_types] if call is not None else []
                 if not owners:
                     done_ids.update(ids)
                     continue
-                for owner in owners:  # the client called, and its company with it (BINDINGS)
+                for owner in owners:  # the client called, and its company with it (the bindings)
                     t = touches[owner]
                     t.calls.append(call[1])
                     t.event_ids.extend(ids)
@@ -290,21 +297,30 @@ def _is_gone(error) -> bool:
     return "not found" in f"{getattr(error, 'description', '')} {getattr(error, 'code', '')}".lower()
 
 
-def _completed_call(ctx: PortalContext, act: dict) -> tuple[list[tuple[str, int]], dt.date] | None:
+def _call_bindings(client, activity_ids: list[int]) -> dict[int, list | Any]:
+    """Every item each call is bound to, from crm.activity.binding.list (crm.activity.get has no
+    BINDINGS), batched 50 activities per HTTP call; an activity's error stays with it."""
+    if not activity_ids:
+        return {}
+    return client.get_many("crm.activity.binding.list", activity_ids, id_param="activityId")
+
+
+def _completed_call(ctx: PortalContext, act: dict, bindings: list) -> tuple[list[tuple[str, int]], dt.date] | None:
     """([(kind, id) of every contact/company the call is bound to], day) of a completed call; None
-    for anything else. crm.activity.get gives the owner and BINDINGS: a call to a company's contact
-    person is bound to both, and a call logged on a deal to its contact and company, so each of them
-    was called."""
+    for anything else. The owner comes from crm.activity.get, the other items from
+    crm.activity.binding.list (`bindings`): a call to a company's contact person is bound to both,
+    and a call logged on a deal to its contact and company, so each of them was called."""
     if str(act.get("TYPE_ID")) != "2" or str(act.get("COMPLETED")).upper() != "Y":
         return None
     day = ctx.day_of(act.get("END_TIME")) or ctx.day_of(act.get("START_TIME"))
     if day is None:
         return None
     owners: list[tuple[str, int]] = []
-    bindings = act.get("BINDINGS") if isinstance(act.get("BINDINGS"), list) else []
-    for b in [act] + [b for b in bindings if isinstance(b, dict)]:
-        kind = OWNER_TYPES.get(str(b.get("OWNER_TYPE_ID")))
-        owner_id = engine.int_or_none(b.get("OWNER_ID"))
+    pairs = [(act.get("OWNER_TYPE_ID"), act.get("OWNER_ID"))]
+    pairs += [(b.get("entityTypeId"), b.get("entityId")) for b in bindings if isinstance(b, dict)]
+    for type_id, raw_id in pairs:
+        kind = OWNER_TYPES.get(str(type_id))
+        owner_id = engine.int_or_none(raw_id)
         if kind is not None and owner_id is not None and (kind, owner_id) not in owners:
             owners.append((kind, owner_id))
     return (owners, day) if owners else None

@@ -886,7 +886,7 @@ def send_robot_writes(services, client, portal_id: int) -> int:
                 if not rows:
                     break
                 answer = client.batch({str(r.id): command(r) for r in rows})
-                done, transient = mark_answers(rows, answer)
+                done, transient = mark_answers(rows, answer, max_attempts=services.settings.send_attempts)
                 sent += done
                 session.commit()
             if transient:  # the portal is struggling: the rest waits for the next pass

@@ -81,6 +81,9 @@ class BatchResult:
     errors: dict[str, PortalError] = field(default_factory=dict)
     total: dict[str, Any] = field(default_factory=dict)
     next: dict[str, Any] = field(default_factory=dict)
+    # Keys whose error is the command's own answer (result_error), not the whole batch's
+    # refusal: the portal ran the batch and refused this command.
+    own_errors: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -575,6 +578,7 @@ class PortalClient(_Rest):
             if isinstance(error, MethodParked):
                 error = self._park(method)
             out.errors[str(key)] = error
+            out.own_errors.add(str(key))
         if BLOCK_KEY in self.parked:
             self._note_time("batch", {})
 

@@ -148,6 +148,27 @@ def test_deal_stage_semantics_and_activity_calls(crm_portal):
     assert rest(srv, "crm.activity.get", token, id=aid).json()["result"]["OWNER_ID"] == "5"
 
 
+# doc: api-reference/crm/timeline/activities/activity-base/crm-activity-get.md (no BINDINGS in the answer),
+# api-reference/crm/timeline/activities/binding/crm-activity-binding-list.md
+def test_activity_bindings_come_from_binding_list_only(crm_portal):
+    srv, token = crm_portal
+    portal = srv.portal
+    company = portal.act_add("company", {"TITLE": "ООО Ромашка"})
+    aid = portal.act_call("contact", 5, user_id=2, also=(("company", company),))
+    got = rest(srv, "crm.activity.get", token, id=aid).json()["result"]
+    assert "BINDINGS" not in got and got["COMMUNICATIONS"][0]["TYPE"] == "PHONE"
+    listed = rest(srv, "crm.activity.list", token, filter={"ID": aid}, select=["*"]).json()["result"]
+    assert listed and "BINDINGS" not in listed[0]
+    bound = rest(srv, "crm.activity.binding.list", token, activityId=aid).json()["result"]
+    assert bound == [{"entityTypeId": 3, "entityId": 5}, {"entityTypeId": 4, "entityId": company}]
+    missing = rest(srv, "crm.activity.binding.list", token, activityId=99999)
+    assert missing.status_code == 400 and missing.json()["error"] == "NOT_FOUND"
+    assert rest(srv, "crm.activity.binding.list", token).json()["error"] == "100"
+    # filter[BINDINGS] may name an owner type alone.
+    by_type = rest(srv, "crm.activity.list", token, filter={"BINDINGS": [{"OWNER_TYPE_ID": 4}]}).json()["result"]
+    assert [r["ID"] for r in by_type] == [str(aid)]
+
+
 # doc: api-reference/crm/crm-stage-history-list.md
 def test_stage_history_records_creation_and_moves(crm_portal):
     srv, token = crm_portal

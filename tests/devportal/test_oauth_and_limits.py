@@ -136,3 +136,32 @@ def test_the_authorization_server_answers_for_every_devportal_of_the_process(ins
         "grant_type": "refresh_token", "client_id": "local.test.1", "client_secret": "wrong",
         "refresh_token": "unknown"}, timeout=10)
     assert wrong.status_code == 401 and wrong.json()["error"] == "invalid_client"
+
+
+# doc: _includes/system-errors.md (QUERY_LIMIT_EXCEEDED 503, OVERLOAD_LIMIT 503);
+# settings/oauth/error-codes.md (PAYMENT_REQUIRED: no tokens until paid)
+def test_faults_per_method_and_for_the_whole_portal(installed):
+    srv, answer, _ = installed
+    token = answer["access_token"]
+    srv.portal.set_faults(method_errors={"crm.contact.list": "QUERY_LIMIT_EXCEEDED"})
+    r = rest(srv, "crm.contact.list", token)
+    assert r.status_code == 503 and r.json()["error"] == "QUERY_LIMIT_EXCEEDED"
+    batch = rest(srv, "batch", token, cmd={"a": "crm.contact.list", "b": "crm.company.list"}).json()["result"]
+    assert batch["result_error"]["a"]["error"] == "QUERY_LIMIT_EXCEEDED" and "b" in batch["result"]
+    srv.portal.set_faults(portal_error="OVERLOAD_LIMIT")
+    r = rest(srv, "crm.company.list", token)
+    assert r.status_code == 503 and r.json()["error"] == "OVERLOAD_LIMIT"
+    srv.portal.set_faults(portal_error="PAYMENT_REQUIRED")
+    r = rest(srv, "profile", token)
+    assert r.status_code == 402 and r.json()["error"] == "PAYMENT_REQUIRED"
+    refused = _refresh(srv, answer["refresh_token"])
+    assert refused.status_code == 400 and refused.json()["error"] == "PAYMENT_REQUIRED"
+    srv.portal.set_faults()
+    assert rest(srv, "crm.contact.list", token).status_code == 200
+    assert _refresh(srv, answer["refresh_token"]).status_code == 200
+    try:
+        srv.portal.set_faults(portal_error="NO_SUCH_FAULT")
+    except ValueError as exc:
+        assert "NO_SUCH_FAULT" in str(exc)
+    else:
+        raise AssertionError("an unknown fault must be refused")

@@ -119,8 +119,9 @@ def test_calls_move_the_last_call_and_deals_move_status(harness):
 
 
 def test_a_call_counts_for_every_client_it_is_bound_to(harness):
-    """crm.activity.get gives the call's BINDINGS: a call to a company's contact person counts for
-    the company too, and a call logged on a deal for the deal's contact."""
+    """crm.activity.binding.list gives the items a call is bound to (crm.activity.get has no
+    BINDINGS): a call to a company's contact person counts for the company too, and a call logged on
+    a deal for the deal's contact."""
     h = harness
     setup_portal(h)
     h.put_status("company", 2, "HOT", at(DAY0 - dt.timedelta(days=5), 10))
@@ -138,6 +139,40 @@ def test_a_call_counts_for_every_client_it_is_bound_to(harness):
     assert h.row("company", 2).due_on == DAY0 + dt.timedelta(days=30)
     assert h.row("contact", 9).last_call_on == DAY0 + dt.timedelta(days=1)
     assert h.row("contact", 6).last_call_on is None
+
+
+def test_the_bindings_of_many_calls_cost_one_batch(harness):
+    """Sixty calls at once: their bindings are read with crm.activity.binding.list inside batches
+    (two HTTP calls for 60 activities), never one request per call; a binding that cannot be read
+    (rate limit) keeps its events for a later attempt instead of crediting only the owner."""
+    h = harness
+    setup_portal(h, contacts=30)
+    h.put_status("company", 3, "HOT", at(DAY0 - dt.timedelta(days=5), 10))
+    h.reindex(at(DAY0, 8, 30))
+    h.clock(at(DAY0, 13))
+    before = len(h.dp.calls)
+    for cid in range(1, 31):
+        h.dp.act_call("contact", cid, user_id=2, also=(("company", 3),) if cid == 30 else ())
+        h.dp.act_call("contact", cid, user_id=2)
+    report = h.drain(at(DAY0, 13, 5))
+    assert report.failed == 0
+    made = h.dp.calls[before:]
+    bound = [c for c in made if c["method"] == "crm.activity.binding.list"]
+    assert len(bound) == 60 and all(c["in_batch"] for c in bound)
+    assert all("BINDINGS" not in c["method"] for c in made if not c.get("in_batch"))
+    assert h.row("company", 3).last_call_on == DAY0 and h.row("contact", 30).last_call_on == DAY0
+    # The binding read refused: the call waits, company 4 is not credited on the owner alone.
+    h.put_status("company", 4, "HOT", at(DAY0 - dt.timedelta(days=5), 10))
+    h.reindex(at(DAY0, 14))
+    h.clock(at(DAY0, 15))
+    h.dp.act_call("contact", 2, user_id=2, also=(("company", 4),))
+    assert h.dp.wait_for_deliveries(30)
+    h.dp.set_faults(method_errors={"crm.activity.binding.list": "QUERY_LIMIT_EXCEEDED"})
+    report = h.drain(at(DAY0, 15, 5))
+    assert report.failed >= 1 and h.row("company", 4).last_call_on is None
+    h.dp.set_faults()
+    report = h.drain(at(DAY0, 15, 10))
+    assert report.failed == 0 and h.row("company", 4).last_call_on == DAY0
 
 
 def test_new_clients_get_new_and_deleted_ones_stop_being_tracked(harness):
