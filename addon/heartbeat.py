@@ -2,8 +2,10 @@
 doctor` (run anywhere the database is reachable) can tell whether a worker is alive."""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+import threading
 
 from sqlalchemy import delete, func, select, update
 
@@ -60,3 +62,24 @@ def keep_beating(scheduler, services, every: dt.timedelta = BEAT_EVERY):
                       seconds=every.total_seconds(), max_instances=1, coalesce=True,
                       next_run_time=dt.datetime.now(dt.timezone.utc))
     return scheduler
+
+
+@contextlib.contextmanager
+def beating(services, every: dt.timedelta = BEAT_EVERY):
+    """Beat at once, every `every` while the block runs (a daemon thread), and once more at its end:
+    `nezabyt worker --once` (a cron-driven worker) is seen alive by `doctor` like the long-running one."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every.total_seconds()):
+            _beat_now(services)
+
+    _beat_now(services)
+    thread = threading.Thread(target=loop, name="nezabyt-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=every.total_seconds())
+        _beat_now(services)

@@ -71,7 +71,23 @@ try:
                 time.sleep(0.005)
 
         threading.Thread(target=sample, daemon=True).start()
+    if os.environ.get("NEZABYT_BENCH_PROFILE"):
+        # CPU per function over every thread (a profiler per thread, started by its first event).
+        import cProfile, threading
+        profiles = [cProfile.Profile(__import__("time").thread_time)]  # CPU time of each thread, not wall
+
+        def start_profiling(*_):
+            profile = cProfile.Profile(__import__("time").thread_time)
+            profiles.append(profile)
+            profile.enable()
+
+        threading.setprofile(start_profiling)
+        profiles[0].enable()
     main(args=sys.argv[1:], standalone_mode=False)
+    if os.environ.get("NEZABYT_BENCH_PROFILE"):
+        import pstats
+        profiles[0].disable()
+        pstats.Stats(*profiles).dump_stats(os.environ["NEZABYT_BENCH_PROFILE"])
     if os.environ.get("NEZABYT_BENCH_TRACEMALLOC"):
         cur, peak = tracemalloc.get_traced_memory()
         print("TRACED", cur >> 20, peak >> 20, file=sys.stderr)

@@ -30,6 +30,7 @@ import datetime as dt
 import os
 import random
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -42,6 +43,11 @@ DAY = dt.date(2026, 3, 2)
 LATENCY_MS = 150
 BURST_EVENTS = 200
 WORKER_TIMEOUT = 900
+
+
+def _cpu(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _p(values: list[float], q: float) -> float | None:
@@ -249,12 +255,16 @@ def run(url: str | None, portals: int, tracked: int, workers: int, concurrency: 
         measured = fleet.ids[:portals]
         fleet.only_active(measured + [fleet.ids[-1]])
         load_before = os.getloadavg()
+        # CPU of the pass: this process (the devportal fleet serving it) and the worker processes.
+        self_cpu, kids_cpu = _cpu(resource.RUSAGE_SELF), _cpu(resource.RUSAGE_CHILDREN)
         t0, procs, start = fleet.workers(workers, concurrency)
         if events:
             fleet.when_runs_going(procs)
             fleet.burst_events(BURST_EVENTS)
         wall, peaks, outs = fleet.wait(procs, t0)
         load_after = os.getloadavg()
+        devportal_cpu = _cpu(resource.RUSAGE_SELF) - self_cpu
+        workers_cpu = _cpu(resource.RUSAGE_CHILDREN) - kids_cpu
         got = fleet.figures(measured, start)
         say(f"K={portals}: {wall:.1f} s, digest late p99 {got['digest_late_p99_s']} s, max {got['digest_late_max_s']} s,"
             f" events p99 {got['event_p99_s']} s, peak {max(peaks):.0f} MB")
@@ -265,6 +275,7 @@ def run(url: str | None, portals: int, tracked: int, workers: int, concurrency: 
                 "pass_wall_s": round(wall, 1), "alone_wall_s": round(alone_wall, 1),
                 "alone_run_s": alone["run_seconds_max"], "ratio": round(wall / alone_wall, 2),
                 **got, "worker_peak_mb": [round(p, 1) for p in peaks], "alone_peak_mb": round(alone_peak[0], 1),
+                "devportal_cpu_s": round(devportal_cpu, 2), "workers_cpu_s": round(workers_cpu, 2),
                 "rest_requests": requests, "rest_503": errors, "worker_output": outs,
                 "load_average_before": [round(x, 2) for x in load_before],
                 "load_average_after": [round(x, 2) for x in load_after],

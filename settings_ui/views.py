@@ -429,12 +429,30 @@ def make_blueprint(services, clock: Callable[[], float] | None = None) -> Bluepr
                 import_runs=import_runs, match_run=match_run, robots=robots, last_index=last_index,
                 template_kinds=TEMPLATE_KINDS, portal_block=block_notice(session, user.portal_id, ctx),
                 placeholders=TEMPLATE_PLACEHOLDERS, default_templates=DEFAULT_TEMPLATES,
-                system_codes=SYSTEM_CODES, IN_WORK=IN_WORK, LOST=LOST, row_error=row_error, **extra)
+                system_codes=SYSTEM_CODES, IN_WORK=IN_WORK, LOST=LOST, row_error=row_error,
+                worker_state=_worker_state(services, user), local_time=lambda v: _local_time(ctx, v), **extra)
 
     return bp
 
 
 # --- helpers (no request state) --------------------------------------------------------------------
+def _worker_state(services, user):
+    """For an admin: what `nezabyt worker status` shows for this portal (worker.status)."""
+    if not user.is_admin:
+        return None
+    from worker.status import portal_status
+
+    rows = portal_status(services, [user.portal_id])
+    return rows[0] if rows else None
+
+
+def _local_time(ctx, value) -> str:
+    """A stored naive-UTC instant in the portal's time zone, or a dash."""
+    if value is None:
+        return "—"
+    return value.replace(tzinfo=dt.timezone.utc).astimezone(ctx.tz).strftime("%d.%m.%Y %H:%M:%S")
+
+
 _DOMAIN = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 
 

@@ -48,9 +48,11 @@ def worker_command(ctx: click.Context, once: bool, now_text: str | None) -> None
     configure_logging()  # text lines, or JSON with LOG_FORMAT=json; quiets the chatty libraries
     with _services() as services:
         if once:
+            from addon.heartbeat import beating
             from worker.jobs import run_once
 
-            report = run_once(services, _now(now_text))
+            with beating(services):  # the heartbeat `nezabyt doctor` looks for, during the pass too
+                report = run_once(services, _now(now_text))
             click.echo(f"events {report.events}, daily runs {report.daily_runs}, jobs {report.jobs}, "
                        f"robot calls {report.robot_calls}, timers {report.timers}, "
                        f"portals held by others {report.skipped_portals}")

@@ -348,3 +348,32 @@ def test_a_job_left_running_by_a_dead_worker_is_resumed(harness):
         assert job.status == "done" and job.owner == mine
         assert job.progress_done == job.progress_total >= 30
         assert s.scalar(select(func.count()).select_from(JobRun).where(JobRun.status == "running")) == 1
+
+
+def test_worker_once_writes_the_heartbeat(harness, monkeypatch):
+    """`worker --once` stamps the worker's heartbeat before and after its pass (and every few
+    seconds during it), as the long-running worker does."""
+    from addon.heartbeat import last_beat
+    from addon.models import WorkerHeartbeat
+
+    h = harness
+    seeded(h)
+    s = h.services.settings
+    env = {"DATABASE_URL": s.database_url, "NEZABYT_SECRET_KEY": s.secret_key, "NEZABYT_CLIENT_ID": s.client_id,
+           "NEZABYT_CLIENT_SECRET": s.client_secret, "NEZABYT_PORTAL_RPS": "1000", "NEZABYT_PORTAL_BURST": "1000"}
+    with h.services.sessions() as session:
+        session.query(WorkerHeartbeat).delete()
+        session.commit()
+    assert last_beat(h.services) is None
+    from addon.cli import main
+
+    before = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
+    result = CliRunner().invoke(main, ["worker", "--once", "--now", at(DAY0, 9, 30).isoformat()], env=env)
+    assert result.exit_code == 0, result.output
+    beat = last_beat(h.services)
+    assert beat is not None
+    worker_id, when = beat
+    import os
+
+    assert worker_id == f"{os.uname().nodename}:{os.getpid()}"  # this process ran the command
+    assert when >= before

@@ -239,3 +239,21 @@ def test_worker_status_shows_each_portals_work(three_portals, fast_services):
     text = CliRunner().invoke(main, ["worker", "status", "--portal", ok.dp.member_id], env=env).output
     assert f"portal {ok.portal_id}" in text and "last daily run: 2026-03-02 done" in text
     assert "lease: free" in text and "parked: no" in text
+
+
+def test_a_pass_imports_what_the_units_need_before_the_pool_starts():
+    """The pool's threads must not queue on a first import's lock: drain_and_run imports the units'
+    modules in its own thread first (checked in a fresh interpreter, where nothing is imported yet)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, worker.jobs as j\n"
+            "before = [m for m in j.UNIT_MODULES if m in sys.modules]\n"
+            "j.warm_imports()\n"
+            "missing = [m for m in j.UNIT_MODULES if m not in sys.modules]\n"
+            "print(len(before), len(j.UNIT_MODULES), missing)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    before, total, missing = out.stdout.strip().split(" ", 2)
+    assert int(before) < int(total)  # a fresh worker has not imported them all by itself
+    assert missing == "[]"
