@@ -57,6 +57,7 @@ def portal_status(services, portal_ids: list[int] | None = None) -> list[dict[st
                 "portal_id": p.id, "domain": p.domain, "member_id": p.member_id, "status": p.status,
                 "plan": budget.plan if budget else None,
                 "limits": f"{budget.rps:g}/s burst {budget.burst}" if budget else None,
+                "rps": f"{budget.rps:g}" if budget else None, "burst": budget.burst if budget else None,
                 "last_event_processed": last_event, "events_pending": int(pending or 0),
                 "daily": None if run is None else {"day": (run.params or {}).get("day"), "status": run.status,
                                                    "due_at": due_at, "started": run.started_at,
