@@ -30,8 +30,6 @@ from addon.options import Options, parse_time_zone
 STATUS_FIELD = "UF_CRM_NEZABYT_STATUS"
 REASON_FIELD = "UF_CRM_NEZABYT_REASON"
 SEND_CHUNK = 50
-# Settings.send_attempts' default, for callers without the settings at hand.
-SEND_ATTEMPTS = 12
 
 
 @dataclass
@@ -253,17 +251,13 @@ def send_outbox(services, client, portal_id: int, limit: int | None = None) -> i
             transient = 0
             if rows:
                 done, transient = mark_answers(rows, answer, retry_status="pending",
-                                               max_attempts=_send_attempts(services))
+                                               max_attempts=services.settings.send_attempts)
                 sent += done
             session.commit()
         if transient:
             return sent  # the portal is struggling: leave the rest for the next pass
         if limit is not None and sent >= limit:
             return sent
-
-
-def _send_attempts(services) -> int:
-    return max(1, int(getattr(services.settings, "send_attempts", SEND_ATTEMPTS)))
 
 
 def _confirm_interrupted(client, rows: list[Outbox]) -> int:
@@ -314,8 +308,7 @@ def _counts_as_attempt(answer, key: str, error) -> bool:
     return key in getattr(answer, "own_errors", ()) or bool(answer.results)
 
 
-def mark_answers(rows, answer, *, retry_status: str | None = None,
-                 max_attempts: int = SEND_ATTEMPTS) -> tuple[int, int]:
+def mark_answers(rows, answer, *, max_attempts: int, retry_status: str | None = None) -> tuple[int, int]:
     """Mark each planned row by its command's answer in a batch (keyed by row id): sent, failed for
     good, or left for a retry (status `retry_status`, or unchanged). A row the portal refuses on
     its own for a passing reason `max_attempts` times is marked failed with its last error, so it
@@ -383,7 +376,7 @@ def send_notifications(services, client, portal_id: int, feed_title: str | None 
             if not rows:
                 return sent
             answer = client.batch({str(r.id): notification_command(r, feed_title) for r in rows})
-            done, transient = mark_answers(rows, answer, max_attempts=_send_attempts(services))
+            done, transient = mark_answers(rows, answer, max_attempts=services.settings.send_attempts)
             sent += done
             session.commit()
         if transient:

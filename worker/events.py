@@ -163,8 +163,8 @@ def _process_batch(services, client, portal_id: int, now: dt.datetime, limit: in
                 activities = client.get_many("crm.activity.get", list(activity_events))
             except PortalError as exc:
                 activities = {aid: exc for aid in activity_events}
-            calls = [aid for aid, act in activities.items() if not isinstance(act, PortalError)
-                     and str(act.get("TYPE_ID")) == "2" and str(act.get("COMPLETED")).upper() == "Y"]
+            calls = [aid for aid, act in activities.items()
+                     if not isinstance(act, PortalError) and _is_completed_call(act)]
             try:
                 bindings = _call_bindings(client, calls)
             except PortalError as exc:
@@ -305,12 +305,17 @@ def _call_bindings(client, activity_ids: list[int]) -> dict[int, list | Any]:
     return client.get_many("crm.activity.binding.list", activity_ids, id_param="activityId")
 
 
+def _is_completed_call(act: dict) -> bool:
+    """A call (TYPE_ID 2) that took place (COMPLETED Y)."""
+    return str(act.get("TYPE_ID")) == "2" and str(act.get("COMPLETED")).upper() == "Y"
+
+
 def _completed_call(ctx: PortalContext, act: dict, bindings: list) -> tuple[list[tuple[str, int]], dt.date] | None:
     """([(kind, id) of every contact/company the call is bound to], day) of a completed call; None
     for anything else. The owner comes from crm.activity.get, the other items from
     crm.activity.binding.list (`bindings`): a call to a company's contact person is bound to both,
     and a call logged on a deal to its contact and company, so each of them was called."""
-    if str(act.get("TYPE_ID")) != "2" or str(act.get("COMPLETED")).upper() != "Y":
+    if not _is_completed_call(act):
         return None
     day = ctx.day_of(act.get("END_TIME")) or ctx.day_of(act.get("START_TIME"))
     if day is None:

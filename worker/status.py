@@ -56,7 +56,6 @@ def portal_status(services, portal_ids: list[int] | None = None) -> list[dict[st
             out.append({
                 "portal_id": p.id, "domain": p.domain, "member_id": p.member_id, "status": p.status,
                 "plan": budget.plan if budget else None,
-                "limits": f"{budget.rps:g}/s burst {budget.burst}" if budget else None,
                 "rps": f"{budget.rps:g}" if budget else None, "burst": budget.burst if budget else None,
                 "last_event_processed": last_event, "events_pending": int(pending or 0),
                 "daily": None if run is None else {"day": (run.params or {}).get("day"), "status": run.status,
@@ -86,10 +85,14 @@ def status_text(rows: list[dict[str, Any]]) -> str:
         d = r["daily"]
         daily = "none yet" if d is None else (f"{d['day']} {d['status']}, due at {_when(d['due_at'])}, "
                                               f"started {_when(d['started'])}, finished {_when(d['finished'])}")
-        lines += [f"portal {r['portal_id']} {r['domain']} ({r['status']}; plan {r['plan'] or '?'}, {r['limits'] or '?'})",
+        lines += [f"portal {r['portal_id']} {r['domain']} ({r['status']}; plan {r['plan'] or '?'}, {_limits(r)})",
                   f"  last event processed: {_when(r['last_event_processed'])} ({r['events_pending']} pending)",
                   f"  last daily run: {daily}",
                   f"  lease: {', '.join(r['lease']) or 'free'}",
                   f"  calls made: {r['calls']}",
                   f"  parked: {'; '.join(parked) or 'no'}"]
     return "\n".join(lines) if lines else "no portals"
+
+
+def _limits(row: dict) -> str:
+    return f"{row['rps']}/s burst {row['burst']}" if row["rps"] else "?"
