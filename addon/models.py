@@ -74,6 +74,10 @@ class Portal(Base):
     activity_watermark: Mapped[dt.datetime | None] = mapped_column(DateTime)
     # A method parked after 429 OPERATION_TIME_LIMIT: {method: unix time it may run again}.
     parked_methods: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The app VERSION the portal last reported (ONAPPINSTALL/ONAPPUPDATE data, app.info) and the key
+    # of the manifest applied under it ("<version>:<fingerprint>"): the same key skips the manifest.
+    app_version: Mapped[str | None] = mapped_column(String(32))
+    manifest_key: Mapped[str | None] = mapped_column(String(96))
 
 
 class PortalSettings(Base):
