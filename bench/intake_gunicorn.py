@@ -94,7 +94,7 @@ def free_port() -> int:
 
 def make_portal(services) -> tuple[str, str, str]:
     from addon.models import Portal, PortalSettings
-    from install.tokens import save_application_token
+    from addon.bitrix.tokens import save_application_token
 
     member_id, token, domain = secrets.token_hex(16), secrets.token_hex(16), "bench.bitrix24.ru"
     with services.sessions() as session:

@@ -90,7 +90,7 @@ class Fleet:
         from addon.models import Portal, PortalSettings, TrackedEntity
         from addon.options import Options
         from install.manifest import apply_manifest
-        from install.tokens import save_application_token, save_tokens
+        from addon.bitrix.tokens import save_application_token, save_tokens
 
         t0 = time.perf_counter()
         expires = dt.datetime(2030, 1, 1)

@@ -25,7 +25,7 @@ from addon.models import PORTAL_ACTIVE, PORTAL_INSTALLING, PORTAL_UNINSTALLED, P
 from addon.options import Options
 from addon.bitrix.client import PortalError, unix_to_utc, user_client
 from install.address import PortalAddressRefused, check_portal_address
-from install.tokens import mark_active, save_application_token, save_tokens, token_app_info
+from addon.bitrix.tokens import mark_active, save_application_token, save_tokens, token_app_info
 
 log = logging.getLogger(__name__)
 

@@ -181,7 +181,7 @@ def _each_portal(services, fn, report: CycleReport, what: str, portal_ids: list[
 # pool's threads all reach the same first import at once and queue on its import lock (measured:
 # ~0.3 s of wall per portal at K=20, fast-bitrix24 and its dependencies being the heaviest).
 UNIT_MODULES = ("aiohttp", "fast_bitrix24", "fast_bitrix24.utils", "addon.bitrix.client", "addon.bitrix.pace",
-                "addon.bitrix.directory", "install.tokens", "install.manifest", "worker.daily", "worker.events",
+                "addon.bitrix.directory", "addon.bitrix.tokens", "install.manifest", "worker.daily", "worker.events",
                 "worker.reconcile", "worker.reindex", "worker.robots", "addon.robots.store")
 
 

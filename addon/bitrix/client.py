@@ -41,6 +41,7 @@ import requests
 from addon.bitrix.errors import (BLOCKED, DEFAULT_PARK_SECONDS, RATE_LIMIT, TEMPORARY, TOKEN_EXPIRED,
                                  MethodParked, PortalAuthError, PortalBlocked, PortalBusy, PortalError,
                                  PortalMoved, error_of)
+from addon.bitrix.tokens import access_token, refresh, unix_to_utc
 
 BATCH_LIMIT = 50
 PAGE_SIZE = 50
@@ -414,14 +415,10 @@ class PortalClient(_Rest):
     # -- tokens ---------------------------------------------------------------------------------
     def _access(self) -> str:
         if self._token is None:
-            from install.tokens import access_token
-
             self._token = access_token(self.services, self.portal_id)
         return self._token
 
     def _refresh(self, stale: str) -> str:
-        from install.tokens import refresh
-
         self._token = refresh(self.services, self.portal_id, stale)
         self.stats.refreshes += 1
         self._follow_stored_endpoint()
@@ -733,7 +730,3 @@ def _default_settings():
 
     return Settings(database_url="", secret_key="")
 
-
-def unix_to_utc(ts: float | int | str) -> dt.datetime:
-    """A unix time from the portal as a naive UTC datetime (how we store times)."""
-    return dt.datetime.fromtimestamp(float(ts), dt.timezone.utc).replace(tzinfo=None)

@@ -87,7 +87,7 @@ def test_rotate_rewrites_every_token_under_the_new_key(old_and_new):
 def test_a_refresh_that_lands_during_the_rotation_is_kept(old_and_new, monkeypatch):
     """The rotation read the old texts; before it writes, a token refresh stores a new pair under
     the new key. The compare-and-set misses, the portal is read again and found current."""
-    from install.tokens import save_tokens
+    from addon.bitrix.tokens import save_tokens
 
     old, new = old_and_new
     portal_id = make_portal(old, access="access-1", refresh="refresh-1")
@@ -128,7 +128,7 @@ def test_the_command_reports_tokens_no_key_opens_and_changes_nothing(old_and_new
     assert "re-encrypted 1" in result.output and "can now be removed" in result.output
     only_new = build_services(dataclasses.replace(settings, secret_key=NEW))
     try:
-        from install.tokens import access_token
+        from addon.bitrix.tokens import access_token
 
         with only_new.sessions() as s:
             portal_id = s.scalars(select(Portal.id)).one()

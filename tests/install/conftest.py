@@ -8,7 +8,7 @@ import pytest
 from addon.db import unit_of_work
 from addon.models import Portal, PortalSettings
 from addon.options import Options
-from install.tokens import save_application_token, save_tokens
+from addon.bitrix.tokens import save_application_token, save_tokens
 
 ENDPOINT = "https://acme.bitrix24.test/rest/"
 OAUTH = "https://oauth.bitrix24.test/rest/"

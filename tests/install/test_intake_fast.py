@@ -11,7 +11,7 @@ from addon.db import unit_of_work
 from addon.intake import EventIntake, IntakeError
 from addon.models import Portal, StoredEvent
 from addon.web import create_app
-from install.tokens import save_application_token
+from addon.bitrix.tokens import save_application_token
 from tests.install.test_intake import event_form
 
 

@@ -7,7 +7,7 @@ from addon.cli import main
 from addon.options import Options, StatusDef
 from install.installer import bx24_script_url, utc_offset_name
 from install.manifest import desired_events, list_changes, reason_items, status_items
-from install.tokens import token_url
+from addon.bitrix.tokens import token_url
 
 
 def test_list_changes_renames_in_place_adds_new_codes_and_deletes_dropped_ones():

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select, text
 
 from addon.models import Portal
-from install.tokens import refresh
+from addon.bitrix.tokens import refresh
 
 
 def _install(devportal, app_server):
@@ -54,7 +54,7 @@ SCRIPT = """
 import sys
 from addon.config import Settings
 from addon.services import build_services
-from install.tokens import refresh
+from addon.bitrix.tokens import refresh
 services = build_services(Settings.from_env())
 print(refresh(services, int(sys.argv[1]), sys.argv[2]))
 """

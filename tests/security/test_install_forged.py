@@ -209,7 +209,7 @@ def test_the_user_client_and_the_refresh_follow_no_redirect():
 
     from addon.config import Settings
     from addon.bitrix.client import PortalError, user_client
-    from install.tokens import _ask_auth_server, token_url
+    from addon.bitrix.tokens import _ask_auth_server, token_url
 
     with mocked.RequestsMock() as rsps:
         rsps.post("https://acme.bitrix24.ru/rest/profile.json", status=307,

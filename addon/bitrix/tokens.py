@@ -20,7 +20,7 @@ import requests
 from addon.crypto import constant_time_equal
 from addon.db import unit_of_work
 from addon.models import PORTAL_ACTIVE, PORTAL_NEEDS_REAUTH, PORTAL_UNINSTALLED, Portal
-from addon.bitrix.client import PortalAuthError, PortalError, unix_to_utc
+from addon.bitrix.errors import PortalAuthError, PortalError
 
 # Answers of the auth server that mean "this app cannot use its tokens any more".
 # PAYMENT_REQUIRED is not among them (settings/oauth/error-codes.md): the subscription lapsed, the
@@ -198,3 +198,8 @@ def _cipher_for(session):
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.fromtimestamp(time.time(), dt.timezone.utc).replace(tzinfo=None)
+
+
+def unix_to_utc(ts: float | int | str) -> dt.datetime:
+    """A unix time from the portal as a naive UTC datetime (how we store times)."""
+    return dt.datetime.fromtimestamp(float(ts), dt.timezone.utc).replace(tzinfo=None)
