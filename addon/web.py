@@ -92,7 +92,7 @@ class _EventsFirst:
             form = parse_php_form(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
         except ValueError as exc:
             return _json_answer(start_response, 400, _refusal_body(400, str(exc)))
-        if str(form.get("event") or "").upper() in ("ONAPPINSTALL", "ONAPPUNINSTALL"):
+        if str(form.get("event") or "").upper() in ("ONAPPINSTALL", "ONAPPUPDATE", "ONAPPUNINSTALL"):
             environ["wsgi.input"] = io.BytesIO(body)  # read once here: Flask reads it again
             return self.app(environ, start_response)
         status, answer = event_answer(self.services, self.intake, form)
@@ -123,7 +123,7 @@ def event_answer(services, intake, form: dict) -> tuple[int, dict]:
 
             handle_uninstall(services, form)
             return 200, {"status": "uninstalled"}
-        if name == "ONAPPINSTALL":
+        if name in ("ONAPPINSTALL", "ONAPPUPDATE"):
             from install.installer import InstallError, handle_app_install
 
             try:
@@ -254,7 +254,7 @@ def _receivers() -> Blueprint:
         except ValueError as exc:
             return _refusal(400, str(exc))
         try:
-            if str(form.get("event") or "").upper() == "ONAPPINSTALL":
+            if str(form.get("event") or "").upper() in ("ONAPPINSTALL", "ONAPPUPDATE"):
                 portal_id = handle_app_install(services, form)
                 return jsonify({"status": "installed", "portal": portal_id})
             outcome = install_from_page(services, request.args.to_dict(), form)

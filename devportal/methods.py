@@ -137,7 +137,8 @@ def _public_user(row: dict) -> dict:
 def profile(portal, ctx, params):
     user = portal.users[ctx.user_id]
     return {"ID": user["ID"], "ADMIN": user["_ADMIN"], "NAME": user["NAME"], "LAST_NAME": user["LAST_NAME"],
-            "PERSONAL_GENDER": "", "PERSONAL_PHOTO": "", "TIME_ZONE": "", "TIME_ZONE_OFFSET": 0}
+            "PERSONAL_GENDER": "", "PERSONAL_PHOTO": "", "TIME_ZONE": user.get("TIME_ZONE") or "",
+            "TIME_ZONE_OFFSET": 0}
 
 
 @method("user.current")

@@ -165,6 +165,7 @@ class DevPortal:
         self.departments[1] = {"ID": "1", "NAME": "Компания", "SORT": "500", "PARENT": None, "UF_HEAD": "1"}
         self.users[1] = self._user_row(1, "Админ", "Порталов", "admin@example.ru", [1], admin=True,
                                        position="Директор")
+        self.users[1]["TIME_ZONE"] = self.tz_name  # profile.TIME_ZONE: a zone name, or "" when not set
 
     def _user_row(self, uid, name, last_name, email, departments, admin=False, active=True, position="",
                   second_name="", phone=""):
@@ -445,8 +446,10 @@ class DevPortal:
         if self._http is not None:
             self._http.close()
 
-    def fire(self, event: str, entity_id, user_id: int | None, data: dict | None = None) -> None:
-        """Queue `event` for every handler bound to it (online) and note it for offline readers."""
+    def fire(self, event: str, entity_id, user_id: int | None, data: dict | None = None,
+             refresh: bool = False) -> None:
+        """Queue `event` for every handler bound to it (online) and note it for offline readers;
+        `refresh`: its auth carries a refresh token too (the app's own install and update events)."""
         event = event.upper()
         with self.lock:
             if self.app is None or not self.app["installed"]:
@@ -464,7 +467,7 @@ class DevPortal:
                     continue
                 auth_user = int(handler["auth_type"]) or user_id
                 form = {"event": event, "event_handler_id": handler["ID"], "data": payload,
-                        "ts": int(self.ts()), "auth": self.auth_block(auth_user)}
+                        "ts": int(self.ts()), "auth": self.auth_block(auth_user, refresh=refresh)}
                 self._enqueue({"url": handler["handler"], "pairs": flatten(form), "kind": "event",
                                "event": event})
 
@@ -498,9 +501,10 @@ class DevPortal:
             response = requests.post(url, data=flatten(form), timeout=30)
         else:
             response = requests.post(url, params=self.page_query(lang),
-                                     data=self.page_form(tokens, "DEFAULT", {}), timeout=30)
+                                     data=self.page_form(tokens, "DEFAULT", {}), timeout=60)
             if finish:
-                self.finish_install()
+                self.finish_install(lang)
+                self.wait_for_deliveries(timeout=60)  # ONAPPINSTALL reached the app (or failed)
         return {**tokens, "application_token": application_token, "member_id": self.member_id,
                 "domain": self.domain, "client_endpoint": self.rest_endpoint, "status_code": response.status_code,
                 "answer": response.text}
@@ -527,38 +531,61 @@ class DevPortal:
                 "member_id": self.member_id, "status": "L", "PLACEMENT": placement,
                 "PLACEMENT_OPTIONS": json.dumps(options, ensure_ascii=False, separators=(",", ":"))}
 
-    def finish_install(self) -> None:
-        """What BX24.installFinish() does: from now on events flow and placements show."""
+    def finish_install(self, lang: str = "ru") -> None:
+        """What BX24.installFinish() does: from now on events flow and placements show, and the
+        ONAPPINSTALL handler bound during the install gets its event, with the admin's tokens and
+        the application_token (api-reference/common/events/on-app-install.md)."""
         with self.lock:
-            if self.app is not None:
-                self.app["installed"] = True
+            if self.app is None:
+                return
+            self.app["installed"] = True
+            version = str(self.app["version"])
+        self.fire("ONAPPINSTALL", None, 1, data={"VERSION": version, "ACTIVE": "Y", "INSTALLED": "Y",
+                                                 "LANGUAGE_ID": lang}, refresh=True)
 
     def update_app(self, version: int | None = None, finish: bool = True, lang: str = "ru") -> dict:
-        """A new version of the app: the portal drops its event handlers and opens the installer again
-        (a UI app: the installer page; API-only: ONAPPINSTALL), so the app re-binds everything."""
+        """A new version of the app (api-reference/common/events/on-app-update.md): the portal keeps
+        the app's tokens but drops its event handlers and robots and issues a new application_token;
+        ONAPPUPDATE goes to the handlers bound for it before the drop (VERSION, PREVIOUS_VERSION, the
+        new token). A UI app's installer page opens again (then installFinish: ONAPPINSTALL to
+        whatever the installer bound); an API-only app has only the event to go on."""
         with self.lock:
             if self.app is None:
                 raise KeyError("no app is installed")
             app = self.app
+            previous = app["version"]
             app["version"] = version or app["version"] + 1
+            app["application_token"] = secrets.token_hex(16)
+            handlers = [h for h in self.bound_events if h["event"] == "ONAPPUPDATE" and not h["offline"]]
             self.bound_events.clear()
             self.offline_events.clear()
+            self.robots.clear()
             app["installed"] = app["api_only"]
             tokens = self.issue_tokens(1)
-        url = app["app_url"] + app["install_path"]
+            forms = [(h["handler"], {"event": "ONAPPUPDATE", "event_handler_id": h["ID"],
+                                     "data": {"VERSION": str(app["version"]), "PREVIOUS_VERSION": str(previous),
+                                              "LANGUAGE_ID": lang},
+                                     "ts": int(self.ts()),
+                                     "auth": {**self.auth_block(None), "access_token": tokens["access_token"],
+                                              "expires": tokens["expires"], "expires_in": self.token_ttl,
+                                              "refresh_token": tokens["refresh_token"], "status": "L"}})
+                     for h in handlers]
+        for url, form in forms:
+            self._enqueue({"url": url, "pairs": flatten(form), "kind": "event", "event": "ONAPPUPDATE"})
+        self.wait_for_deliveries(timeout=60)
+        status, text = None, ""
         if app["api_only"]:
-            form = {"event": "ONAPPINSTALL",
-                    "data": {"VERSION": str(app["version"]), "ACTIVE": "Y", "INSTALLED": "Y", "LANGUAGE_ID": lang},
-                    "ts": int(self.ts()), "auth": {**self.auth_block(None), "access_token": tokens["access_token"],
-                                                   "expires": tokens["expires"], "expires_in": self.token_ttl,
-                                                   "refresh_token": tokens["refresh_token"], "user_id": 1}}
-            response = requests.post(url, data=flatten(form), timeout=30)
+            last = next((d for d in reversed(self.deliveries) if d.get("event") == "ONAPPUPDATE"), None)
+            status = last["status"] if last else None
         else:
-            response = requests.post(url, params=self.page_query(lang), data=self.page_form(tokens, "DEFAULT", {}),
-                                     timeout=30)
+            response = requests.post(app["app_url"] + app["install_path"], params=self.page_query(lang),
+                                     data=self.page_form(tokens, "DEFAULT", {}), timeout=60)
+            status, text = response.status_code, response.text
             if finish:
-                self.finish_install()
-        return {**tokens, "status_code": response.status_code, "answer": response.text}
+                self.finish_install(lang)
+                self.wait_for_deliveries(timeout=60)
+        return {**tokens, "application_token": app["application_token"], "status_code": status, "answer": text,
+                "update_deliveries": len(forms)}
 
     def uninstall_app(self, clean: bool = True, lang: str = "ru") -> int:
         """POST ONAPPUNINSTALL (no tokens) to each bound handler; drop handlers, placements, tokens."""

@@ -1,4 +1,4 @@
-"""Installation: the installer page a portal opens (POST /install) and ONAPPINSTALL.
+"""Installation: the installer page a portal opens (POST /install), ONAPPINSTALL and ONAPPUPDATE.
 
 An install arrives unauthenticated, so nothing it claims is believed: the portal must be an https
 address that resolves to public addresses only (install/address.py), Bitrix24's authorization
@@ -6,6 +6,12 @@ server must confirm the claimed token is this app's on the claimed portal, and t
 the installing user is an admin, before anything is stored; a known member_id arriving from
 another domain is refused. Then the portal and its default settings are stored and the
 registration manifest applied, as one unit: a failed manifest puts the portal back as it was.
+
+A UI install reaches us twice (the installer page, then ONAPPINSTALL once BX24.installFinish()
+runs) and an update up to three times (ONAPPUPDATE, the installer page, ONAPPINSTALL): the
+manifest is applied once per app version (install.manifest.ensure_manifest), so the later
+arrivals cost the proof and one event.get. An update keeps the tokens, drops the handlers and
+robots and brings a new application_token (api-reference/common/events/on-app-update.md).
 """
 from __future__ import annotations
 
@@ -22,10 +28,13 @@ from sqlalchemy import select
 
 from addon.db import unit_of_work
 from addon.models import PORTAL_ACTIVE, PORTAL_INSTALLING, PORTAL_UNINSTALLED, Portal, PortalSettings
-from addon.options import Options
 from addon.bitrix.client import PortalError, unix_to_utc, user_client
-from install.address import PortalAddressRefused, check_portal_address
+from addon.bitrix.errors import is_temporary
+from addon.bitrix.scope import scope_text
 from addon.bitrix.tokens import mark_active, save_application_token, save_tokens, token_app_info
+from addon.options import Options, parse_time_zone
+from install.address import PortalAddressRefused, check_portal_address
+from install.manifest import ensure_manifest, utc_offset_name
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +68,8 @@ class Claim:
     application_token: str | None
     scope: str
     language: str
+    app_version: str | None = None
+    event: str = "page"
 
 
 def _need(source: dict, key: str) -> str:
@@ -87,7 +98,7 @@ def install_from_page(services, query: dict, form: dict) -> InstallOutcome:
         refresh_token=_need(form, "REFRESH_ID"),
         expires_in=_int(form.get("AUTH_EXPIRES"), 3600),
         application_token=(form.get("APPLICATION_TOKEN") or None),
-        scope=str(form.get("APPLICATION_SCOPE") or ""),
+        scope=scope_text(form.get("APPLICATION_SCOPE")),
         language=str(query.get("LANG") or form.get("LANG") or "ru")[:8],
     )
     outcome = _install(services, claim)
@@ -95,8 +106,14 @@ def install_from_page(services, query: dict, form: dict) -> InstallOutcome:
     return outcome
 
 
+APP_EVENTS = ("ONAPPINSTALL", "ONAPPUPDATE")
+
+
 def handle_app_install(services, form: dict) -> int:
-    """ONAPPINSTALL (an API-only install, or the event a UI install bound): store the tokens."""
+    """ONAPPINSTALL (an API-only install, or the event a UI install bound) or ONAPPUPDATE: prove
+    the claim, store the tokens and the new application_token, apply the manifest if this version
+    does not have it yet."""
+    event = str(form.get("event") or "").upper()
     auth = form.get("auth")
     if not isinstance(auth, dict):
         raise InstallError(400, "missing auth[...]")
@@ -105,6 +122,8 @@ def handle_app_install(services, form: dict) -> int:
     domain = _valid_domain(str(auth.get("domain") or parts.netloc))
     if parts.netloc.lower() != domain or parts.scheme not in ("http", "https"):
         raise InstallError(400, "auth[client_endpoint] is not on auth[domain]")
+    data = form.get("data") if isinstance(form.get("data"), dict) else {}
+    version = str(data.get("VERSION") or "").strip()[:32] or None
     claim = Claim(
         member_id=_need(auth, "member_id").lower(),
         domain=domain,
@@ -114,8 +133,10 @@ def handle_app_install(services, form: dict) -> int:
         refresh_token=(auth.get("refresh_token") or None),
         expires_in=_int(auth.get("expires_in"), 3600),
         application_token=_need(auth, "application_token"),
-        scope=str(auth.get("scope") or ""),
-        language=str((form.get("data") or {}).get("LANGUAGE_ID") or "ru")[:8] if isinstance(form.get("data"), dict) else "ru",
+        scope=scope_text(auth.get("scope")),
+        language=str(data.get("LANGUAGE_ID") or "ru")[:8],
+        app_version=version,
+        event=event if event in APP_EVENTS else "ONAPPINSTALL",
     )
     return _install(services, claim).portal_id
 
@@ -131,12 +152,14 @@ def _install(services, claim: Claim) -> InstallOutcome:
     portal_id, created, before = _store(services, claim, proof)
     # The manifest needs the stored tokens (its client reads them), so the portal row is committed
     # first and put back as it was when the manifest fails: a failed install leaves nothing half-done.
-    from install.manifest import apply_manifest
-
     try:
-        report = apply_manifest(services, portal_id)
+        report = ensure_manifest(services, portal_id, claim.app_version)
     except Exception as exc:
-        _undo(services, portal_id, created, before)
+        # An update's tokens and application_token are the portal's current ones: they stay.
+        _undo(services, portal_id, created, before, keep=TOKEN_COLUMNS if claim.event == "ONAPPUPDATE" else ())
+        if isinstance(exc, PortalError) and is_temporary(exc):
+            log.warning("install of %s undone: the portal was busy at %s: %s", claim.domain, exc.method, exc.code)
+            raise InstallError(503, BUSY) from exc
         if isinstance(exc, PortalError):
             log.warning("install of %s undone: the manifest failed at %s: %s", claim.domain, exc.method, exc.code)
             raise InstallError(502, "the portal did not answer as expected while the app was set up; nothing "
@@ -171,6 +194,8 @@ def _store(services, claim: Claim, proof: dict) -> tuple[int, bool, dict | None]
             # A new installation gets a new application_token; it comes with its first event.
             portal.application_token_enc = None
         portal.scope = claim.scope or proof["scope"] or portal.scope or ""
+        if claim.app_version:
+            portal.app_version = claim.app_version
         portal.language = claim.language or portal.language
         if proof["user_id"]:
             portal.installed_by_user_id = proof["user_id"]
@@ -201,7 +226,10 @@ def _columns(portal: Portal) -> dict:
     return {attr.key: getattr(portal, attr.key) for attr in sa_inspect(Portal).column_attrs if attr.key != "id"}
 
 
-def _undo(services, portal_id: int, created: bool, before: dict | None) -> None:
+TOKEN_COLUMNS = ("access_token_enc", "refresh_token_enc", "expires_at", "application_token_enc")
+
+
+def _undo(services, portal_id: int, created: bool, before: dict | None, keep: tuple[str, ...] = ()) -> None:
     """Put the portal back as it was before the install: a new one removed with all it got, a
     known one with its previous tokens, endpoints and status (what the manifest learnt about the
     portal's fields stays: it is what the portal now has)."""
@@ -215,7 +243,8 @@ def _undo(services, portal_id: int, created: bool, before: dict | None) -> None:
             purge_portal(session, portal_id)
             return
         for key, value in before.items():
-            setattr(portal, key, value)
+            if key not in keep:
+                setattr(portal, key, value)
 
 
 def _check_address(settings, claim: Claim) -> None:
@@ -233,6 +262,7 @@ def _check_address(settings, claim: Claim) -> None:
 
 
 NOT_CONFIRMED = "the portal did not confirm the install: open the app from the portal and try again"
+BUSY = "the portal is busy right now; nothing was changed: try the install again in a minute"
 
 
 def _prove(settings, claim: Claim) -> dict:
@@ -256,28 +286,39 @@ def _prove(settings, claim: Claim) -> dict:
     try:
         profile = client.call("profile") or {}
     except PortalError as exc:
+        if is_temporary(exc):  # the rate limit or a 5xx outlasted the web request's deadline
+            log.warning("install of %s: the portal is busy (%s)", claim.domain, exc.code or exc.http_status)
+            raise InstallError(503, BUSY) from exc
         log.warning("install claim for %s refused: profile answered %s", claim.domain, exc.code or exc.http_status)
         raise InstallError(401, NOT_CONFIRMED) from exc
     if not isinstance(profile, dict) or not _truthy(profile.get("ADMIN")):
         raise InstallError(403, "only a portal administrator can install the app")
-    scope = info.get("scope") or install.get("scope") or ""
-    scope = ",".join(str(s) for s in scope) if isinstance(scope, list) else str(scope)
+    scope = scope_text(claim.scope or info.get("scope") or install.get("scope"))
     if not scope:
         try:
-            granted = client.call("scope")
-            if isinstance(granted, list):
-                scope = ",".join(str(s) for s in granted)
+            scope = scope_text(client.call("scope"))
         except PortalError:
             scope = ""
-    time_zone, server_time = None, None
-    try:
-        answer = client.call("server.time")
-        time_zone = utc_offset_name(answer)
-        server_time = dt.datetime.fromisoformat(answer).astimezone(dt.timezone.utc).replace(tzinfo=None)
-    except (PortalError, TypeError, ValueError):
-        pass
+    # The installing admin's zone name (profile.TIME_ZONE, api-reference/common/users/profile.md)
+    # keeps the digest at its hour across DST; without one, the portal's UTC offset (server.time).
+    time_zone, server_time = zone_name(profile.get("TIME_ZONE")), None
+    if time_zone is None:
+        try:
+            answer = client.call("server.time")
+            time_zone = utc_offset_name(answer)
+            server_time = dt.datetime.fromisoformat(answer).astimezone(dt.timezone.utc).replace(tzinfo=None)
+        except (PortalError, TypeError, ValueError):
+            pass
     return {"scope": scope, "user_id": _int(profile.get("ID"), 0) or None, "time_zone": time_zone,
             "server_time": server_time}
+
+
+def zone_name(value) -> str | None:
+    """A time zone name the portal gave ("Europe/Berlin"), if it is one we know."""
+    name = str(value or "").strip()
+    if not name or "/" not in name or parse_time_zone(name) is None:
+        return None
+    return name
 
 
 def _authorization_server_app_info(settings, claim: Claim) -> dict:
@@ -289,24 +330,6 @@ def _authorization_server_app_info(settings, claim: Claim) -> dict:
         if exc.code == "NETWORK_ERROR" or (exc.http_status or 0) >= 500:
             raise InstallError(503, "the Bitrix24 authorization server did not answer: try the install again") from exc
         raise InstallError(401, NOT_CONFIRMED) from exc
-
-
-def utc_offset_name(server_time) -> str | None:
-    """`server.time` answers an ISO time with the portal's offset; keep the offset ("+03:00")."""
-    if not isinstance(server_time, str):
-        return None
-    try:
-        moment = dt.datetime.fromisoformat(server_time)
-    except ValueError:
-        return None
-    offset = moment.utcoffset()
-    if offset is None:
-        return None
-    minutes = int(offset.total_seconds() // 60)
-    if minutes == 0:
-        return "UTC"
-    sign = "+" if minutes > 0 else "-"
-    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
 def bx24_script_url(domain: str) -> str:

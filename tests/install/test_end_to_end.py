@@ -48,13 +48,14 @@ def test_install_registers_exactly_the_manifest_and_a_second_install_changes_not
     assert f"//{devportal.domain}/bx24.js" in answer["answer"]
     portal = portal_row(services)
     assert (portal.domain, portal.member_id, portal.status) == (devportal.domain, answer["member_id"], "active")
-    assert portal.time_zone == "+03:00"  # the devportal runs on Europe/Moscow
+    assert portal.time_zone == "Europe/Moscow"  # the installing admin's profile.TIME_ZONE
 
     url = app_server.url
     client = PortalClient(services, portal.id)
     bound = {(r["event"], r["handler"]) for r in client.call("event.get")}
     expected = {(e, f"{url}/events") for e in CRM_EVENTS} | {("ONVOXIMPLANTCALLEND", f"{url}/events"),
-                                                            (INSTALL_EVENT, f"{url}/install")}
+                                                            (INSTALL_EVENT, f"{url}/install"),
+                                                            ("ONAPPUPDATE", f"{url}/install")}
     assert bound == expected
     assert {(p["placement"], p["handler"]) for p in client.call("placement.get")} == {
         ("CRM_CONTACT_DETAIL_TAB", f"{url}/placement/crm_contact_detail_tab"),

@@ -31,12 +31,12 @@ def failing_manifest(monkeypatch, services):
     applied: a half-done manifest. Records the portal's status while the manifest runs."""
     seen = []
 
-    def fail(services_, client, portal_id, public_url, report):
+    def fail(registered, definitions, applied, report):
         with services.sessions() as session:
-            seen.append(session.get(Portal, portal_id).status)
-        raise PortalError("INTERNAL_SERVER_ERROR", "the portal broke", 500, "bizproc.robot.list")
+            seen.extend(p.status for p in session.scalars(select(Portal)))
+        raise PortalError("ERROR_CORE", "the portal refused the robot", 400, "bizproc.robot.add")
 
-    monkeypatch.setattr("install.manifest._apply_robots", fail)
+    monkeypatch.setattr("install.manifest._robot_commands", fail)
     return seen
 
 
@@ -62,8 +62,9 @@ def test_a_known_portal_keeps_its_tokens_and_state_when_a_reinstall_fails(servic
         raise PortalError("QUERY_LIMIT_EXCEEDED", "Too many requests", 503, "event.get")
 
     monkeypatch.setattr("install.manifest.apply_manifest", fail)
+    monkeypatch.setattr("install.manifest.manifest_key", lambda version, fingerprint: "another version")
     again = devportal.portal.install_app(app_server.url, s.client_id, s.client_secret)
-    assert again["status_code"] == 502
+    assert again["status_code"] == 503 and "try the install again" in again["answer"]  # busy: a clear retry
     [after] = portal_rows(services)
     assert tokens_of(services, after) == tokens_of(services, before) != (again["access_token"], again["refresh_token"])
     assert (after.status, after.expires_at, after.client_endpoint, after.installed_at) == (
