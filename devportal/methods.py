@@ -657,6 +657,8 @@ def _userfield_methods(entity: str):
                     current.remove(existing)
                     continue
                 for key in ("VALUE", "SORT", "DEF", "XML_ID"):
+                    if key == "XML_ID" and portal.enum_xml_ids == "own":
+                        continue
                     if key in item:
                         existing[key] = str(item[key])
                 continue
@@ -665,7 +667,7 @@ def _userfield_methods(entity: str):
             new_id = str(portal._next("uf_item"))
             current.append({"ID": new_id, "SORT": str(item.get("SORT") or 500), "VALUE": str(item["VALUE"]),
                             "DEF": "Y" if str(item.get("DEF", "N")).upper() == "Y" else "N",
-                            "XML_ID": str(item.get("XML_ID") or _xml_id())})
+                            "XML_ID": str((portal.enum_xml_ids != "own" and item.get("XML_ID")) or _xml_id())})
         current.sort(key=lambda i: (int(i["SORT"]) if i["SORT"].lstrip("-").isdigit() else 500, int(i["ID"])))
 
     def add(portal, ctx, params):
@@ -680,6 +682,7 @@ def _userfield_methods(entity: str):
             raise argument_error("FIELD_NAME is too long", "FIELD_NAME")
         if name in portal.userfields[entity]:
             raise RestError("ERROR_CORE", f"Ошибка при добавлении пользовательского поля {name}", 400)
+        _yes_no(fields, "SHOW_FILTER")
         label = fields.get("LABEL")
         definition = {
             "ID": str(portal._next("uf")), "ENTITY_ID": entity_id, "FIELD_NAME": name,
@@ -730,6 +733,7 @@ def _userfield_methods(entity: str):
         _require_admin(portal, ctx)
         definition = _find(portal, arg(params, "id"))
         fields = {str(k).upper(): v for k, v in _dict(arg(params, "fields")).items()}
+        _yes_no(fields, "SHOW_FILTER")
         for key in ("SORT", "MANDATORY", "SHOW_FILTER", "SHOW_IN_LIST", "EDIT_IN_LIST", "XML_ID"):
             if key in fields:
                 definition[key] = str(fields[key])
@@ -762,6 +766,12 @@ def _userfield_methods(entity: str):
     METHODS[f"{prefix}.list"] = list_
     METHODS[f"{prefix}.update"] = update
     METHODS[f"{prefix}.delete"] = delete
+
+
+def _yes_no(fields: dict, key: str) -> None:
+    """A flag the docs list as Y or N (crm-contact-userfield-add.md: SHOW_FILTER) takes nothing else."""
+    if key in fields and str(fields[key]).upper() not in ("Y", "N"):
+        raise argument_error(f"{key} must be Y or N", key)
 
 
 def _xml_id() -> str:

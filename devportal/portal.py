@@ -6,6 +6,7 @@ import json
 import queue
 from collections import deque
 import random
+import re
 import secrets
 import threading
 import time as _time
@@ -63,6 +64,9 @@ class DevPortal:
         self.latency_ms = int(latency_ms)
         self.method_errors: dict[str, str] = {}
         self.portal_error: str | None = None
+        # The docs do not promise an enumeration item keeps the XML_ID it was given: "own" makes
+        # the portal choose its own (md5-like) for every new item and ignore a changed one.
+        self.enum_xml_ids = "given"
         # The plan app.info reports (LICENSE "<region>_<plan>"); set_plan() gives its limits too.
         self.license = license
         self._rng = random.Random(7)
@@ -290,7 +294,7 @@ class DevPortal:
                          expires_in=self.token_ttl)
             if refresh:
                 block["refresh_token"] = tokens["refresh_token"]
-        block.update(scope=app.get("scope", ""), domain=self.domain, server_endpoint=self.auth_endpoint,
+        block.update(scope=event_scope(app.get("scope", "")), domain=self.domain, server_endpoint=self.auth_endpoint,
                      status="L", client_endpoint=self.rest_endpoint, member_id=self.member_id)
         if user_id:
             block["user_id"] = int(user_id)
@@ -493,7 +497,7 @@ class DevPortal:
                     "data": {"VERSION": "1", "ACTIVE": "Y", "INSTALLED": "Y", "LANGUAGE_ID": lang},
                     "ts": int(self.ts()),
                     "auth": {"access_token": tokens["access_token"], "expires": tokens["expires"],
-                             "expires_in": self.token_ttl, "scope": scope, "domain": self.domain,
+                             "expires_in": self.token_ttl, "scope": event_scope(scope), "domain": self.domain,
                              "server_endpoint": self.auth_endpoint, "status": "L",
                              "client_endpoint": self.rest_endpoint, "member_id": self.member_id,
                              "user_id": 1, "refresh_token": tokens["refresh_token"],
@@ -979,6 +983,12 @@ class DevPortal:
 
 
 # --- the authorization server (one for every portal of the process) -----------------------------
+def event_scope(scope: str) -> str:
+    """An event's auth[scope] lists the granted scopes separated by spaces
+    (api-reference/common/events/on-app-update.md, on-app-install.md)."""
+    return " ".join(part for part in re.split(r"[\s,]+", scope or "") if part)
+
+
 def auth_server_token(params: dict) -> tuple[int, dict]:
     """GET /auth/oauth/token/: refresh at whichever portal issued the refresh token."""
     token = params.get("refresh_token") or ""

@@ -34,7 +34,7 @@ from addon.bitrix.scope import scope_text
 from addon.bitrix.tokens import mark_active, save_application_token, save_tokens, token_app_info
 from addon.options import Options, parse_time_zone
 from install.address import PortalAddressRefused, check_portal_address
-from install.manifest import ensure_manifest, utc_offset_name
+from install.manifest import ManifestIncomplete, ensure_manifest, utc_offset_name
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +164,10 @@ def _install(services, claim: Claim) -> InstallOutcome:
             log.warning("install of %s undone: the manifest failed at %s: %s", claim.domain, exc.method, exc.code)
             raise InstallError(502, "the portal did not answer as expected while the app was set up; nothing "
                                     "was changed: try the install again") from exc
+        if isinstance(exc, ManifestIncomplete):
+            log.warning("install of %s undone: %s", claim.domain, exc)
+            raise InstallError(502, "the portal did not keep what the app registered; nothing was changed: "
+                                    "try the install again") from exc
         log.exception("install of %s undone: the manifest failed", claim.domain)
         raise InstallError(500, "the app could not be set up on the portal; nothing was changed: "
                                 "try the install again") from exc

@@ -48,6 +48,11 @@ FIELD_LABELS = {
 }
 
 
+class ManifestIncomplete(Exception):
+    """The portal's answer leaves the manifest unusable (a field missing after its add, a status
+    with no list item): the install must fail rather than write statuses as nothing."""
+
+
 @dataclass
 class ManifestReport:
     events_bound: list[str] = field(default_factory=list)
@@ -366,13 +371,11 @@ def _field_items(state: dict, options: Options, stored_items: dict) -> dict[str,
             key = _items_key(entity, field_name)
             existing = _found(state[f"field:{entity}:{field_name}"], field_name)
             if existing is None:
-                raise PortalError("FIELD_NOT_CREATED", f"{field_name} is missing on {entity}s after it was added",
-                                  None, f"crm.{entity}.userfield.add")
+                raise ManifestIncomplete(f"{field_name} is missing on {entity}s after it was added")
             matched = match_items(existing.get("LIST") or [], desired, stored_items.get(key) or {})
             missing = [want["XML_ID"] for want in desired if want["XML_ID"] not in matched]
             if missing:
-                raise PortalError("FIELD_ITEMS_MISSING", f"the {entity} field {field_name} has no item for "
-                                  f"{', '.join(missing)}", None, f"crm.{entity}.userfield.list")
+                raise ManifestIncomplete(f"the {entity} field {field_name} has no list item for {', '.join(missing)}")
             items[key] = {code: str(item["ID"]) for code, item in matched.items()}
     return items
 
