@@ -67,6 +67,8 @@ class DevPortal:
         # The docs do not promise an enumeration item keeps the XML_ID it was given: "own" makes
         # the portal choose its own (md5-like) for every new item and ignore a changed one.
         self.enum_xml_ids = "given"
+        self._in_flight = 0
+        self._idle_cv = threading.Condition()
         # The plan app.info reports (LICENSE "<region>_<plan>"); set_plan() gives its limits too.
         self.license = license
         self._rng = random.Random(7)
@@ -430,6 +432,27 @@ class DevPortal:
             record["error"] = str(exc)
         with self.lock:
             self.deliveries.append(record)
+
+    def request_started(self) -> None:
+        with self._idle_cv:
+            self._in_flight += 1
+
+    def request_finished(self) -> None:
+        with self._idle_cv:
+            self._in_flight -= 1
+            self._idle_cv.notify_all()
+
+    def wait_idle(self, timeout: float = 5.0) -> bool:
+        """Block until no REST request is being answered (one sent by a killed process still runs
+        to its end, as on a real portal); False on timeout."""
+        deadline = _time.monotonic() + timeout
+        with self._idle_cv:
+            while self._in_flight:
+                left = deadline - _time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle_cv.wait(left)
+        return True
 
     def wait_for_deliveries(self, timeout: float = 5.0) -> bool:
         """Block until every queued event/robot POST has been attempted; False on timeout."""

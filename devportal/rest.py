@@ -58,7 +58,16 @@ def time_block(portal, started: float, finished: float, method: str, dt_start: d
 
 
 def handle_http(portal, method: str, params: dict, bearer: str | None) -> tuple[int, dict]:
-    """One HTTP request to /rest/<method>: (status, JSON body)."""
+    """One HTTP request to /rest/<method>: (status, JSON body). Counted while it runs, so a test
+    can wait for a request whose client died to land (DevPortal.wait_idle)."""
+    portal.request_started()
+    try:
+        return _handle_http(portal, method, params, bearer)
+    finally:
+        portal.request_finished()
+
+
+def _handle_http(portal, method: str, params: dict, bearer: str | None) -> tuple[int, dict]:
     method = method.lower()
     if method.endswith(".json"):
         method = method[:-5]

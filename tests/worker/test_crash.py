@@ -36,6 +36,7 @@ def test_sigkill_during_a_daily_run_then_rerun_equals_an_uninterrupted_run(porta
     _, err = proc.communicate()
     assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
     victim.dp.wait_for_deliveries(30)
+    assert victim.dp.wait_idle(30)  # the batch the killed worker had sent lands before the rerun looks
     half = writes_per_client(victim)
     assert 0 < len(half) < len(writes_per_client(reference)), "killed before or after the writes"
 
