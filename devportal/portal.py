@@ -887,7 +887,7 @@ class DevPortal:
     def _stage_entered(self, entity: str, rid: int, stage: str | None) -> None:
         for hook in self.stage_robots:
             if hook["document_type"] == entity and hook["stage_id"] == stage:
-                self._robot_job(hook["code"], entity, rid, hook["properties"], "Y", queued=True)
+                self._robot_job(hook["code"], entity, rid, hook["properties"], None, queued=True)
 
     def bind_stage_robot(self, document_type: str, stage_id: str, code: str, properties: dict | None = None):
         """An automation rule: moving a deal/lead into `stage_id` runs robot `code`."""
@@ -896,8 +896,9 @@ class DevPortal:
                                       "properties": dict(properties or {})})
 
     def run_robot(self, code: str, document_type: str, document_id: int, properties: dict | None = None,
-                  use_subscription: str = "Y") -> str:
-        """POST the robot form to the robot's HANDLER now; returns the event_token."""
+                  use_subscription: str | None = None) -> str:
+        """POST the robot form to the robot's HANDLER now; returns the event_token. The form's
+        use_subscription is the robot's registered USE_SUBSCRIPTION unless given."""
         return self._robot_job(code, document_type, int(document_id), properties or {}, use_subscription,
                                queued=False)
 
@@ -939,8 +940,13 @@ class DevPortal:
             doc_class, doc_prefix = DOC_IDS[document_type]
             workflow_id = secrets.token_hex(12)
             event_token = f"{workflow_id}|A{secrets.token_hex(6)}|{secrets.token_hex(16)}.{secrets.token_hex(20)}"
+            if use_subscription is None:
+                use_subscription = "Y" if str(robot.get("USE_SUBSCRIPTION") or "").upper() == "Y" else "N"
+            # bizproc-event-send.md: an event can be sent only for a robot registered with
+            # USE_SUBSCRIPTION Y; otherwise the automation goes on without waiting for one.
             self._event_tokens[event_token] = {"code": code, "used": False, "document_id": document_id,
-                                               "document_type": document_type}
+                                               "document_type": document_type,
+                                               "subscribed": str(use_subscription).upper() == "Y"}
             declared = robot.get("PROPERTIES") or {}
             props = {}
             for key, value in properties.items():
@@ -971,7 +977,7 @@ class DevPortal:
     def robot_reply(self, event_token: str, return_values: dict, log_message: str | None) -> None:
         with self.lock:
             info = self._event_tokens.get(event_token or "")
-            if info is None or info["used"]:
+            if info is None or info["used"] or not info.get("subscribed", True):
                 raise RestError("ACCESS_DENIED", "Access denied!", 403)
             info["used"] = True
             self.robot_replies.append({"event_token": event_token, "code": info["code"],

@@ -77,8 +77,11 @@ def parse_call(event: StoredEvent) -> RobotCall:
     if not m or m.group(1).lower() != document_type:
         raise ValueError(f"robot {code} called for document {raw!r}")
     props = payload.get("properties") if isinstance(payload.get("properties"), dict) else {}
-    return RobotCall(event.id, code, robot, document_type, int(m.group(2)), str(payload.get("event_token") or ""),
-                     props)
+    # A robot registered without USE_SUBSCRIPTION Y is not waited for: the portal takes no reply to
+    # it (bizproc-event-send.md), so its token is not kept for one.
+    subscribed = str(payload.get("use_subscription") or "Y").upper() == "Y"
+    token = str(payload.get("event_token") or "") if subscribed else ""
+    return RobotCall(event.id, code, robot, document_type, int(m.group(2)), token, props)
 
 
 # --- property values (externalised by Bitrix24) ----------------------------------------------------

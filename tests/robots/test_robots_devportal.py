@@ -449,3 +449,21 @@ def test_reminder_on_a_date_field_the_same_day(world):
     tasks = world.tasks_for(f"D_{deal}")
     assert [t["title"] for t in tasks] == ["Встреча сегодня"]
     assert tasks[0]["createdDate"].startswith("2026-11-04T09") and "04.11.2026" in tasks[0]["description"]
+
+
+def test_a_robot_registered_without_use_subscription_gets_no_reply_and_nothing_fails(world):
+    # bizproc-event-send.md: an event can be sent only for a robot registered with USE_SUBSCRIPTION Y;
+    # the devportal refuses any other reply (ACCESS_DENIED), as the docs allow.
+    from sqlalchemy import select
+
+    from addon.models import Outbox
+
+    m1 = world.managers[0]
+    lead = world.lead("Без ответа", status="IN_PROCESS", ASSIGNED_BY_ID=m1)
+    world.robot("call_cadence", "lead", lead, final_stage="JUNK")
+    world.process()
+    world.run_for(days=3)
+    assert world.tasks_for(f"L_{lead}")  # the robot worked
+    assert not [c for c in world.portal.calls if c["method"] == "bizproc.event.send"]
+    with world.services.sessions() as session:
+        assert [r.method for r in session.scalars(select(Outbox).where(Outbox.status == "failed"))] == []
