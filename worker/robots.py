@@ -18,7 +18,7 @@ import click
 from sqlalchemy import select
 
 from addon.bitrix import directory
-from addon.bitrix.errors import is_permanent
+from addon.bitrix.errors import PortalError, is_not_found, is_permanent, is_temporary
 from addon.engine import (PortalContext, load_context, mark_answers, notification_command,
                           parse_portal_time, plan_message, plan_write)
 from addon.models import (PORTAL_ACTIVE, PORTAL_UNINSTALLED, NotificationLog, Outbox, Portal, RobotTimer,
@@ -149,6 +149,15 @@ def as_int(value: Any) -> int | None:
 
 # --- one pass over one portal ----------------------------------------------------------------------
 
+
+def reads_as_empty(exc: PortalError) -> bool:
+    """Whether a refused read may be taken as "nothing there": the item is not found, the method
+    does not exist on this portal, or the app was not granted its scope. Anything else — the rate
+    limit, a 5xx, the network, a blocked or unpaid portal — must not turn into empty data a robot
+    then decides on: it is raised, and the robot call is tried again on a later pass."""
+    return is_not_found(exc) or str(exc.code) in ("ERROR_METHOD_NOT_FOUND", "insufficient_scope")
+
+
 class Run:
     """One pass over one portal: its context, a client, cached portal reads, planned writes."""
 
@@ -268,17 +277,22 @@ class Run:
         from addon.rules import find_supervisor
 
         try:
-            return find_supervisor(self.org(), user_id)
-        except Exception as exc:  # no department scope: nobody to tell, the rest still works
+            org = self.org()
+        except PortalError as exc:
+            if not reads_as_empty(exc):
+                raise  # the rate limit, a 5xx, the network: the robot call is tried again later
             log.warning("no supervisor lookup on portal %s: %s", self.portal_id, exc)
             return None
+        return find_supervisor(org, user_id)
 
     def field_labels(self, document_type: str, field_code: str) -> dict[str, str]:
         """Enumeration item ID -> label of a field (from crm.<type>.fields)."""
         if document_type not in self._fields:
             try:
                 self._fields[document_type] = self.client.call(f"crm.{document_type}.fields") or {}
-            except Exception:
+            except PortalError as exc:
+                if not reads_as_empty(exc):
+                    raise
                 self._fields[document_type] = {}
         spec = self._fields[document_type].get(field_code) or self._fields[document_type].get(field_code.upper()) or {}
         return {str(i.get("ID")): str(i.get("VALUE")) for i in spec.get("items") or [] if isinstance(i, dict)}
@@ -293,7 +307,9 @@ class Run:
         if entity not in self._stages:
             try:
                 rows = self.client.call("crm.status.list", {"filter": {"ENTITY_ID": entity}, "order": {"SORT": "ASC"}})
-            except Exception:
+            except PortalError as exc:
+                if not reads_as_empty(exc):
+                    raise
                 rows = []
             self._stages[entity] = sorted(rows or [], key=lambda r: as_int(r.get("SORT")) or 0)
         return self._stages[entity]
@@ -308,7 +324,9 @@ class Run:
             result = self.client.call("crm.stagehistory.list", {
                 "entityTypeId": OWNER_TYPE[document_type], "order": {"ID": "DESC"},
                 "filter": {"OWNER_ID": int(entity_id)}})
-        except Exception:  # an older portal without the method: callers fall back
+        except PortalError as exc:  # an older portal without the method: callers fall back
+            if not reads_as_empty(exc):
+                raise
             return []
         rows = result.get("items", []) if isinstance(result, dict) else result or []
         return [str(r.get("STAGE_ID") or r.get("STATUS_ID") or "") for r in rows if isinstance(r, dict)]
@@ -923,8 +941,9 @@ TIMER_HANDLERS: dict[str, Callable[[Run, RobotTimer], None]] = {
 def process_robot_calls(services, portal_id: int, now: dt.datetime, limit: int = 200, client=None) -> int:
     """Execute the portal's stored robot calls (oldest first); returns how many were completed.
 
-    A call whose item is gone is answered and marked; a call that fails (the portal is down) keeps
-    `attempts` and its error and is tried again next time, up to MAX_ATTEMPTS."""
+    A call whose item is gone is answered and marked; a call that fails keeps its error and is
+    tried again next time: while the portal refuses for a passing reason, for as long as that
+    lasts; a failure of its own, up to MAX_ATTEMPTS times."""
     now = naive_utc(now)
     done = 0
     with services.sessions() as session:
@@ -998,9 +1017,13 @@ def process_robot_calls(services, portal_id: int, now: dt.datetime, limit: int =
 
 
 def _fail(session, event_ids: list[int], exc: Exception) -> None:
+    """Note why the calls wait. A passing refusal (the rate limit, a 5xx, a blocked or unpaid
+    portal) spends none of a call's attempts: it waits for the portal, however long that takes;
+    only a failure of our own or of the call counts towards MAX_ATTEMPTS."""
+    spend = not (isinstance(exc, PortalError) and is_temporary(exc))
     for event_id in event_ids:
         event = session.get(StoredEvent, event_id)
-        event.attempts += 1
+        event.attempts += int(spend)
         event.error = f"{type(exc).__name__}: {exc}"[:2000]
 
 

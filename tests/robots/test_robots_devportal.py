@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 import requests
 from sqlalchemy import func, select
 
@@ -467,3 +468,45 @@ def test_a_robot_registered_without_use_subscription_gets_no_reply_and_nothing_f
     assert not [c for c in world.portal.calls if c["method"] == "bizproc.event.send"]
     with world.services.sessions() as session:
         assert [r.method for r in session.scalars(select(Outbox).where(Outbox.status == "failed"))] == []
+
+
+@pytest.mark.parametrize("code", ["PAYMENT_REQUIRED", "OPERATION_TIME_LIMIT"])
+def test_a_read_the_portal_refuses_for_now_leaves_the_robot_call_undecided(world, code):
+    # A stage gate reads the deal's stage history. Refused for a passing reason, it must not be read
+    # as "no history" (that would send a deal that did pass the stage back): the call waits, spends
+    # none of its attempts, and decides right once the portal answers.
+    from sqlalchemy import select
+
+    from addon.models import Portal, StoredEvent
+
+    m1 = world.managers[0]
+    deal = world.portal.act_add("deal", {"TITLE": "Прошла", "STAGE_ID": "PREPARATION", "ASSIGNED_BY_ID": m1})
+    world.portal.act_move_stage("deal", deal, "EXECUTING")
+    world.portal.act_move_stage("deal", deal, "FINAL_INVOICE")
+    world.portal.set_faults(method_errors={"crm.stagehistory.list": code})
+    world.robot("stage_gate", "deal", deal, required_stage="EXECUTING")
+    for _ in range(7):  # more passes than a call's attempts
+        assert world.process() == 0
+    assert world.record("deal", deal)["STAGE_ID"] == "FINAL_INVOICE"
+    assert not world.replies("stage_gate") and not world.messages_to(m1)
+    with world.services.sessions() as s:
+        event = s.scalars(select(StoredEvent).where(StoredEvent.source == "robot")).one()
+        assert event.processed_at is None and event.attempts == 0 and code in event.error
+        s.get(Portal, world.portal_id).parked_methods = {}  # the parked method is free again
+        s.commit()
+    world.portal.set_faults()
+    assert world.process() == 1
+    assert world.record("deal", deal)["STAGE_ID"] == "FINAL_INVOICE"
+    assert world.replies("stage_gate")[-1]["return_values"]["passed"] == "Y"
+
+
+def test_a_missing_method_or_item_still_reads_as_empty():
+    from addon.bitrix.errors import PortalError
+    from worker.robots import reads_as_empty
+
+    assert reads_as_empty(PortalError("NOT_FOUND", "Not found", 400))
+    assert reads_as_empty(PortalError("ERROR_METHOD_NOT_FOUND", "Method not found!", 404))
+    assert reads_as_empty(PortalError("insufficient_scope", "", 401))
+    for code, status in (("QUERY_LIMIT_EXCEEDED", 503), ("INTERNAL_SERVER_ERROR", 500), ("OVERLOAD_LIMIT", 503),
+                         ("PAYMENT_REQUIRED", 402), ("OPERATION_TIME_LIMIT", 429), ("NETWORK_ERROR", None)):
+        assert not reads_as_empty(PortalError(code, "", status)), code

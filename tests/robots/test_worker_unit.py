@@ -47,7 +47,8 @@ def test_an_overloaded_portal_leaves_the_call_for_later(services):
     assert process_robot_calls(services, pid, now, client=StrugglingPortal()) == 0
     with services.sessions() as s:
         event = s.scalars(select(StoredEvent)).one()
-        assert event.processed_at is None and event.attempts == 1 and "503" in event.error
+        # a passing refusal spends none of the call's attempts: it waits for the portal
+        assert event.processed_at is None and event.attempts == 0 and "503" in event.error
 
 
 def test_a_deleted_item_is_answered_and_the_call_done(services):
