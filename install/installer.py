@@ -30,6 +30,7 @@ from addon.db import unit_of_work
 from addon.models import PORTAL_ACTIVE, PORTAL_INSTALLING, PORTAL_UNINSTALLED, Portal, PortalSettings
 from addon.bitrix.client import PortalError, unix_to_utc, user_client
 from addon.bitrix.errors import is_temporary
+from addon.bitrix.pace import shared_pace
 from addon.bitrix.scope import scope_text
 from addon.bitrix.tokens import mark_active, save_application_token, save_tokens, token_app_info
 from addon.options import Options, parse_time_zone
@@ -148,7 +149,9 @@ def _install(services, claim: Claim) -> InstallOutcome:
         known = session.scalar(select(Portal).where(Portal.member_id == claim.member_id))
         if known is not None and known.domain.lower() != claim.domain:
             raise InstallError(403, "this portal is registered from another domain")
-    proof = _prove(settings, claim)
+        known_id = known.id if known is not None else None
+    # A known portal's proof draws on its one budget, shared with the worker's daily run.
+    proof = _prove(settings, claim, shared_pace(services, known_id) if known_id is not None else None)
     portal_id, created, before = _store(services, claim, proof)
     # The manifest needs the stored tokens (its client reads them), so the portal row is committed
     # first and put back as it was when the manifest fails: a failed install leaves nothing half-done.
@@ -269,7 +272,7 @@ NOT_CONFIRMED = "the portal did not confirm the install: open the app from the p
 BUSY = "the portal is busy right now; nothing was changed: try the install again in a minute"
 
 
-def _prove(settings, claim: Claim) -> dict:
+def _prove(settings, claim: Claim, pace=None) -> dict:
     """The authorization server (settings.oauth_url, Bitrix24's own) must say the claimed token is
     this app's (our client_id) on the claimed portal (member_id, domain); only then is the portal
     itself asked: the user must be an admin. Also reads the granted scope and the portal's UTC
@@ -286,7 +289,7 @@ def _prove(settings, claim: Claim) -> dict:
         log.warning("install claim for %s refused: the authorization server's %s differ", claim.domain,
                     "/".join(mismatch))
         raise InstallError(401, NOT_CONFIRMED)
-    client = user_client(claim.client_endpoint, claim.access_token)
+    client = user_client(claim.client_endpoint, claim.access_token, pace=pace)
     try:
         profile = client.call("profile") or {}
     except PortalError as exc:

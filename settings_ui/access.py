@@ -99,6 +99,7 @@ def verify_user(services, member_id: str, auth_id: str, lang: str | None) -> Pag
     from addon.models import PORTAL_UNINSTALLED, Portal
     from addon.bitrix.client import PortalError, user_client
     from addon.bitrix.errors import is_temporary
+    from addon.bitrix.pace import shared_pace
 
     if not member_id or not auth_id:
         raise AccessDenied("no_auth")
@@ -107,7 +108,7 @@ def verify_user(services, member_id: str, auth_id: str, lang: str | None) -> Pag
         if portal is None or portal.status == PORTAL_UNINSTALLED:
             raise AccessDenied("unknown_portal")
         portal_id, endpoint, domain = portal.id, portal.client_endpoint, portal.domain
-    client = user_client(endpoint, auth_id, services.settings)
+    client = user_client(endpoint, auth_id, services.settings, pace=shared_pace(services, portal_id))
     try:
         me = client.call("user.current") or {}
         is_admin = client.call("user.admin")

@@ -711,11 +711,16 @@ class UserClient(_Rest):
     follow_moves = False
 
     def __init__(self, client_endpoint: str, access_token: str, settings=None, *,
-                 sleep: Callable[[float], None] = time.sleep, deadline: float | None | str = "web"):
+                 sleep: Callable[[float], None] = time.sleep, deadline: float | None | str = "web",
+                 pace=None):
         # Its callers are web requests: unless told otherwise, WEB_DEADLINE as it is now.
         super().__init__(client_endpoint, settings or _default_settings(), sleep=sleep,
                          deadline=WEB_DEADLINE if deadline == "web" else deadline)
         self._token = access_token
+        if pace is not None:
+            # A known portal's one budget (addon.bitrix.pace.shared_pace): a user's calls from the web
+            # draw on the same bucket as the worker's, or the two together overrun the portal.
+            self.pace = pace
 
     def _access(self) -> str:
         return self._token
