@@ -246,7 +246,7 @@ def _receivers() -> Blueprint:
 
     @bp.post("/install")
     def install():
-        from install.installer import InstallError, handle_app_install, install_from_page
+        from install.installer import InstallError, handle_app_install, install_failure_page, install_from_page
 
         services = services_of()
         try:
@@ -257,9 +257,23 @@ def _receivers() -> Blueprint:
             if str(form.get("event") or "").upper() in ("ONAPPINSTALL", "ONAPPUPDATE"):
                 portal_id = handle_app_install(services, form)
                 return jsonify({"status": "installed", "portal": portal_id})
-            outcome = install_from_page(services, request.args.to_dict(), form)
         except (InstallError, IntakeError) as exc:
             return _refusal(exc.status, exc.message)
+        # The installer page is read by the admin in the portal's frame (a browser asks for HTML):
+        # its failures are a page there; a caller that does not ask for HTML gets the JSON.
+        page = request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html"
+        try:
+            outcome = install_from_page(services, request.args.to_dict(), form)
+        except (InstallError, IntakeError) as exc:
+            if not page:
+                return _refusal(exc.status, exc.message)
+            return Response(install_failure_page(exc.status, exc.message), status=exc.status, mimetype="text/html")
+        except PortalError as exc:
+            if not page:
+                raise
+            status, answer = portal_trouble_answer(exc)
+            return Response(install_failure_page(status, answer["error_description"]), status=status,
+                            mimetype="text/html")
         return Response(outcome.html, mimetype="text/html")
 
     return bp

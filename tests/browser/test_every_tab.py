@@ -169,3 +169,31 @@ def test_every_tab_is_russian_fits_the_screen_and_links_nowhere_dead(
     finally:
         context.close()
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("width", [1280, 400])
+def test_the_installer_page_is_russian_fits_the_screen_and_finishes_the_install(
+        browser, services, fast_devportal, app_server, width):
+    dp = fast_devportal.portal
+    s = services.settings
+    dp.register_app(app_server.url, s.client_id, s.client_secret, installed=False)
+    context = browser.new_context(viewport={"width": width, "height": 900}, locale="ru-RU")
+    page = context.new_page()
+    console: list[str] = []
+    page.on("console", lambda msg: console.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: console.append(str(exc)))
+    try:
+        page.goto(f"{fast_devportal.url}/app/install")
+        app = page.frame_locator("#app-frame")
+        app.locator("h1").wait_for()
+        assert app.locator("h1").inner_text() == "«Не забыт» установлен"
+        page.wait_for_selector("body[data-install-finished='1']", timeout=10000)  # BX24.installFinish()
+        frame = page.frame(name="app-frame")
+        text = frame.evaluate("() => document.body.innerText")
+        assert "Что дальше" in text and not english_words(text), english_words(text)
+        assert not frame.evaluate(OVERFLOW_JS)
+        assert not page.evaluate("document.documentElement.scrollWidth > window.innerWidth + 1")
+        assert console == []
+        assert dp.app["installed"]
+    finally:
+        context.close()
