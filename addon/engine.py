@@ -387,7 +387,8 @@ def notification_command(row: NotificationLog, title: str | None = None) -> tupl
         return "log.blogpost.add", {"POST_TITLE": title or "", "POST_MESSAGE": row.message,
                                     "DEST": [f"U{row.recipient_id}"]}
     # TAG = our key: were a message ever sent again after a crash, Bitrix24 replaces it, so the
-    # recipient still sees it once.
+    # recipient still sees it once. The parts of a long message have keys of their own
+    # (message_parts), so one part never replaces another.
     return "im.notify.system.add", {"USER_ID": row.recipient_id, "MESSAGE": row.message, "TAG": row.key}
 
 

@@ -10,7 +10,7 @@ def _digest(n: int, width: int = 40) -> str:
     return "\n".join(["[B]Сводка на 02.03.2026[/B]"] + [f"• клиент {i:04d} " + "я" * width for i in range(n)])
 
 
-def _body(parts: list[str], head: bool = True) -> list[str]:
+def _body(parts: list[str]) -> list[str]:
     """The lines the parts carry, without each part's head line and number."""
     return [line for part in parts for line in part.split("\n")[1:]]
 

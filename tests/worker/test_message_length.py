@@ -10,8 +10,9 @@ import pytest
 from sqlalchemy import select
 
 from addon import engine
+from addon.bitrix.client import portal_client
 from addon.models import NotificationLog
-from addon.rules.messages import MESSAGE_LIMIT, POST_LIMIT
+from addon.rules.messages import COMMENT_LIMIT, MESSAGE_LIMIT, POST_LIMIT
 from devportal.methods import TEXT_LIMIT
 from tests.worker.conftest import DAY0, at
 
@@ -107,3 +108,26 @@ def test_a_run_killed_while_sending_the_parts_sends_the_rest_once(harness, monke
     monkeypatch.setattr(engine, "SEND_CHUNK", 50)
     h.daily(at(DAY0, 9, 30))
     _check_delivered(h, manager)
+
+
+def test_an_over_long_timeline_comment_and_message_are_kept_within_the_limit(harness):
+    h = harness
+    h.dp.seed(departments=1, managers=2, contacts=3, companies=0, months_of_calls=0, deals=0, rng_seed=3)
+    h.install()
+    manager = int(h.dp.records["contact"][1]["ASSIGNED_BY_ID"])
+    with h.services.sessions() as s:
+        long_comment = "Не забыт: " + "я" * 30_000
+        engine.plan_write(s, h.portal_id, "timeline:long", "crm.timeline.comment.add",
+                          {"fields": {"ENTITY_ID": 1, "ENTITY_TYPE": "contact", "COMMENT": long_comment}})
+        # One line (a revert warning, a robot's message): cut, as it cannot be split between lines.
+        engine.plan_message(s, h.portal_id, "revert:contact:1:1", manager, DAY0, "revert", "я" * 30_000)
+        s.commit()
+    client = portal_client(h.services, h.portal_id)
+    try:
+        assert engine.flush(h.services, client, h.portal_id) == (1, 1)
+    finally:
+        client.close()
+    [comment] = h.dp.timeline_comments
+    assert len(comment["COMMENT"]) == COMMENT_LIMIT and comment["COMMENT"].endswith("…")
+    [note] = h.dp.notifications
+    assert len(note["message"]) == MESSAGE_LIMIT and note["message"].endswith("…")
