@@ -26,6 +26,7 @@ from addon.models import (
     utcnow,
 )
 from addon.options import Options, parse_time_zone
+from addon.rules.messages import COMMENT_LIMIT, MESSAGE_LIMIT, POST_LIMIT, cut_message, split_message
 
 STATUS_FIELD = "UF_CRM_NEZABYT_STATUS"
 REASON_FIELD = "UF_CRM_NEZABYT_REASON"
@@ -212,6 +213,11 @@ def plan_write(session: Session, portal_id: int, key: str, method: str, params: 
     if check and session.scalar(select(Outbox.id).where(Outbox.portal_id == portal_id,
                                                         Outbox.key == key)) is not None:
         return None
+    if method == "crm.timeline.comment.add" and "COMMENT" in (params.get("fields") or {}):
+        # One comment tells one change: cut, not split (the stored text is the one sent, which
+        # _confirm_comments compares against the portal's).
+        params = {**params, "fields": {**params["fields"],
+                                       "COMMENT": cut_message(str(params["fields"]["COMMENT"]), COMMENT_LIMIT)}}
     row = Outbox(portal_id=portal_id, key=key[:255], method=method, params=params, status="pending",
                  job_run_id=job_run_id)
     session.add(row)
@@ -341,19 +347,38 @@ def mark_answers(rows, answer, *, max_attempts: int, retry_status: str | None = 
 
 # --- NotificationLog: messages exactly once -----------------------------------------------------------
 
-def plan_message(session: Session, portal_id: int, key: str, recipient_id: int, day: dt.date, kind: str,
-                 message: str, check: bool = True) -> NotificationLog | None:
-    """Record a message before it is sent; its key makes it exactly-once per recipient and day."""
-    if check and session.scalar(select(NotificationLog.id).where(NotificationLog.portal_id == portal_id,
-                                                                 NotificationLog.key == key)) is not None:
-        return None
-    row = NotificationLog(portal_id=portal_id, key=key[:255], recipient_id=recipient_id, day=day, kind=kind,
-                          message=message, status="pending")
-    session.add(row)
-    return row
-
-
 FEED_KIND = "feed"
+
+
+def message_parts(key: str, kind: str, message: str) -> list[tuple[str, str]]:
+    """(key, text) of each part a message is sent in, each within what the portal takes
+    (rules.messages): a message that fits is one part under its own key; a longer one is split on
+    line boundaries, part k > 1 keyed `<key>:k`, so each part is its own exactly-once row and its
+    own notification TAG (a twin TAG would replace the part before it)."""
+    if kind == FEED_KIND:
+        texts = split_message(message, POST_LIMIT, head=False)
+    else:
+        texts = split_message(message, MESSAGE_LIMIT)
+    key = key[:255]
+    return [(key if k == 1 else f"{key[:250]}:{k}", text) for k, text in enumerate(texts, 1)]
+
+
+def plan_message(session: Session, portal_id: int, key: str, recipient_id: int, day: dt.date, kind: str,
+                 message: str, check: bool = True, status: str = "pending") -> NotificationLog | None:
+    """Record a message before it is sent; its key makes it exactly-once per recipient and day.
+    A message too long for the portal is recorded as several parts (message_parts), all in this
+    transaction. Returns the first part's row, or None when the message was recorded before."""
+    parts = message_parts(key, kind, message)
+    if check:
+        known = set(session.scalars(select(NotificationLog.key).where(
+            NotificationLog.portal_id == portal_id, NotificationLog.key.in_([k for k, _ in parts]))))
+        if parts[0][0] in known:
+            return None
+        parts = [(k, text) for k, text in parts if k not in known]
+    rows = [NotificationLog(portal_id=portal_id, key=k, recipient_id=recipient_id, day=day, kind=kind,
+                            message=text, status=status) for k, text in parts]
+    session.add_all(rows)
+    return rows[0]
 
 
 def notification_command(row: NotificationLog, title: str | None = None) -> tuple[str, dict]:
@@ -362,7 +387,8 @@ def notification_command(row: NotificationLog, title: str | None = None) -> tupl
         return "log.blogpost.add", {"POST_TITLE": title or "", "POST_MESSAGE": row.message,
                                     "DEST": [f"U{row.recipient_id}"]}
     # TAG = our key: were a message ever sent again after a crash, Bitrix24 replaces it, so the
-    # recipient still sees it once.
+    # recipient still sees it once. The parts of a long message have keys of their own
+    # (message_parts), so one part never replaces another.
     return "im.notify.system.add", {"USER_ID": row.recipient_id, "MESSAGE": row.message, "TAG": row.key}
 
 

@@ -479,6 +479,18 @@ def bizproc_activity_log(portal, ctx, params):
 
 
 # ---------------------------------------------------------------------- notifications, feed, tasks
+# The docs name no length limit for a notification's MESSAGE (im-notify-system-add.md: only ATTACH,
+# 60,000 characters), a timeline COMMENT (crm-timeline-comment-add.md) or a POST_MESSAGE
+# (log-blogpost-add.md), yet a real portal refuses or truncates a text long enough. The devportal
+# refuses any of them over TEXT_LIMIT characters with a 400, so a sender that does not keep its
+# texts short finds out here rather than on a customer's portal.
+TEXT_LIMIT = 20_000
+
+
+def _text_too_long(value) -> bool:
+    return isinstance(value, str) and len(value) > TEXT_LIMIT
+
+
 def _notify(portal, ctx, params, kind):
     user_id = arg(params, "USER_ID")
     message = arg(params, "MESSAGE")
@@ -486,6 +498,8 @@ def _notify(portal, ctx, params, kind):
         raise RestError("USER_ID_EMPTY", "Recipient user ID not specified", 400)
     if not message:
         raise RestError("MESSAGE_EMPTY", "Message text not specified", 400)
+    if _text_too_long(message):
+        raise argument_error(f"Message is longer than {TEXT_LIMIT} characters", "MESSAGE")
     tag = arg(params, "TAG")
     if tag:
         full = portal.md5_tag(tag)
@@ -519,6 +533,9 @@ def blogpost_add(portal, ctx, params):
     message = arg(params, "POST_MESSAGE")
     if not message:
         raise argument_error("Empty post message", "POST_MESSAGE")
+    if _text_too_long(message):
+        # The docs' general "not added" error of log.blogpost.add (log-blogpost-add.md).
+        raise RestError("SONET_CONTROLLER_LIVEFEED_BLOGPOST_ADD_ERROR", "Blog post hasn't been added", 400)
     pid = portal._next("blogpost")
     author = arg(params, "USER_ID") if portal.is_admin(ctx.user_id) and arg(params, "USER_ID") else ctx.user_id
     portal.blog_posts.append({"id": pid, "title": arg(params, "POST_TITLE") or "", "message": message,
@@ -945,6 +962,8 @@ def timeline_comment_add(portal, ctx, params):
         raise RestError("NOT_FOUND", "Not found", 400)
     if not fields.get("COMMENT"):
         raise argument_error("Empty comment message.", "COMMENT")
+    if _text_too_long(fields.get("COMMENT")):
+        raise argument_error(f"Comment is longer than {TEXT_LIMIT} characters", "COMMENT")
     cid = portal._next("timeline")
     portal.timeline_comments.append({"ID": str(cid), "CREATED": portal.iso(), "ENTITY_ID": int(entity_id),
                                      "ENTITY_TYPE": entity_type, "AUTHOR_ID": str(fields.get("AUTHOR_ID") or

@@ -204,10 +204,9 @@ class Run:
 
     def notify(self, key: str, user_id: int | None, message: str) -> None:
         if user_id:
-            row = plan_message(self.session, self.portal_id, f"robot:{key}:{user_id}", int(user_id),
-                               self.local_now.date(), NOTIFY_KIND, message)
-            if row is not None:
-                row.status = ROBOT_PENDING
+            # Every part of a long message is claimed for the robot pass (engine.message_parts).
+            plan_message(self.session, self.portal_id, f"robot:{key}:{user_id}", int(user_id),
+                         self.local_now.date(), NOTIFY_KIND, message, status=ROBOT_PENDING)
 
     def reply(self, key: str, event_token: str, return_values: dict[str, Any] | None, log_message: str) -> None:
         if event_token:
