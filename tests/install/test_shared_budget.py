@@ -18,11 +18,11 @@ from addon.models import JobRun, Portal, PortalBudget
 from tests.worker.conftest import DAY0, Harness, at
 from tests.worker.simulation import worker_env
 
-CONTACTS = 900
-RPS, BURST = 1.0, 10  # the portal's limit: small, so a short run holds the portal at it
+CONTACTS = 600
+RPS, BURST = 2.0, 10  # the portal's limit: its real rate in a small bucket, so a short run holds the portal at it
 # Our settings for it: the pace is the plan's (2/s, 50) scaled by portal_rps / 2, its depth the
-# plan's less 50 - portal_burst; so 1/s and 8 deep, two requests of margin as in production.
-PACE_RPS, PACE_BURST = 1.0, 8
+# plan's less 50 - portal_burst; so 2/s and 8 deep, two requests of margin as in production.
+PACE_RPS, PACE_BURST = 2.0, 8
 
 
 def test_settings_page_card_tab_and_update_answer_while_a_daily_run_holds_the_limit(services, devportal,

@@ -112,9 +112,13 @@ def _pending(services, portal_id) -> int:
                                                           StoredEvent.processed_at.is_(None))).all())
 
 
-def test_a_portals_503_storm_does_not_delay_the_others(three_portals, fast_services):
+def test_a_portals_503_storm_does_not_delay_the_others(three_portals, fast_services, monkeypatch):
     storm, *others = three_portals
-    storm.dp.set_faults(fail_next=10_000, fail_status=503)  # every request: 503 (the client backs off 15 s)
+    # Every request of one portal: 503. The client backs off 0.5, 1, 2 s (three tries here instead of
+    # the five of production, 15.5 s, to keep the suite short) before giving that call up.
+    monkeypatch.setattr("addon.bitrix.client.MAX_503_RETRIES", 3)
+    monkeypatch.setattr("fast_bitrix24.srh.MAX_RETRIES", 5)  # batches: fast-bitrix24's own back-off, shortened too
+    storm.dp.set_faults(fail_next=10_000, fail_status=503)
     t0 = time.monotonic()
     report = jobs.drain_and_run(fast_services, at(DAY0, 9, 30))
     took = time.monotonic() - t0
@@ -123,10 +127,10 @@ def test_a_portals_503_storm_does_not_delay_the_others(three_portals, fast_servi
     assert report.daily_runs == 2
     for h in others:
         assert _pending(fast_services, h.portal_id) == 0 or h.dp.wait_for_deliveries(5)
-        # Finished while the storm was still being ridden out (15 s of back-off per call).
-        assert (runs[h.portal_id].finished_at - runs[h.portal_id].started_at).total_seconds() < 10
+        # Finished while the storm was still being ridden out (3.5 s of back-off per call).
+        assert (runs[h.portal_id].finished_at - runs[h.portal_id].started_at).total_seconds() < 3
     assert any(f"portal {storm.portal_id}" in e for e in report.errors)
-    assert took >= 15  # the storm's portal did ride it out, on its own thread
+    assert took >= 3.5  # the storm's portal did ride it out, on its own thread
     with fast_services.sessions() as s:
         assert "SERVER_UNAVAILABLE" in s.get(PortalBudget, storm.portal_id).last_error or \
             "QUERY_LIMIT_EXCEEDED" in s.get(PortalBudget, storm.portal_id).last_error
@@ -215,7 +219,7 @@ def test_a_long_daily_run_goes_in_slices_and_ends_as_one_run(harness, fast_servi
     assert all(r is None or h.portal_status(r.entity_type, r.entity_id) == r.status for r in rows)
 
 
-def test_worker_status_shows_each_portals_work(three_portals, fast_services):
+def test_worker_status_shows_each_portals_work(three_portals, fast_services, monkeypatch):
     import json
 
     from click.testing import CliRunner
@@ -223,6 +227,8 @@ def test_worker_status_shows_each_portals_work(three_portals, fast_services):
     from addon.cli import main
 
     broken, ok, _ = three_portals
+    monkeypatch.setattr("addon.bitrix.client.MAX_503_RETRIES", 1)  # one back-off is enough to be seen
+    monkeypatch.setattr("fast_bitrix24.srh.MAX_RETRIES", 1)
     broken.dp.set_faults(fail_next=10_000, fail_status=503)
     jobs.drain_and_run(fast_services, at(DAY0, 9, 30))
     env = {"DATABASE_URL": fast_services.settings.database_url, "NEZABYT_SECRET_KEY": fast_services.settings.secret_key}
