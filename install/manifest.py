@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from addon.db import unit_of_work
+from addon.engine import REASON_FIELD, STATUS_FIELD  # the fields' names live once, in the engine
 from addon.models import Portal, PortalSettings
 from addon.options import Options
 from addon.bitrix.client import PortalClient, PortalError, portal_client
 from addon.bitrix.scope import parse_scope
+from addon.robots.catalog import robot_definitions as catalog_definitions
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +37,6 @@ TELEPHONY_EVENTS = ("ONVOXIMPLANTCALLEND",)
 INSTALL_EVENT = "ONAPPINSTALL"
 UPDATE_EVENT = "ONAPPUPDATE"
 
-STATUS_FIELD = "UF_CRM_NEZABYT_STATUS"
-REASON_FIELD = "UF_CRM_NEZABYT_REASON"
 FIELD_ENTITIES = ("contact", "company")
 PLACEMENTS = {
     "CRM_CONTACT_DETAIL_TAB": {"ru": "Не забыт", "en": "Nezabyt"},
@@ -108,13 +108,9 @@ def reason_items(options: Options) -> list[dict[str, Any]]:
     return [{"XML_ID": code, "VALUE": text, "SORT": (i + 1) * 10} for i, (code, text) in enumerate(seen.items())]
 
 
-def robot_definitions(public_url: str, auth_user_id: int | None = None) -> list[dict[str, Any]] | None:
-    """The robots module's registrations; None while that module does not exist."""
-    try:
-        from addon.robots.catalog import robot_definitions as definitions
-    except ModuleNotFoundError:
-        return None
-    return definitions(public_url, auth_user_id)
+def robot_definitions(public_url: str, auth_user_id: int | None = None) -> list[dict[str, Any]]:
+    """The robots' registrations (bizproc.robot.add fields), acting as the installing admin."""
+    return catalog_definitions(public_url, auth_user_id)
 
 
 # --- applying ----------------------------------------------------------------------------------

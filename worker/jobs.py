@@ -225,10 +225,7 @@ def drain_and_run(services, now: dt.datetime, owner: str | None = None) -> Cycle
 
 def reconcile_all(services, now: dt.datetime, owner: str | None = None) -> CycleReport:
     report = CycleReport()
-    try:
-        from worker.reconcile import reconcile_portal
-    except ImportError:
-        return report
+    from worker.reconcile import reconcile_portal  # imported by warm_imports before the pool starts
 
     def one(pid: int) -> None:
         with leases.holding(services, pid, owner, kind="reconcile") as keep:
@@ -245,10 +242,7 @@ def reconcile_all(services, now: dt.datetime, owner: str | None = None) -> Cycle
 def robots_all(services, now: dt.datetime, owner: str | None = None) -> CycleReport:
     """Stored robot calls per portal, then due robot timers (the robots engineer's functions)."""
     report = CycleReport()
-    try:
-        from worker.robots import fire_due_timers, process_robot_calls
-    except ImportError:
-        return report
+    from worker.robots import fire_due_timers, process_robot_calls  # as above
 
     def one(pid: int) -> None:
         with leases.holding(services, pid, owner, kind="robots") as keep:

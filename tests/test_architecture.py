@@ -1,0 +1,121 @@
+"""Which package may import which (ARCHITECTURE.md, «Import rules»), read from the source with `ast`:
+every import of the product's own packages and of the HTTP libraries, at the top of a module or
+inside a function. A rule broken fails here with the importing module and what it imported."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PRODUCT = ("addon", "install", "settings_ui", "worker", "devportal")
+HTTP_LIBRARIES = ("requests", "fast_bitrix24", "aiohttp")
+
+
+def _imports() -> dict[str, set[str]]:
+    """module -> the absolute module names it imports (a relative import resolved to its package)."""
+    out: dict[str, set[str]] = {}
+    for top in PRODUCT:
+        for path in (ROOT / top).rglob("*.py"):
+            module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+            names: set[str] = set()
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Import):
+                    names.update(a.name for a in node.names)
+                elif isinstance(node, ast.ImportFrom):
+                    if node.level:
+                        package = module.split(".")[: -node.level or None]
+                        if path.name == "__init__.py":
+                            package = module.split(".")[: len(module.split(".")) - node.level + 1]
+                        base = ".".join(package + ([node.module] if node.module else []))
+                    else:
+                        base = node.module or ""
+                    names.add(base)
+                    names.update(f"{base}.{a.name}" for a in node.names)
+            out[module] = names
+    return out
+
+
+IMPORTS = _imports()
+
+
+def _inside(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def _breaches(sources: tuple[str, ...], forbidden: tuple[str, ...], allowed: tuple[str, ...] = (),
+              exempt: dict[str, str] | None = None) -> list[str]:
+    found = []
+    for module, names in sorted(IMPORTS.items()):
+        if not any(_inside(module, s) for s in sources) or module in (exempt or {}):
+            continue
+        for name in sorted(names):
+            if any(_inside(name, f) for f in forbidden) and not any(_inside(name, a) for a in allowed):
+                found.append(f"{module} imports {name}")
+    return found
+
+
+def test_the_rules_are_pure():
+    """addon.rules: status rules and shipped texts, pure functions: they import only each other and
+    the options they read — no database, no portal, no web."""
+    assert _breaches(("addon.rules",), PRODUCT, allowed=("addon.rules", "addon.options")) == []
+    assert _breaches(("addon.rules",), HTTP_LIBRARIES + ("sqlalchemy", "flask")) == []
+
+
+def test_only_the_adapter_speaks_http_to_bitrix24():
+    """addon.bitrix is the only code that speaks Bitrix24: nothing else imports an HTTP client.
+    The doctor checks our own public address (GET /healthz), not a portal."""
+    exempt = {"addon.doctor": "GET of our own public /healthz"}
+    assert _breaches(("addon", "install", "settings_ui", "worker"), HTTP_LIBRARIES,
+                     exempt={**exempt, **{m: "" for m in IMPORTS if _inside(m, "addon.bitrix")}}) == []
+
+
+def test_the_adapter_knows_nothing_of_the_product_above_it():
+    """addon.bitrix may use the storage (models, db, config, the token cipher) and the pure rules, never the engine,
+    the install, the pages or the worker."""
+    assert _breaches(("addon.bitrix",), PRODUCT,
+                     allowed=("addon.bitrix", "addon.models", "addon.db", "addon.config", "addon.crypto",
+                              "addon.rules")) == []
+
+
+def test_the_core_does_not_import_the_processes():
+    """addon (the core) is imported by the web, the install and the worker, never the other way
+    round; only the app factory (addon.web) composes the receivers and the pages."""
+    composing = {"addon.web": "the app factory registers the install receiver and the settings pages",
+                 "addon.cli": "the command line gathers every package's commands",
+                 "addon.__main__": "python -m addon runs the command line",
+                 "addon.doctor": "checks the manifest the install applies"}
+    assert _breaches(("addon",), ("worker", "settings_ui", "install", "devportal"), exempt=composing) == \
+        ["addon.engine imports install.manifest", "addon.engine imports install.manifest.reason_code"]
+
+
+def test_no_product_code_imports_the_devportal():
+    """The devportal is our local Bitrix24 for tests, benchmarks and the demo: the product never
+    depends on it (the demo, which serves one, is the only caller)."""
+    assert _breaches(("addon", "install", "settings_ui", "worker"), ("devportal",),
+                     exempt={"worker.demo": "the demo runs a devportal"}) == []
+
+
+def test_the_pages_reach_the_worker_only_where_listed():
+    """settings_ui queues work and reads its state through the database; the two direct imports of
+    worker code left (the what-if preview and re-dating computed by worker.reindex, the worker-state
+    section read by worker.status) are listed here so a new one fails."""
+    assert _breaches(("settings_ui",), ("worker",)) == [
+        "settings_ui.views imports worker.reindex", "settings_ui.views imports worker.reindex.preview_changes",
+        "settings_ui.views imports worker.reindex.redate", "settings_ui.views imports worker.status",
+        "settings_ui.views imports worker.status.portal_status"]
+
+
+def test_our_own_modules_are_never_imported_under_a_guard():
+    """`except ImportError` around our own modules would turn a feature off silently when it breaks."""
+    guarded = []
+    for top in ("addon", "install", "settings_ui", "worker"):
+        for path in (ROOT / top).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if not isinstance(node, ast.Try) or not any(
+                        isinstance(h.type, ast.Name) and h.type.id in ("ImportError", "ModuleNotFoundError")
+                        for h in node.handlers):
+                    continue
+                for inner in ast.walk(ast.Module(body=node.body, type_ignores=[])):
+                    if isinstance(inner, ast.ImportFrom) and (inner.module or "").split(".")[0] in PRODUCT:
+                        guarded.append(f"{path.relative_to(ROOT)}: {inner.module}")
+    assert guarded == []
