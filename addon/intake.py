@@ -8,7 +8,6 @@ of the portal and one INSERT ... ON CONFLICT DO NOTHING per event, the decrypted
 """
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import re
@@ -376,10 +375,3 @@ def _guarded_insert_statement(dialect):
                   f"AND {_portal.name}.{_portal.c.status.name} <> :uninstalled "
                   f"AND {_portal.name}.{_portal.c.application_token_enc.name} = :token_enc "
                   f"{_on_conflict_do_nothing()}", names)
-
-
-def utc_from_ts(ts: Any) -> dt.datetime | None:
-    try:
-        return dt.datetime.fromtimestamp(int(ts), dt.timezone.utc).replace(tzinfo=None)
-    except (TypeError, ValueError, OverflowError):
-        return None

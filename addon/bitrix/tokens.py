@@ -60,10 +60,6 @@ def application_token(session, portal: Portal) -> str | None:
     return _cipher_for(session).decrypt(portal.application_token_enc)
 
 
-def application_token_matches(session, portal: Portal, candidate: str | None) -> bool:
-    return constant_time_equal(application_token(session, portal), candidate)
-
-
 def access_token(services, portal_id: int) -> str:
     with services.sessions() as session:
         portal = session.get(Portal, portal_id)

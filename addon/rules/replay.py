@@ -46,8 +46,3 @@ def late_call(opts, e: Entity, call_day: dt.date, today: dt.date, decays_since: 
     after_call, steps = record_call(opts, rewound, call_day)
     e2, more = decay_through(opts, after_call, today)
     return Replay(e2, undone, tuple(steps + more))
-
-
-def net_change(replay: Replay, current_status: str | None) -> bool:
-    """Does the replay leave the entity with another status than it has now (a portal write)?"""
-    return replay.entity.status != current_status
