@@ -22,6 +22,7 @@ from addon.models import (
     Portal,
     PortalSettings,
     StoredEvent,
+    naive_utc,
 )
 
 MIN_SECRET_KEY_LENGTH = 32
@@ -63,10 +64,6 @@ class Check:
 
 def _utc(moment: dt.datetime) -> dt.datetime:
     return moment.replace(tzinfo=dt.timezone.utc) if moment.tzinfo is None else moment.astimezone(dt.timezone.utc)
-
-
-def _naive(moment: dt.datetime) -> dt.datetime:
-    return _utc(moment).replace(tzinfo=None)
 
 
 # --- the deployment -------------------------------------------------------------------------------
@@ -299,7 +296,7 @@ def check_time_zone(settings_data: dict[str, Any], portal_zone: str | None) -> t
 
 
 def check_recent_events(session, portal_id: int, now: dt.datetime) -> Check:
-    since = _naive(now) - EVENTS_WITHIN
+    since = naive_utc(now) - EVENTS_WITHIN
     count = session.scalar(select(func.count()).select_from(StoredEvent).where(
         StoredEvent.portal_id == portal_id, StoredEvent.source == "online", StoredEvent.received_at >= since)) or 0
     if not count:
@@ -314,7 +311,7 @@ def check_last_daily_run(session, portal: Portal, tz, now: dt.datetime) -> Check
                          .order_by(JobRun.id.desc()).limit(1))
     today = _utc(now).astimezone(tz).date()
     if job is None:
-        if portal.installed_at is not None and _naive(now) - portal.installed_at < dt.timedelta(days=1):
+        if portal.installed_at is not None and naive_utc(now) - portal.installed_at < dt.timedelta(days=1):
             return Check(name, True, "none yet (installed less than a day ago)")
         return Check(name, False, "never ran",
                      "the worker runs it at the portal's notification time: is `nezabyt worker` running?")
@@ -341,7 +338,7 @@ def check_health(session, portal: Portal, now: dt.datetime) -> Check:
         StoredEvent.portal_id == portal.id, StoredEvent.processed_at.is_(None), StoredEvent.error.is_not(None))) or 0
     if failing:
         problems.append(f"{failing} events failing")
-    since = _naive(now) - dt.timedelta(days=1)
+    since = naive_utc(now) - dt.timedelta(days=1)
     writes = session.scalar(select(func.count()).select_from(Outbox).where(
         Outbox.portal_id == portal.id, Outbox.status == "failed", Outbox.created_at >= since)) or 0
     messages = session.scalar(select(func.count()).select_from(NotificationLog).where(

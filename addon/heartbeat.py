@@ -10,7 +10,7 @@ import threading
 from sqlalchemy import delete, func, select, update
 
 from addon.db import unit_of_work
-from addon.models import WorkerHeartbeat
+from addon.models import WorkerHeartbeat, naive_utc
 
 log = logging.getLogger(__name__)
 
@@ -21,15 +21,10 @@ BEAT_EVERY = dt.timedelta(seconds=15)
 FORGET_AFTER = dt.timedelta(days=1)
 
 
-def _naive_utc(moment: dt.datetime) -> dt.datetime:
-    if moment.tzinfo is None:
-        return moment
-    return moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
-
 
 def beat(services, worker_id: str, now: dt.datetime) -> None:
     """Stamp `worker_id` alive at `now`."""
-    at = _naive_utc(now)
+    at = naive_utc(now)
     with unit_of_work(services.sessions) as session:
         stamped = session.execute(update(WorkerHeartbeat).where(WorkerHeartbeat.worker_id == worker_id)
                                   .values(beat_at=at)).rowcount

@@ -39,6 +39,13 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
+def naive_utc(moment: dt.datetime) -> dt.datetime:
+    """How instants are stored: naive UTC (an aware moment converted, a naive one taken as UTC)."""
+    if moment.tzinfo is None:
+        return moment
+    return moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+
 # Portal status values
 PORTAL_ACTIVE = "active"
 PORTAL_NEEDS_REAUTH = "needs_reauth"

@@ -37,7 +37,7 @@ from sqlalchemy import select, tuple_
 from addon import engine, rules
 from addon.bitrix import directory
 from addon.engine import PortalContext
-from addon.models import JobRun, StatusHistory, TrackedEntity, utcnow
+from addon.models import JobRun, StatusHistory, TrackedEntity, naive_utc, utcnow
 from addon.options import LOST
 from addon.rules.digest import feed_title
 from addon.rules.ladder import ENTITY_FIELDS
@@ -136,7 +136,7 @@ def run_daily(services, portal_id: int, now: dt.datetime, *, client=None, keep=N
             return summary
         if job is None:
             job = JobRun(portal_id=portal_id, kind="daily", key=key, status="running", params={"day": day.isoformat()},
-                         as_of=_naive_utc(now), owner=services.settings.worker_id, started_at=utcnow(),
+                         as_of=naive_utc(now), owner=services.settings.worker_id, started_at=utcnow(),
                          summary=DailySummary(portal_id, day).to_dict())
             session.add(job)
             session.commit()
@@ -205,11 +205,6 @@ def engine_pending(session, portal_id: int) -> int:
         NotificationLog.portal_id == portal_id, NotificationLog.status == "pending")) or 0
     return writes + messages
 
-
-def _naive_utc(moment: dt.datetime) -> dt.datetime:
-    if moment.tzinfo is None:
-        return moment
-    return moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
 
 
 def _redate_if_settings_changed(services, ctx: PortalContext, day: dt.date) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 
 from addon.db import unit_of_work
-from addon.models import Portal, PortalSettings, StoredEvent
+from addon.models import Portal, PortalSettings, StoredEvent, naive_utc
 from addon.options import Options
 from addon.bitrix.client import PortalClient, portal_client
 
@@ -47,7 +47,7 @@ class Change:
 
 def reconcile_portal(services, portal_id: int, now: dt.datetime, *, margin: dt.timedelta = SAFETY_MARGIN,
                      client: PortalClient | None = None) -> ReconcileReport:
-    now = _naive_utc(now)
+    now = naive_utc(now)
     report = ReconcileReport(portal_id)
     with services.sessions() as session:
         portal = session.get(Portal, portal_id)
@@ -143,13 +143,8 @@ def _parse(value: str | None) -> dt.datetime | None:
         moment = dt.datetime.fromisoformat(str(value))
     except ValueError:
         return None
-    return _naive_utc(moment)
+    return naive_utc(moment)
 
-
-def _naive_utc(moment: dt.datetime) -> dt.datetime:
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    return moment
 
 
 def _iso(moment: dt.datetime) -> str:

@@ -22,11 +22,11 @@ from addon.bitrix.errors import PortalError, is_not_found, is_permanent, is_temp
 from addon.engine import (PortalContext, load_context, mark_answers, notification_command,
                           parse_portal_time, plan_message, plan_write)
 from addon.models import (PORTAL_ACTIVE, PORTAL_UNINSTALLED, NotificationLog, Outbox, Portal, RobotTimer,
-                          StoredEvent, utcnow)
+                          StoredEvent, naive_utc, utcnow)
 from addon.phones import multifield_phones, normalize_phones, phone_region_for
 from addon.robots import logic
 from addon.robots.catalog import parse_robot_code
-from addon.robots.store import (absent_users, add_record, cancel_timers, get_state, has_record, naive_utc,
+from addon.robots.store import (absent_users, add_record, cancel_timers, get_state, has_record,
                                 put_state, ranking_weights_for, upsert_timer)
 from addon.robots.texts import item_link, text
 

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-import time
 
 import requests
 
 from addon.crypto import constant_time_equal
 from addon.db import unit_of_work
-from addon.models import PORTAL_ACTIVE, PORTAL_NEEDS_REAUTH, PORTAL_UNINSTALLED, Portal
+from addon.models import PORTAL_ACTIVE, PORTAL_NEEDS_REAUTH, PORTAL_UNINSTALLED, Portal, utcnow
 from addon.bitrix.errors import PortalAuthError, PortalError
 
 # Answers of the auth server that mean "this app cannot use its tokens any more".
@@ -98,7 +97,7 @@ def refresh(services, portal_id: int, stale_token: str | None) -> str:
             else:
                 expires = answer.get("expires")
                 expires_at = (unix_to_utc(expires) if expires else
-                              _utcnow() + dt.timedelta(seconds=int(answer.get("expires_in") or 3600)))
+                              utcnow() + dt.timedelta(seconds=int(answer.get("expires_in") or 3600)))
                 save_tokens(session, portal, answer["access_token"], answer.get("refresh_token"), expires_at)
                 if answer.get("client_endpoint"):
                     # follows a renamed portal
@@ -190,10 +189,6 @@ def _cipher_for(session):
     if cipher is None:
         raise RuntimeError("session has no token cipher: create sessions with services.sessions")
     return cipher
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.fromtimestamp(time.time(), dt.timezone.utc).replace(tzinfo=None)
 
 
 def unix_to_utc(ts: float | int | str) -> dt.datetime:

@@ -9,17 +9,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from addon.models import RobotRecord, RobotState, RobotTimer, utcnow
+from addon.models import RobotRecord, RobotState, RobotTimer, naive_utc, utcnow
 from addon.robots.logic import RankRow, month_bounds, monthly_ranking, previous_month, ranking_weights
 
 ABSENT_KEY = "absent"
 
-
-def naive_utc(moment: dt.datetime) -> dt.datetime:
-    """How instants are stored: naive UTC."""
-    if moment.tzinfo is None:
-        return moment
-    return moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
 
 
 def get_state(session: Session, portal_id: int, key: str, lock: bool = False) -> dict[str, Any]:
