@@ -50,7 +50,7 @@ def entity(draw, opts: Options) -> Entity:
 
 
 @st.composite
-def event(draw, opts: Options):
+def portal_event(draw, opts: Options):
     when = day(draw(st.integers(0, HORIZON)))
     kind = draw(st.sampled_from(["call", "call", "manual", "deal", "import", "new"]))
     if kind in ("call", "new"):
@@ -67,7 +67,7 @@ def event(draw, opts: Options):
 def history(draw):
     opts = draw(options())
     start = draw(entity(opts))
-    events = sorted(draw(st.lists(event(opts), max_size=25)), key=lambda ev: ev[0])
+    events = sorted(draw(st.lists(portal_event(opts), max_size=25)), key=lambda ev: ev[0])
     random_runs = draw(st.lists(st.integers(0, HORIZON).map(day), max_size=HORIZON))
     return opts, start, events, random_runs
 
