@@ -13,7 +13,7 @@ import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.engine import Engine
@@ -174,11 +174,14 @@ class EventIntake:
     text), verification, plain insert — as it does for a duplicate, a portal's first event, or a
     portal this process has not seen yet."""
 
-    def __init__(self, engine: Engine, cipher: TokenCipher):
+    def __init__(self, engine: Engine, cipher: TokenCipher, pace_for: Callable[[int], Any] | None = None):
         # Every statement here is atomic on its own: a transaction would only add BEGIN and COMMIT
         # round trips. Same pool as the rest of the app.
         self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.cipher = cipher
+        # The portal's one request budget (addon.bitrix.pace.shared_pace) for the first-token check,
+        # shared with the worker and the settings page: a burst of first events never overruns it.
+        self.pace_for = pace_for
         # Fernet output is randomised, so a new token (or secret key) is a new encrypted text:
         # caching by that text never serves a stale token, only saves the decryption (~0.1 ms).
         self._decrypt = lru_cache(maxsize=1024)(cipher.decrypt)
@@ -290,7 +293,8 @@ class EventIntake:
         # Knowing a portal's member_id and domain proves nothing. The first token is adopted only
         # when the event's access token works on that portal: one call, once per installation.
         # Events with no tokens (fired by automation) wait for reconcile to pick their change up.
-        if not _access_token_works(portal.client_endpoint, auth.get("access_token")):
+        pace = self.pace_for(portal.id) if self.pace_for is not None else None
+        if not _access_token_works(portal.client_endpoint, auth.get("access_token"), pace):
             raise IntakeError(401, "application token not confirmed yet")
         token_enc = self.cipher.encrypt(token)
         adopted = conn.execute(update(_portal).where(_portal.c.id == portal.id,
@@ -319,14 +323,14 @@ def _credentials(form: dict[str, Any]) -> tuple[str, str]:
     return member_id.lower(), token
 
 
-def _access_token_works(client_endpoint: str, access_token: Any) -> bool:
+def _access_token_works(client_endpoint: str, access_token: Any, pace=None) -> bool:
     if not isinstance(access_token, str) or not access_token:
         return False
     from addon.bitrix.client import PortalError, user_client
     from addon.bitrix.errors import is_temporary
 
     try:
-        user_client(client_endpoint, access_token).call("app.info")
+        user_client(client_endpoint, access_token, pace=pace).call("app.info")
     except PortalError as exc:
         if is_temporary(exc):  # busy, not a wrong token: the event is refused with "try again"
             raise IntakeError(503, f"the portal is busy ({exc.code}): not confirmed yet") from exc

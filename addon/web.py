@@ -18,6 +18,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.http import HTTP_STATUS_CODES
 
 from addon.bitrix.errors import PortalError
+from addon.bitrix.pace import shared_pace
 from addon.intake import EventIntake, parse_php_form
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,8 @@ def create_app(services=None) -> Flask:
     app.session_interface = _SessionsOutsideReceivers()
     app.extensions["nezabyt"] = services
     # One per app, so per process: it keeps what verification may reuse between events.
-    intake = app.extensions["nezabyt.intake"] = EventIntake(services.intake_engine, services.cipher)
+    intake = app.extensions["nezabyt.intake"] = EventIntake(
+        services.intake_engine, services.cipher, pace_for=lambda portal_id: shared_pace(services, portal_id))
     app.wsgi_app = _EventsFirst(app.wsgi_app, services, intake)  # Flask's middleware slot
     app.register_blueprint(_receivers())
     app.register_error_handler(PortalError, _portal_trouble)

@@ -18,7 +18,8 @@ READERS = {"calls", "notifications", "timeline_comments", "tasks", "blog_posts",
 ACTIONS = {"seed", "register_app", "add_user", "add_department", "deactivate_user", "set_department_head", "install_app",
            "finish_install", "install_finish", "uninstall_app", "update_app", "act_update", "act_add", "act_delete", "act_call",
            "act_close_deal", "act_move_stage", "expire_tokens", "set_faults", "set_limits", "set_plan", "set_method_cost",
-           "run_robot", "bind_stage_robot", "set_clock", "advance", "issue_tokens", "wait_for_deliveries"}
+           "run_robot", "bind_stage_robot", "set_clock", "advance", "issue_tokens", "wait_for_deliveries",
+           "move_domain"}
 
 _DATETIME_ARGS = {"dt", "start", "end", "when"}
 

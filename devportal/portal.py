@@ -44,6 +44,7 @@ class DevPortal:
         self.member_id = member_id or secrets.token_hex(16)
         self.base_url = "http://127.0.0.1"
         self.domain = "127.0.0.1"
+        self.old_domains: set[str] = set()  # addresses it had before a move_domain: they answer 302
         # limits
         self.rps = float(rps)
         self.burst = int(burst)
@@ -155,6 +156,25 @@ class DevPortal:
         """Called by the server once it knows its port."""
         self.base_url = url.rstrip("/")
         self.domain = self.base_url.split("://", 1)[1]
+
+    def move_domain(self, domain: str) -> dict:
+        """The admin changes the portal's address (settings/how-to-call-rest-api/change-domen.md):
+        from now on a request to any older address answers 302 with the same path at the new one,
+        and events, tokens and the authorization server carry the new domain."""
+        domain = str(domain or "").strip().lower().rstrip("/")
+        if not domain or "/" in domain or domain == self.domain:
+            raise ValueError(f"not a new domain: {domain!r}")
+        with self.lock:
+            self.old_domains.add(self.domain.lower())
+            self.bind_url(f"{self.base_url.split('://', 1)[0]}://{domain}")
+            self.old_domains.discard(domain)
+            return {"domain": self.domain, "old_domains": sorted(self.old_domains)}
+
+    def moved_location(self, host: str, full_path: str) -> str | None:
+        """Where a request that reached an older address is sent (None: it reached the current one)."""
+        if (host or "").lower() not in self.old_domains:
+            return None
+        return f"{self.base_url}{full_path}"
 
     @property
     def rest_endpoint(self) -> str:

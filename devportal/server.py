@@ -72,6 +72,13 @@ class DevPortalApp:
 
     def dispatch(self, request: Request) -> Response:
         path = request.path
+        moved = None if path.startswith(("/_dev/", "/auth/")) else self.portal.moved_location(
+            request.host, request.full_path.rstrip("?"))
+        if moved is not None:
+            # The portal's old address after a domain change: every request, POST included, is told
+            # where it lives now; a client that follows a 302 as browsers do loses a POST's body.
+            return Response(f'<a href="{moved}">moved</a>', status=302, headers={"Location": moved},
+                            content_type="text/html; charset=utf-8")
         if path.startswith("/rest/"):
             return self.rest(request, path[6:])
         if path in ("/oauth/token/", "/oauth/token"):

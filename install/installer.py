@@ -4,7 +4,7 @@ An install arrives unauthenticated, so nothing it claims is believed: the portal
 address that resolves to public addresses only (install/address.py), Bitrix24's authorization
 server must confirm the claimed token is this app's on the claimed portal, and the portal must say
 the installing user is an admin, before anything is stored; a known member_id arriving from
-another domain is refused. Then the portal and its default settings are stored and the
+a new domain is the same portal at its new address once the authorization server confirms both. Then the portal and its default settings are stored and the
 registration manifest applied, as one unit: a failed manifest puts the portal back as it was.
 
 A UI install reaches us twice (the installer page, then ONAPPINSTALL once BX24.installFinish()
@@ -147,11 +147,15 @@ def _install(services, claim: Claim) -> InstallOutcome:
     _check_address(settings, claim)
     with services.sessions() as session:
         known = session.scalar(select(Portal).where(Portal.member_id == claim.member_id))
-        if known is not None and known.domain.lower() != claim.domain:
-            raise InstallError(403, "this portal is registered from another domain")
         known_id = known.id if known is not None else None
+        moved_from = known.domain.lower() if known is not None and known.domain.lower() != claim.domain else None
     # A known portal's proof draws on its one budget, shared with the worker's daily run.
     proof = _prove(settings, claim, shared_pace(services, known_id) if known_id is not None else None)
+    if moved_from is not None:
+        # The authorization server has just confirmed this member_id at the claimed domain: the
+        # portal changed its address (settings/how-to-call-rest-api/change-domen.md), and every
+        # later call goes to the new one.
+        log.info("portal %s moved from %s to %s", known_id, moved_from, claim.domain)
     portal_id, created, before = _store(services, claim, proof)
     # The manifest needs the stored tokens (its client reads them), so the portal row is committed
     # first and put back as it was when the manifest fails: a failed install leaves nothing half-done.
@@ -191,6 +195,7 @@ def _store(services, claim: Claim, proof: dict) -> tuple[int, bool, dict | None]
             portal = Portal(member_id=claim.member_id, domain=claim.domain, client_endpoint=claim.client_endpoint,
                             server_endpoint=claim.server_endpoint, parked_methods={})
             session.add(portal)
+        portal.domain = claim.domain  # a known portal's may be new: proven by the authorization server
         portal.client_endpoint = claim.client_endpoint
         portal.server_endpoint = claim.server_endpoint  # kept for the record; refreshes go to settings.oauth_url
         save_tokens(session, portal, claim.access_token, claim.refresh_token,

@@ -525,7 +525,7 @@ class PortalClient(_Rest):
         return out
 
     def _run_chunk(self, chunk: dict[str, str], methods: dict[str, str], idempotent: bool, halt: bool,
-                   out: BatchResult) -> None:
+                   out: BatchResult, moved: bool = False) -> None:
         import aiohttp
 
         self._acquire()
@@ -539,6 +539,16 @@ class PortalClient(_Rest):
 
         try:
             envelope = _run_async(self._batch_async({"halt": 1 if halt else 0, "cmd": chunk}, idempotent))
+        except _Redirected as redirect:
+            # The portal changed its domain (settings/how-to-call-rest-api/change-domen.md): the
+            # batch ran nowhere; send it once more, POST and body intact, to the new address.
+            new_endpoint = endpoint_of_location(redirect.location, "batch")
+            if not moved and new_endpoint and new_endpoint != self.client_endpoint:
+                self._moved(new_endpoint)
+                self._run_chunk(chunk, methods, idempotent, halt, out, moved=True)
+            else:
+                every(lambda m: PortalMoved(redirect.location, m, redirect.status))
+            return
         except _Refused as refused:
             error = refused.error
             if isinstance(error, PortalBlocked):
@@ -598,6 +608,8 @@ class PortalClient(_Rest):
 
         async def check_status(response: aiohttp.ClientResponse) -> None:
             """Decide, with the error body in hand, what the library may retry."""
+            if response.status in REDIRECTS:
+                raise _Redirected(response.headers.get("Location", ""), response.status)
             if response.status < 400:
                 return
             try:
@@ -623,6 +635,7 @@ class PortalClient(_Rest):
             bitrix = BitrixAsync(self.client_endpoint, token_func=token_func, verbose=False, client=http,
                                  request_pool_size=max(int(self.settings.portal_burst), 1),
                                  requests_per_second=float(self.settings.portal_rps))
+            bitrix.srh.session = _NoRedirects(http)  # after __init__: its type check wants the session itself
             return await asyncio.wait_for(bitrix.call("batch", params, raw=True), self._read_timeout())
 
     def get_many(self, method: str, ids, id_param: str = "id") -> dict[int, dict | PortalError]:
@@ -640,6 +653,28 @@ class PortalClient(_Rest):
 
     def __enter__(self) -> "PortalClient":
         return self
+
+
+class _NoRedirects:
+    """The aiohttp session as fast-bitrix24 sees it, with redirects off: aiohttp follows a 302 to
+    a POST as a GET without the body (the batch would run empty at the new address), so the
+    redirect comes back to check_status and the chunk is sent again as it was."""
+
+    def __init__(self, session):
+        self._session = session
+
+    def post(self, *args, **kwargs):
+        return self._session.post(*args, allow_redirects=False, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+
+class _Redirected(Exception):
+    def __init__(self, location: str, status: int):
+        super().__init__(f"{status} to {location}")
+        self.location = location
+        self.status = status
 
 
 class _Refused(Exception):

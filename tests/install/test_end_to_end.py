@@ -113,15 +113,6 @@ def test_renamed_and_added_statuses_are_pushed_to_the_field(services, devportal,
     assert not sync_status_fields(services, portal.id).changed
 
 
-def test_a_known_member_from_another_domain_is_refused(services, devportal, app_server):
-    answer = install(devportal, app_server)
-    form = devportal.portal.page_form(devportal.portal.issue_tokens(1), "DEFAULT", {})
-    refused = requests.post(f"{app_server.url}/install", data=form,
-                            params={"DOMAIN": "evil.example.test", "PROTOCOL": "0", "LANG": "ru"}, timeout=10)
-    assert refused.status_code == 403
-    assert portal_row(services).domain == answer["domain"]
-
-
 def test_a_forged_install_token_is_refused(services, devportal, app_server):
     form = {"AUTH_ID": "forged", "REFRESH_ID": "forged", "member_id": "m-new", "AUTH_EXPIRES": "3600",
             "SERVER_ENDPOINT": f"{devportal.url}/rest/"}

@@ -146,3 +146,17 @@ def test_uninstall_is_verified_by_the_stored_token_and_clean_purges(services, po
 
 def test_healthz(services, web):
     assert web.get("/healthz").json == {"status": "ok"}
+
+
+@responses.activate
+def test_the_first_token_check_draws_on_the_portals_shared_budget(services, web):
+    """The app.info that confirms a first token is one of the portal's requests like any other: it is
+    counted in the portal's budget row, which the worker and the settings page draw on too."""
+    from addon.models import PortalBudget
+    from tests.install.conftest import make_portal
+
+    portal_id = make_portal(services, application_token=None)
+    responses.post("https://acme.bitrix24.test/rest/app.info.json", json={"result": {"ID": "1"}, "time": {}})
+    assert web.post("/events", data=event_form(token="t-first")).status_code == 200
+    with services.sessions() as s:
+        assert s.get(PortalBudget, portal_id).calls == 1

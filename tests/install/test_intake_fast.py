@@ -171,7 +171,7 @@ def test_two_first_events_racing_adopt_one_token(services, monkeypatch):
 
     portal_id = make_portal(services, application_token=None)
 
-    def other_delivery_wins(_endpoint, _access_token):
+    def other_delivery_wins(_endpoint, _access_token, _pace=None):
         with unit_of_work(services.sessions) as session:
             portal = session.get(Portal, portal_id)
             if portal.application_token_enc is None:
