@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable
+from urllib.parse import urlsplit
 
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 
@@ -97,7 +98,7 @@ def verify_user(services, member_id: str, auth_id: str, lang: str | None) -> Pag
     from sqlalchemy import select
 
     from addon.models import PORTAL_UNINSTALLED, Portal
-    from addon.bitrix.client import PortalError, user_client
+    from addon.bitrix.client import PortalError, PortalMoved, portal_client, user_client
     from addon.bitrix.errors import is_temporary
     from addon.bitrix.pace import shared_pace
 
@@ -108,10 +109,23 @@ def verify_user(services, member_id: str, auth_id: str, lang: str | None) -> Pag
         if portal is None or portal.status == PORTAL_UNINSTALLED:
             raise AccessDenied("unknown_portal")
         portal_id, endpoint, domain = portal.id, portal.client_endpoint, portal.domain
-    client = user_client(endpoint, auth_id, services.settings, pace=shared_pace(services, portal_id))
+    pace = shared_pace(services, portal_id)
+
+    def ask(at: str):
+        client = user_client(at, auth_id, services.settings, pace=pace)
+        return client.call("user.current") or {}, client.call("user.admin")
+
     try:
-        me = client.call("user.current") or {}
-        is_admin = client.call("user.admin")
+        try:
+            me, is_admin = ask(endpoint)
+        except PortalMoved:
+            # The portal changed its address (settings/how-to-call-rest-api/change-domen.md). The
+            # user's token never follows a redirect; the app's own client does, from the stored
+            # address, and keeps the new one: the user is then asked there.
+            with portal_client(services, portal_id, web=True) as app_client:
+                app_client.call("app.info")
+                endpoint, domain = app_client.client_endpoint, urlsplit(app_client.client_endpoint).netloc.lower()
+            me, is_admin = ask(endpoint)
     except PortalError as exc:
         if is_temporary(exc):
             raise  # a busy portal says nothing about the token: the app answers "try again" (503)

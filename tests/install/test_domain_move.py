@@ -92,3 +92,18 @@ def test_a_known_member_id_claimed_from_a_domain_bitrix24_does_not_confirm_moves
                            data=form, timeout=15)
     assert answer.status_code == 401
     assert stored_address(services, portal_id) == before
+
+
+def test_the_settings_page_opens_right_after_the_move(services, devportal, app_server):
+    """The admin opens the app from the portal's new address before the worker has called it: the
+    stored address answers 302, the app's own client follows it and keeps the new one, and the
+    admin's token is checked there (never sent after a redirect itself)."""
+    portal_id = install(devportal, app_server)
+    dp = devportal.portal
+    dp.move_domain(f"localhost:{devportal.port}")
+    page = requests.post(f"{app_server.url}/app", params=dp.page_query(),
+                         data=dp.page_form(dp.issue_tokens(1), "DEFAULT", {}), timeout=30)
+    assert page.status_code == 200 and "Не забыт" in page.text
+    assert stored_address(services, portal_id) == (dp.domain, dp.rest_endpoint)
+    user_calls = [c for c in dp.calls if c["method"] in ("user.current", "user.admin")]
+    assert user_calls and all(c["error"] is None for c in user_calls)
