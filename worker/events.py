@@ -456,23 +456,15 @@ def _apply(session, ctx: PortalContext, key: tuple[str, int], t: _Touch, row: Tr
                     row.written_status = None
                 continue
             reason = ctx.reason_of(kind, fields.get(engine.REASON_FIELD))
-            verdict = rules.check_manual_change(opts, e, portal_status, changed_on, e.last_call_on, reason)
             by_user = engine.int_or_none(fields.get("MODIFY_BY_ID"))
+            e, steps, verdict = rules.handle_manual_change(opts, e, portal_status, changed_on, e.last_call_on, reason)
+            hist(steps, by_user_id=by_user, note=None if verdict.allowed else verdict.problem)
             if verdict.allowed:
-                e, steps = rules.apply_manual_change(opts, e, portal_status, changed_on)
                 row.reason = reason
                 row.written_status = None
-                hist(steps, by_user_id=by_user)
             else:
-                hist([rules.revert_step(e, portal_status, changed_on)], by_user_id=by_user, note=verdict.problem)
-                report.reverts += 1
                 engine.store(row, e, opts)
-                engine.plan_status_write(session, ctx, row, f"revert:{kind}:{eid}:{stamp}", check=False)
-                recipient = by_user or row.assigned_by_id
-                if recipient:
-                    engine.plan_message(session, ctx.portal_id, f"revert:{kind}:{eid}:{stamp}", recipient, today,
-                                        "revert", revert_message(opts, today, kind, eid, row.title, recipient,
-                                                                 portal_status, e.status, verdict.problem))
+                _revert(session, ctx, row, stamp, today, by_user, portal_status, e.status, verdict.problem, report)
                 # The portal now shows what we are about to write back.
                 portal_status = e.status
     engine.store(row, e, opts)
@@ -557,25 +549,29 @@ def _start_tracking(session, ctx: PortalContext, kind: str, eid: int, fields: di
     changed_on = ctx.day_of(fields.get("DATE_MODIFY")) or ctx.day_of(fields.get("DATE_CREATE"))
     reason = ctx.reason_of(kind, fields.get(engine.REASON_FIELD))
     empty = rules.Entity(status=None, status_set_on=None)
-    verdict = rules.check_manual_change(opts, empty, portal_status, changed_on, None, reason)
     by_user = engine.int_or_none(fields.get("MODIFY_BY_ID"))
+    e, steps, verdict = rules.handle_manual_change(opts, empty, portal_status, changed_on, None, reason)
+    session.add(row)
+    engine.add_history(session, row, steps, by_user_id=by_user, note=None if verdict.allowed else verdict.problem)
     if not verdict.allowed:
         # Back to the empty field; nothing is tracked.
-        session.add(row)
         row.status = None
-        engine.add_history(session, row, [rules.revert_step(empty, portal_status, changed_on)], by_user_id=by_user,
-                           note=verdict.problem)
-        engine.plan_status_write(session, ctx, row, f"revert:{kind}:{eid}:{stamp}", check=False)
-        recipient = by_user or row.assigned_by_id
-        if recipient:
-            engine.plan_message(session, ctx.portal_id, f"revert:{kind}:{eid}:{stamp}", recipient, changed_on,
-                                "revert", revert_message(opts, changed_on, kind, eid, row.title, recipient,
-                                                         portal_status, None, verdict.problem))
-        report.reverts += 1
+        _revert(session, ctx, row, stamp, changed_on, by_user, portal_status, None, verdict.problem, report)
         return None
-    e, steps = rules.apply_manual_change(opts, empty, portal_status, changed_on)
-    session.add(row)
     row.reason = reason
     engine.store(row, e, opts)
-    engine.add_history(session, row, steps, by_user_id=by_user)
     return row
+
+
+def _revert(session, ctx: PortalContext, row: TrackedEntity, stamp: str, day: dt.date, by_user: int | None,
+            refused: str | None, restored: str | None, problem: str | None, report: EventsReport) -> None:
+    """A refused change goes back on the portal: the tracked status is written over it, and whoever
+    made the change (else the client's manager) is told why in the day's messages."""
+    key = f"revert:{row.entity_type}:{row.entity_id}:{stamp}"
+    engine.plan_status_write(session, ctx, row, key, check=False)
+    recipient = by_user or row.assigned_by_id
+    if recipient:
+        engine.plan_message(session, ctx.portal_id, key, recipient, day, "revert",
+                            revert_message(ctx.opts, day, row.entity_type, row.entity_id, row.title, recipient,
+                                           refused, restored, problem))
+    report.reverts += 1
