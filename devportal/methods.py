@@ -8,9 +8,9 @@ import secrets
 from urllib.parse import urlsplit
 
 from devportal import crm
+from devportal.answers import Listing
 from devportal.errors import RestError, access_denied, argument_error, legacy_crm_error
 from devportal.phpquery import as_list
-from devportal.rest import Listing
 
 METHODS: dict = {}
 

@@ -3,36 +3,14 @@ from __future__ import annotations
 
 import re
 import time as _time
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from devportal.answers import Ctx, Listing
 from devportal.errors import RestError, fault, method_not_found
+from devportal.methods import METHODS
 from devportal.phpquery import parse_php_query
 
 BATCH_MAX = 50
-
-
-@dataclass
-class Ctx:
-    """Who is calling: the token's user; `in_batch` for batch sub-commands."""
-
-    user_id: int
-    token: str
-    in_batch: bool = False
-
-
-@dataclass
-class Listing:
-    """A list method's answer: rows plus `total`/`next` (None when absent)."""
-
-    rows: list
-    total: int | None
-    next: int | None
-
-
-def _methods():
-    from devportal.methods import METHODS
-    return METHODS
 
 
 _SCOPES = (("crm.", "crm"), ("user.option.", ""), ("user.", "user"), ("department.", "department"),
@@ -115,7 +93,7 @@ def _first(params: dict, key: str):
 
 def _call(portal, ctx: Ctx, method: str, params: dict) -> dict:
     """Run one method under the operating-time limit; the success body without `time`."""
-    handler = _methods().get(method)
+    handler = METHODS.get(method)
     if handler is None:
         raise method_not_found()
     injected = portal.method_errors.get(method)
