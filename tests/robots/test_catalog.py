@@ -1,7 +1,7 @@
 """The robot catalog: every robot for leads and deals, with the documented bizproc.robot.add shape."""
 import re
 
-from addon.robots.catalog import ROBOTS, parse_robot_code, robot_definitions
+from addon.robots.registry import ROBOTS, parse_robot_code, robot_definitions
 
 # doc: api-reference/bizproc/bizproc-robot/bizproc-robot-add.md
 TYPES = {"bool", "date", "datetime", "double", "file", "int", "select", "string", "text", "user"}
