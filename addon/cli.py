@@ -16,7 +16,7 @@ LAZY_COMMANDS = {
     "import": "worker.imports:import_command",
     "demo": "worker.demo:demo_command",
     "web": "addon.web:web_command",
-    "robots": "worker.robots:robots_command",
+    "robots": "addon.robots.cli:robots_command",
     "doctor": "addon.ops_cli:doctor_command",
     "keys": "addon.ops_cli:keys_command",
 }

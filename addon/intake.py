@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from addon.crypto import TokenCipher, constant_time_equal
 from addon.ids import parse_id
 from addon.models import PORTAL_UNINSTALLED, Portal, StoredEvent, utcnow
-from addon.robots.catalog import parse_robot_code
+from addon.robots.registry import parse_robot_code
 
 _KEY_RE = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
 _PART_RE = re.compile(r"\[([^\[\]]*)\]")

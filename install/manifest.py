@@ -20,7 +20,7 @@ from addon.models import Portal, PortalSettings
 from addon.options import Options
 from addon.bitrix.client import PortalClient, PortalError, portal_client
 from addon.bitrix.scope import parse_scope
-from addon.robots.catalog import robot_definitions as catalog_definitions
+from addon.robots.registry import robot_definitions as registered_robots
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def reason_items(options: Options) -> list[dict[str, Any]]:
 
 def robot_definitions(public_url: str, auth_user_id: int | None = None) -> list[dict[str, Any]]:
     """The robots' registrations (bizproc.robot.add fields), acting as the installing admin."""
-    return catalog_definitions(public_url, auth_user_id)
+    return registered_robots(public_url, auth_user_id)
 
 
 # --- applying ----------------------------------------------------------------------------------

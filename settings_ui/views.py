@@ -513,7 +513,7 @@ class Employee:
 def robot_catalog(lang: str) -> list[dict[str, Any]]:
     """Every pipeline robot Nezabyt registers (addon.robots.catalog): its name, what it does and
     the settings the admin fills in when adding it to a pipeline's automation rules."""
-    from addon.robots.catalog import ROBOTS
+    from addon.robots.registry import ROBOTS
 
     return [{"key": r.key, "name": r.name.get(lang) or r.name["ru"],
              "description": r.description.get(lang) or r.description["ru"],

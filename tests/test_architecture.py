@@ -119,3 +119,47 @@ def test_our_own_modules_are_never_imported_under_a_guard():
                     if isinstance(inner, ast.ImportFrom) and (inner.module or "").split(".")[0] in PRODUCT:
                         guarded.append(f"{path.relative_to(ROOT)}: {inner.module}")
     assert guarded == []
+
+
+def _cycles(modules: set[str]) -> list[list[str]]:
+    """The import circles among `modules` (strongly connected groups of more than one module)."""
+    graph = {m: {n if n in modules else n.rsplit(".", 1)[0] for n in IMPORTS[m]} & modules - {m} for m in modules}
+    order: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found = []
+
+    def visit(v: str) -> None:
+        order[v] = low[v] = len(order)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in order:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], order[w])
+        if low[v] == order[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for v in sorted(modules):
+        if v not in order:
+            visit(v)
+    return found
+
+
+def test_the_robots_are_one_module_each_without_circles():
+    """addon.robots: one module per robot, read through the registry; their modules import no circle
+    among themselves, and none but the data tables grows past ~400 lines."""
+    robots = {m for m in IMPORTS if _inside(m, "addon.robots")}
+    assert _cycles(robots) == []
+    long = {path.name: n for path in (ROOT / "addon" / "robots").glob("*.py")
+            if (n := len(path.read_text(encoding="utf-8").splitlines())) > 400}
+    assert long == {}
+    assert _breaches(("addon.robots",), ("worker", "settings_ui", "install", "devportal")) == []

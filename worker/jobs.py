@@ -182,7 +182,7 @@ def _each_portal(services, fn, report: CycleReport, what: str, portal_ids: list[
 # ~0.3 s of wall per portal at K=20, fast-bitrix24 and its dependencies being the heaviest).
 UNIT_MODULES = ("aiohttp", "fast_bitrix24", "fast_bitrix24.utils", "addon.bitrix.client", "addon.bitrix.pace",
                 "addon.bitrix.directory", "addon.bitrix.tokens", "install.manifest", "worker.daily", "worker.events",
-                "worker.reconcile", "worker.reindex", "worker.robots", "addon.robots.store")
+                "worker.reconcile", "worker.reindex", "addon.robots.runner", "addon.robots.store")
 
 
 def warm_imports() -> None:
@@ -242,7 +242,7 @@ def reconcile_all(services, now: dt.datetime, owner: str | None = None) -> Cycle
 def robots_all(services, now: dt.datetime, owner: str | None = None) -> CycleReport:
     """Stored robot calls per portal, then due robot timers (the robots engineer's functions)."""
     report = CycleReport()
-    from worker.robots import fire_due_timers, process_robot_calls  # as above
+    from addon.robots.runner import fire_due_timers, process_robot_calls  # as above
 
     def one(pid: int) -> None:
         with leases.holding(services, pid, owner, kind="robots") as keep:

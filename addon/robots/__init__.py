@@ -1,1 +1,1 @@
-"""Pipeline robots (seeds 000, 001, 002, 004): the catalog registered on portals, the pure rules, storage helpers."""
+"""Pipeline robots (seeds 000, 001, 002, 004): one module per robot, the registry that lists them, the one runner."""

@@ -7,13 +7,13 @@ from collections import Counter
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from addon.models import RobotRecord, RobotState, RobotTimer, naive_utc, utcnow
 from addon.robots.logic import RankRow, month_bounds, monthly_ranking, previous_month, ranking_weights
 
 ABSENT_KEY = "absent"
-
 
 
 def get_state(session: Session, portal_id: int, key: str, lock: bool = False) -> dict[str, Any]:
@@ -29,10 +29,7 @@ def get_state(session: Session, portal_id: int, key: str, lock: bool = False) ->
 
 
 def _ensure_state_row(session: Session, portal_id: int, key: str) -> None:
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     session.execute(insert(RobotState).values(portal_id=portal_id, key=key, value={}, updated_at=utcnow())
                     .on_conflict_do_nothing())
 

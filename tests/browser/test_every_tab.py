@@ -122,7 +122,7 @@ def test_every_tab_is_russian_fits_the_screen_and_links_nowhere_dead(
         if font != ["12px", "600"]:
             problems.append(f"settings: the save button's font is {font}")
         # the robots tab lists every robot, with the way into a pipeline's automation rules
-        from addon.robots.catalog import ROBOTS
+        from addon.robots.registry import ROBOTS
 
         app.locator('#tabs button[data-tab="robots"]').click()
         if app.locator("#robot-catalog tbody tr").count() != len(ROBOTS):

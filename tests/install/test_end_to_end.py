@@ -72,7 +72,7 @@ def test_install_registers_exactly_the_manifest_and_a_second_install_changes_not
     assert items["contact"] == {i["XML_ID"]: i["ID"] for i in status["LIST"]}
     assert set(items["company"]) == {"NEW", "IN_WORK", "HOT", "WARM", "COLD", "LOST"}
     robots = client.call("bizproc.robot.list")
-    from addon.robots.catalog import robot_definitions
+    from addon.robots.registry import robot_definitions
 
     assert sorted(robots) == sorted(r["CODE"] for r in robot_definitions(url))
 

@@ -69,7 +69,7 @@ def test_install_reinstall_update_uninstall_back_to_back_at_the_real_limit(servi
     assert portal.app_version == "2" and portal.manifest_key.startswith("2:")
     assert services.cipher.decrypt(portal.application_token_enc) == update["application_token"]
     assert bound_events(services, portal.id) == set(desired_events(app_server.url, portal.scope))
-    from addon.robots.catalog import robot_definitions
+    from addon.robots.registry import robot_definitions
 
     assert sorted(dp.robots) == sorted(r["CODE"] for r in robot_definitions(app_server.url))
     with services.sessions() as session:

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from addon.models import Portal
+from addon.robots.runner import fire_due_timers, process_robot_calls
 
 MSK = ZoneInfo("Europe/Moscow")
 START = dt.datetime(2026, 11, 2, 10, 0, tzinfo=MSK)  # a Monday morning
@@ -47,13 +48,9 @@ class World:
         return self.portal.run_robot(f"nezabyt_{robot}_{document_type}", document_type, entity_id, properties)
 
     def process(self) -> int:
-        from worker.robots import process_robot_calls
-
         return process_robot_calls(self.services, self.portal_id, self.now())
 
     def fire(self) -> int:
-        from worker.robots import fire_due_timers
-
         return fire_due_timers(self.services, self.now())
 
     def run_for(self, **delta) -> None:

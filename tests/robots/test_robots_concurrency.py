@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from addon.services import build_services
-from worker.robots import fire_due_timers, process_robot_calls
+from addon.robots.runner import fire_due_timers, process_robot_calls
 
 
 def run_in_workers(world, job, workers=3):

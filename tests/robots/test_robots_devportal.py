@@ -9,10 +9,10 @@ import requests
 from sqlalchemy import func, select
 
 from addon.models import RobotTimer, StoredEvent
-from addon.robots.catalog import robot_definitions
+from addon.robots.registry import robot_definitions
 from addon.robots.store import close_reason_counts, mark_absent, ranking_report
 from addon.services import build_services
-from worker.robots import fire_due_timers
+from addon.robots.runner import fire_due_timers
 
 
 def test_every_robot_is_registered_and_reinstall_changes_nothing(world):
@@ -502,7 +502,7 @@ def test_a_read_the_portal_refuses_for_now_leaves_the_robot_call_undecided(world
 
 def test_a_missing_method_or_item_still_reads_as_empty():
     from addon.bitrix.errors import PortalError
-    from worker.robots import reads_as_empty
+    from addon.robots.reads import reads_as_empty
 
     assert reads_as_empty(PortalError("NOT_FOUND", "Not found", 400))
     assert reads_as_empty(PortalError("ERROR_METHOD_NOT_FOUND", "Method not found!", 404))

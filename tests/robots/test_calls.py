@@ -1,5 +1,5 @@
 """Robot property values as Bitrix24 externalises them: users as user_N, lists, Y/N, decimal commas."""
-from worker.robots import prop_bool, prop_float, prop_int, prop_list, prop_str, prop_users
+from addon.robots.calls import prop_bool, prop_float, prop_int, prop_list, prop_str, prop_users
 
 
 def test_users_and_lists():

@@ -1,7 +1,8 @@
-"""The robot catalog: every robot for leads and deals, with the documented bizproc.robot.add shape."""
+"""The robots' registry: every robot for leads and deals, with the documented bizproc.robot.add shape, and
+each one's module giving its handler and timers."""
 import re
 
-from addon.robots.catalog import ROBOTS, parse_robot_code, robot_definitions
+from addon.robots.registry import ROBOTS, parse_robot_code, robot_definitions
 
 # doc: api-reference/bizproc/bizproc-robot/bizproc-robot-add.md
 TYPES = {"bool", "date", "datetime", "double", "file", "int", "select", "string", "text", "user"}
@@ -32,3 +33,27 @@ def test_parse_codes():
     assert parse_robot_code("nezabyt_unknown_lead") is None
     assert parse_robot_code("other_distribute_lead") is None
     assert parse_robot_code("nezabyt_distribute_contact") is None
+
+
+def test_each_robot_module_declares_itself_and_handles_its_calls():
+    from addon.robots.registry import HANDLERS, MODULES, TIMER_HANDLERS
+
+    assert [m.__name__.rsplit(".", 1)[1] for m in MODULES] == [r.key for r in ROBOTS]
+    assert set(HANDLERS) == {r.key for r in ROBOTS}
+    assert all(callable(h) for h in HANDLERS.values())
+    assert TIMER_HANDLERS == {"take_in_work": MODULES[1].fire, "call_cadence": MODULES[5].fire,
+                              "appointment_reminder": MODULES[6].fire, "stuck_in_stage": MODULES[9].fire,
+                              "stuck_digest": MODULES[9].fire_digest}
+
+
+def test_the_receiver_reads_the_registry_without_the_portal_client():
+    """The web answers a robot call from the registry alone: loading it brings no HTTP client."""
+    import subprocess
+    import sys
+
+    code = ("import sys, addon.robots.registry\n"
+            "print(sorted(m for m in ('addon.bitrix.client', 'fast_bitrix24', 'aiohttp', 'requests',"
+            " 'addon.robots.run', 'addon.robots.runner') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -6,7 +6,7 @@ from sqlalchemy import select
 from addon.db import unit_of_work
 from addon.models import Portal, StoredEvent
 from addon.bitrix.client import BatchResult, PortalError
-from worker.robots import process_robot_calls
+from addon.robots.runner import process_robot_calls
 
 
 class StrugglingPortal:
