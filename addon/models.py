@@ -140,7 +140,7 @@ class TrackedEntity(Base):
 
 
 # Causes of a status transition
-CAUSES = ("manager", "decay", "deal", "import", "revert", "new", "index")
+CAUSES = ("manager", "decay", "deal", "import", "revert", "new", "index", "undo")
 
 
 class StatusHistory(Base):
@@ -162,6 +162,32 @@ class StatusHistory(Base):
     by_user_id: Mapped[int | None] = mapped_column(Integer)
     assigned_by_id: Mapped[int | None] = mapped_column(Integer)
     note: Mapped[str | None] = mapped_column(Text)
+
+
+class JournalChange(Base):
+    """One client's change by a journal entry (a daily run's or a bulk load's JobRun): the status
+    and the responsible before and after, and what the row's dating was before, so an undo puts
+    back exactly what was there; and how the undo went for this client."""
+
+    __tablename__ = "journal_change"
+    __table_args__ = (Index("ix_journal_change_run", "job_run_id", "entity_type", "entity_id"),
+                      Index("ix_journal_change_entity", "portal_id", "entity_type", "entity_id"))
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    portal_id: Mapped[int] = mapped_column(ForeignKey("portal.id", ondelete="CASCADE"))
+    job_run_id: Mapped[int] = mapped_column(ForeignKey("job_run.id", ondelete="CASCADE"))
+    entity_type: Mapped[str] = mapped_column(String(16))
+    entity_id: Mapped[int] = mapped_column(Integer)
+    old_status: Mapped[str | None] = mapped_column(String(32))
+    new_status: Mapped[str | None] = mapped_column(String(32))
+    old_status_set_on: Mapped[dt.date | None] = mapped_column(Date)
+    old_previous_status: Mapped[str | None] = mapped_column(String(32))
+    old_assigned_by_id: Mapped[int | None] = mapped_column(Integer)
+    new_assigned_by_id: Mapped[int | None] = mapped_column(Integer)
+    # None until an undo looks at it; then sending | undone | refused | failed (undo_note says why).
+    undo_state: Mapped[str | None] = mapped_column(String(16))
+    undo_note: Mapped[str | None] = mapped_column(Text)
+    undo_run_id: Mapped[int | None] = mapped_column(Integer)
 
 
 class StoredEvent(Base):

@@ -386,3 +386,90 @@ TEXTS["en"].update({
     "import_too_large": "The file is over {limit} MB, more than one load takes. "
                         "Split it into several files and load them one by one.",
 })
+
+# The «Журнал» tab: the daily runs and bulk loads, their drill-down and their undo (addon.journal).
+TEXTS["ru"].update({
+    "tab_journal": "Журнал", "journal_title": "Журнал запусков и загрузок",
+    "journal_help": "Каждый ежедневный запуск и каждая загрузка статусов — одна запись: сколько клиентов сменили "
+                    "статус, сколько передано другим, сколько отправлено сообщений. Смены статусов и передачи "
+                    "можно отменить в течение {days} дней: на портал вернутся прежний статус и ответственный — "
+                    "кроме клиентов, которых с тех пор изменил менеджер (их список будет показан).",
+    "journal_when": "Когда", "journal_what": "Что", "journal_changes": "Смен статуса",
+    "journal_transfers": "Передано", "journal_messages": "Сообщений", "journal_undo": "Отмена",
+    "journal_open": "Подробнее", "journal_empty": "Ежедневных запусков и загрузок статусов ещё не было.",
+    "journal_daily": "Ежедневный запуск за {day}", "journal_import": "Загрузка статусов «{name}»",
+    "journal_state_queued": "в очереди", "journal_state_running": "идёт", "journal_state_failed": "ошибка",
+    "journal_summary": "смен статуса: {changes}, передано: {transfers}, сообщений: {messages}",
+    "journal_by_manager": "По менеджерам", "journal_show_clients": "Клиенты",
+    "journal_clients": "Клиенты", "journal_all_clients": "Все клиенты записи",
+    "journal_status": "Статус: было → стало", "journal_assignee": "Ответственный: был → стал",
+    "journal_first": "Показаны первые {shown} из {total}.", "journal_no_clients": "Клиентов нет.",
+    "undo_until": "можно отменить до {until}", "undo_queued": "отмена в очереди…", "undo_running": "идёт отмена…",
+    "undo_was": "отменено: возвращено {undone}, отказано {refused}, не удалось {failed}",
+    "undo_was_at": "Отменено {at}: возвращено {undone}, отказано {refused}, не удалось {failed}.",
+    "undo_nothing": "нечего отменять", "undo_not_finished": "запуск ещё не закончен",
+    "undo_too_old": "прошло больше 7 дней",
+    "undo_show_refused": "Кому отказано ({count})", "undo_show_failed": "Где не удалось ({count})",
+    "undo_failed_before": "Прошлая попытка отмены прервалась ошибкой: её можно повторить, уже возвращённые "
+                          "клиенты не будут затронуты.",
+    "undo_button": "Отменить смены статусов и передачи",
+    "undo_confirm": "Вернуть прежний статус ({changes}) и прежнего ответственного ({transfers}) на портале? "
+                    "Клиентов, которых с тех пор изменил менеджер, это не коснётся. Если сроки статусов не "
+                    "исправлены, вернувшиеся клиенты снова сменят статус при следующем запуске.",
+    "undo_go": "Да, отменить", "undo_cancel": "Не отменять", "undo_progress_done": "Отмена выполнена",
+    "undo_state_undone": "возвращён", "undo_state_refused": "отказано", "undo_state_failed": "не удалось",
+    "undo_state_sending": "отправляется",
+    "undo_why_status_changed": "статус с тех пор изменён",
+    "undo_why_assignee_changed": "ответственный с тех пор изменён",
+    "undo_why_gone": "клиент удалён на портале", "undo_why_untracked": "клиент больше не отслеживается",
+    "undo_why_departed": "прежний ответственный уволен",
+    "undo_why_status_removed": "прежнего статуса больше нет в настройках",
+    "undo_refused_not_found": "Такой записи в журнале нет.",
+    "undo_refused_not_finished": "Запуск ещё не закончен: отменить его можно, когда он завершится.",
+    "undo_refused_too_old": "Отменить можно только в течение 7 дней после запуска.",
+    "undo_refused_nothing": "В этой записи нет смен статусов и передач.",
+    "undo_refused_done": "Эта запись уже отменена.",
+    "cause_undo": "отмена",
+})
+TEXTS["en"].update({
+    "tab_journal": "Journal", "journal_title": "Runs and loads",
+    "journal_help": "Every daily run and every bulk load is one entry: how many clients changed status, how many "
+                    "were handed over, how many messages went out. Status changes and hand-overs can be undone "
+                    "within {days} days: the previous status and responsible go back to the portal, except for "
+                    "clients a manager changed since (they are listed).",
+    "journal_when": "When", "journal_what": "What", "journal_changes": "Status changes",
+    "journal_transfers": "Handed over", "journal_messages": "Messages", "journal_undo": "Undo",
+    "journal_open": "Details", "journal_empty": "No daily runs or bulk loads yet.",
+    "journal_daily": "Daily run of {day}", "journal_import": "Bulk load “{name}”",
+    "journal_state_queued": "queued", "journal_state_running": "running", "journal_state_failed": "failed",
+    "journal_summary": "status changes: {changes}, handed over: {transfers}, messages: {messages}",
+    "journal_by_manager": "By manager", "journal_show_clients": "Clients",
+    "journal_clients": "Clients", "journal_all_clients": "All the entry's clients",
+    "journal_status": "Status: before → after", "journal_assignee": "Responsible: before → after",
+    "journal_first": "The first {shown} of {total}.", "journal_no_clients": "No clients.",
+    "undo_until": "can be undone until {until}", "undo_queued": "undo queued…", "undo_running": "undoing…",
+    "undo_was": "undone: {undone} returned, {refused} refused, {failed} failed",
+    "undo_was_at": "Undone {at}: {undone} returned, {refused} refused, {failed} failed.",
+    "undo_nothing": "nothing to undo", "undo_not_finished": "the run is not finished",
+    "undo_too_old": "more than 7 days ago",
+    "undo_show_refused": "Refused ({count})", "undo_show_failed": "Failed ({count})",
+    "undo_failed_before": "The last undo stopped with an error: run it again; clients already returned are left alone.",
+    "undo_button": "Undo the status changes and hand-overs",
+    "undo_confirm": "Put the previous status ({changes}) and the previous responsible ({transfers}) back on the "
+                    "portal? Clients a manager changed since are left alone. Unless the status limits were fixed, "
+                    "the returned clients change status again at the next run.",
+    "undo_go": "Yes, undo", "undo_cancel": "Do not undo", "undo_progress_done": "Undone",
+    "undo_state_undone": "returned", "undo_state_refused": "refused", "undo_state_failed": "failed",
+    "undo_state_sending": "sending",
+    "undo_why_status_changed": "its status changed since",
+    "undo_why_assignee_changed": "its responsible changed since",
+    "undo_why_gone": "deleted on the portal", "undo_why_untracked": "no longer tracked",
+    "undo_why_departed": "the previous responsible has left",
+    "undo_why_status_removed": "the previous status is no longer in the settings",
+    "undo_refused_not_found": "No such journal entry.",
+    "undo_refused_not_finished": "The run is not finished yet: undo it once it is.",
+    "undo_refused_too_old": "A run can be undone within 7 days only.",
+    "undo_refused_nothing": "This entry changed no status and handed nobody over.",
+    "undo_refused_done": "This entry is undone already.",
+    "cause_undo": "undo",
+})

@@ -30,7 +30,8 @@ from settings_ui.access import DEV_HOSTS, TOKEN_FIELD, TOKEN_HEADER, AccessDenie
 from settings_ui.i18n import load_error, option_error, row_error, translator
 
 PLACEMENT_ENTITIES = {"CRM_CONTACT_DETAIL_TAB": "contact", "CRM_COMPANY_DETAIL_TAB": "company"}
-TABS = ("settings", "index", "import", "dashboard", "robots")
+TABS = ("settings", "index", "import", "journal", "dashboard", "robots")
+ADMIN_TABS = ("import", "journal")  # not shown to a manager
 USERS_TTL = 300.0  # seconds the portal's user list is reused for pickers and names
 UPLOAD_FORM_BYTES = 64 * 1024  # the upload's multipart framing and other fields, past the file itself
 BOOL_OPTIONS = ("reset_on_calls", "require_call", "merge_notifications", "new_for_new_entities",
@@ -154,6 +155,8 @@ def make_blueprint(services, clock: Callable[[], float] | None = None) -> Bluepr
         month = request.form.get("month", "")
         if re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", month):
             extra["ranking_month"] = month
+        if tab in ADMIN_TABS and not user.is_admin:
+            tab = "dashboard"
         return render_main(user, tokens.issue(user), tab if tab in TABS else "settings", **extra)
 
     @bp.post("/ui/robots/absences")
@@ -264,6 +267,48 @@ def make_blueprint(services, clock: Callable[[], float] | None = None) -> Bluepr
             html = render_template("nezabyt/_entity.html", t=t, opts=ctx.opts, row=row, history=history,
                                    entity_type=entity_type, entity_id=entity_id, names=portal_users(user.portal_id, user.lang))
         return jsonify({"html": html})
+
+    @bp.post(f"/ui/journal/<int(max={MAX_ID}):run_id>")
+    def journal_entry(run_id: int):
+        """One entry's drill-down: by manager, and its clients (one manager's, or the refused ones)."""
+        from addon import journal
+
+        user = page_user(admin=True)
+        t = translator(user.lang)
+        manager = request.form.get("manager", "")
+        manager_id = parse_id(manager) if manager not in ("", "0") else (0 if manager == "0" else None)
+        state = request.form.get("state") or None
+        if state not in (None, journal.REFUSED, journal.FAILED, journal.UNDONE):
+            abort(400)
+        with services.sessions() as session:
+            ctx = _context(session, user.portal_id)
+            run = journal.entry_run(session, user.portal_id, run_id)
+            if run is None:
+                abort(404)
+            entry = next((e for e in journal.entries(session, user.portal_id, limit=200) if e.run_id == run_id), None)
+            if entry is None:
+                abort(404)
+            changes, total = journal.entry_changes(session, user.portal_id, run_id, manager_id=manager_id, state=state)
+            html = render_template("nezabyt/_journal_entry.html", t=t, user=user, opts=ctx.opts, e=entry,
+                                   changes=changes, total=total, manager=manager_id, state=state,
+                                   names=portal_users(user.portal_id, user.lang), now_utc=now(),
+                                   local_time=lambda v: _local_time(ctx, v))
+        return jsonify({"html": html})
+
+    @bp.post(f"/ui/journal/<int(max={MAX_ID}):run_id>/undo")
+    def undo_entry(run_id: int):
+        from addon import journal
+
+        user = page_user(admin=True)
+        t = translator(user.lang)
+        with services.sessions() as session:
+            try:
+                undo_id = journal.queue_undo(session, user.portal_id, run_id, user.user_id, now())
+            except journal.UndoRefused as exc:
+                status = 404 if exc.reason == "not_found" else 409
+                return jsonify({"error": exc.reason, "error_description": t("undo_refused_" + exc.reason)}), status
+            session.commit()
+        return jsonify({"run_id": undo_id})
 
     @bp.errorhandler(RequestEntityTooLarge)
     def upload_too_large(_exc):
@@ -415,6 +460,9 @@ def make_blueprint(services, clock: Callable[[], float] | None = None) -> Bluepr
                                          .order_by(JobRun.id.desc())).first()
             robots = _robots_view(session, user.portal_id, ctx,
                                   extra.pop("ranking_month", None) or ctx.local(now()).strftime("%Y-%m"))
+            from addon import journal
+
+            journal_entries = journal.entries(session, user.portal_id) if user.is_admin else []
             import_runs = {r.params.get("import_job_id"): r for r in session.scalars(
                 select(JobRun).where(JobRun.portal_id == user.portal_id, JobRun.kind == "import")
                 .order_by(JobRun.id.desc()).limit(20))}
@@ -427,6 +475,7 @@ def make_blueprint(services, clock: Callable[[], float] | None = None) -> Bluepr
                 changes_svg=changes_chart(board, {k: t(k) for k in ("decays", "losses", "transfers")}),
                 import_job=import_job, import_errors=import_errors, recent_imports=recent_imports,
                 import_runs=import_runs, match_run=match_run, robots=robots, last_index=last_index,
+                journal_entries=journal_entries, now_utc=now(), tabs=TABS, admin_tabs=ADMIN_TABS,
                 template_kinds=TEMPLATE_KINDS, portal_block=block_notice(session, user.portal_id, ctx),
                 placeholders=TEMPLATE_PLACEHOLDERS, default_templates=DEFAULT_TEMPLATES,
                 system_codes=SYSTEM_CODES, IN_WORK=IN_WORK, LOST=LOST, row_error=row_error,

@@ -34,7 +34,7 @@ from typing import Any
 
 from sqlalchemy import select, tuple_
 
-from addon import engine, rules
+from addon import engine, journal, rules
 from addon.bitrix import directory
 from addon.engine import PortalContext
 from addon.models import JobRun, StatusHistory, TrackedEntity, naive_utc, utcnow
@@ -253,19 +253,26 @@ def _decay_in_chunks(services, ctx: PortalContext, job_id: int, day: dt.date, cl
                 return org
             decayed, lost = 0, False
             held: list[list] = []
+            changes: list[dict[str, Any]] = []
             for row in rows:
                 after = (row.due_on, row.id)  # before store() re-dates it
+                before = (row.status, row.status_set_on, row.previous_status)
                 e, steps = rules.decay_through(opts, engine.entity_of(row), day)
                 engine.store(row, e, opts)  # no steps: stale dates from a settings change, just re-dated
                 if not steps:
                     continue
                 engine.add_history(session, row, steps)
+                # The journal keeps what the row was, so an undo can put it back (addon.journal).
+                changes.append(journal.change_values(ctx.portal_id, job_id, row, old_status=before[0],
+                                                     old_status_set_on=before[1], old_previous_status=before[2],
+                                                     old_assigned_by_id=row.assigned_by_id))
                 decayed += 1
                 lost = lost or row.status == LOST
                 if hold_losses and row.status == LOST:
                     held.append([row.entity_type, row.entity_id])
                     continue
                 engine.plan_status_write(session, ctx, row, _status_key(day, row), job_run_id=job_id, check=False)
+            journal.record_changes(session, changes)
             job = session.get(JobRun, job_id)
             done = dict(job.summary or {})
             done["decayed"] = int(done.get("decayed", 0)) + decayed
@@ -421,7 +428,9 @@ def _plan_loss_write(session, ctx: PortalContext, day: dt.date, row_id: int, hel
     update carries the loss fields alone."""
     row = session.get(TrackedEntity, row_id)
     if "ASSIGNED_BY_ID" in extra:
+        before = row.assigned_by_id
         row.assigned_by_id = extra["ASSIGNED_BY_ID"]
+        journal.note_transfer(session, job_id, row, before)
     if held:
         engine.plan_status_write(session, ctx, row, _status_key(day, row), extra, job_run_id=job_id, check=True)
         return
@@ -440,11 +449,13 @@ TIMELINE_TEXT = {
            "manager": "Не забыт, {day}: менеджер сменил статус с «{a}» на «{b}».",
            "revert": "Не забыт, {day}: статус возвращён на «{b}».",
            "deal": "Не забыт, {day}: по сделке статус сменился с «{a}» на «{b}».",
+           "undo": "Не забыт, {day}: смена статуса отменена, статус снова «{b}».",
            "other": "Не забыт, {day}: статус «{b}»."},
     "en": {"decay": "Nezabyt, {day}: status changed from “{a}” to “{b}”.",
            "manager": "Nezabyt, {day}: the manager changed the status from “{a}” to “{b}”.",
            "revert": "Nezabyt, {day}: status reverted to “{b}”.",
            "deal": "Nezabyt, {day}: a deal changed the status from “{a}” to “{b}”.",
+           "undo": "Nezabyt, {day}: the status change was undone, the status is “{b}” again.",
            "other": "Nezabyt, {day}: status “{b}”."},
 }
 

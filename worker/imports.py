@@ -13,7 +13,7 @@ import click
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from addon import engine
+from addon import engine, journal
 from addon.engine import STATUS_FIELD
 from addon.models import ImportJob, ImportRow, JobRun, StatusHistory, TrackedEntity, utcnow
 from addon.options import IN_WORK, Options
@@ -156,7 +156,7 @@ def apply_import(services, job_id: int, now: dt.datetime, client=None, progress=
                         error = answer.errors.get(key)
                         outcome[by_key[key].id] = (("failed", _error_text(error, by_key[key])) if error
                                                    else ("applied", None))
-                _finish_rows(session, portal_id, rows, outcome, inserted, options, today, created_by)
+                _finish_rows(session, portal_id, rows, outcome, inserted, options, today, created_by, run_id)
                 applied = sum(1 for state, _ in outcome.values() if state == "applied")
                 session.execute(update(ImportJob).where(ImportJob.id == job_id)
                                 .values(applied_rows=ImportJob.applied_rows + applied)
@@ -239,10 +239,10 @@ def _prepare(session: Session, portal_id: int, rows, outcome: dict, field_items:
 
 
 def _finish_rows(session: Session, portal_id: int, rows, outcome: dict, inserted: set[int], options: Options,
-                 today: dt.date, created_by: int | None) -> None:
+                 today: dt.date, created_by: int | None, run_id: int | None = None) -> None:
     tracked = _tracked(session, portal_id, [r for r in rows if r.id not in inserted and r.id in outcome])
     recorded_at = utcnow()
-    applied_ids, failed, entities, restore, history = [], [], [], [], []
+    applied_ids, failed, entities, restore, history, changes = [], [], [], [], [], []
     dropped: dict[str, list[int]] = collections.defaultdict(list)
     for r in rows:
         state, error = outcome.get(r.id, ("pending", None))
@@ -267,6 +267,13 @@ def _finish_rows(session: Session, portal_id: int, rows, outcome: dict, inserted
                                                          "entity_id": r.entity_id, "open_deals": 0, **values}])
             else:
                 entities.append({"id": e["id"], **values})
+        if run_id is not None:  # the journal's record of the load, for its undo (addon.journal)
+            changes.append({"portal_id": portal_id, "job_run_id": run_id, "entity_type": r.entity_type,
+                            "entity_id": r.entity_id, "old_status": e["status"] if e else None,
+                            "new_status": r.status, "old_status_set_on": e["status_set_on"] if e else None,
+                            "old_previous_status": e["previous_status"] if e else None,
+                            "old_assigned_by_id": e["assigned_by_id"] if e else None,
+                            "new_assigned_by_id": e["assigned_by_id"] if e else None})
         history.append({"portal_id": portal_id, "entity_type": r.entity_type, "entity_id": r.entity_id,
                         "from_status": from_status, "to_status": r.status,
                         "changed_on": dt.date.fromisoformat(r.data["status_on"]) if (r.data or {}).get("status_on")
@@ -288,6 +295,7 @@ def _finish_rows(session: Session, portal_id: int, rows, outcome: dict, inserted
             TrackedEntity.entity_id.in_(ids)).execution_options(synchronize_session=False))
     if history:
         session.execute(insert(StatusHistory), history)
+    journal.record_changes(session, changes)
 
 
 def _tracked(session: Session, portal_id: int, rows) -> dict[tuple[str, int], dict[str, Any]]:
@@ -298,6 +306,7 @@ def _tracked(session: Session, portal_id: int, rows) -> dict[tuple[str, int], di
         # ANALYZE (a load fills it from empty), where it would filter every row of the portal.
         for e in session.execute(select(
                 TrackedEntity.id, TrackedEntity.entity_id, TrackedEntity.status, TrackedEntity.previous_status,
+                TrackedEntity.status_set_on,
                 TrackedEntity.last_call_on, TrackedEntity.open_deals, TrackedEntity.assigned_by_id).where(
                 TrackedEntity.portal_id == portal_id, TrackedEntity.entity_type == entity_type,
                 TrackedEntity.entity_id.between(min(ids), max(ids)), TrackedEntity.entity_id.in_(ids))).mappings():

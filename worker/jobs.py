@@ -182,7 +182,7 @@ def _each_portal(services, fn, report: CycleReport, what: str, portal_ids: list[
 # ~0.3 s of wall per portal at K=20, fast-bitrix24 and its dependencies being the heaviest).
 UNIT_MODULES = ("aiohttp", "fast_bitrix24", "fast_bitrix24.utils", "addon.bitrix.client", "addon.bitrix.pace",
                 "addon.bitrix.directory", "addon.bitrix.tokens", "install.manifest", "worker.daily", "worker.events",
-                "worker.reconcile", "worker.reindex", "addon.robots.runner", "addon.robots.store")
+                "worker.reconcile", "worker.reindex", "worker.undo", "addon.robots.runner", "addon.robots.store")
 
 
 def warm_imports() -> None:
@@ -261,14 +261,14 @@ def robots_all(services, now: dt.datetime, owner: str | None = None) -> CycleRep
 
 
 def run_queued_jobs(services, now: dt.datetime, owner: str | None = None) -> CycleReport:
-    """Re-index and bulk-load jobs the settings UI queued as JobRun rows (status "queued"), and
+    """Re-index, bulk-load and undo jobs the settings UI queued as JobRun rows (status "queued"), and
     jobs left "running" by a worker that died: whoever holds the portal's lease now resumes them
     (both jobs are resumable: a re-index reads again, an import skips rows already applied)."""
     report = CycleReport()
     owner = owner or services.settings.worker_id
     with services.sessions() as session:
         queued = session.execute(select(JobRun.id, JobRun.portal_id).where(
-            JobRun.kind.in_(("reindex", "import", "import_match")),
+            JobRun.kind.in_(("reindex", "import", "import_match", "undo")),
             (JobRun.status == "queued") | ((JobRun.status == "running") & (JobRun.owner != owner)),
         ).order_by(JobRun.id)).all()
     by_portal: dict[int, list[int]] = {}
@@ -318,6 +318,11 @@ def _run_job(services, job: dict[str, Any], now: dt.datetime, keep) -> None:
         from worker.reindex import reindex
 
         reindex(services, job["portal_id"], now, job_run_id=job["id"], keep=keep)
+        return
+    if job["kind"] == "undo":
+        from worker.undo import run_undo
+
+        run_undo(services, job["id"], now, keep=keep)
         return
     from worker import imports  # the settings-UI engineer's bulk load
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 from addon.options import EMPTY, IN_WORK, LOST, NEW, Options
 
-CAUSES = ("manager", "decay", "deal", "import", "revert", "new", "index")
+CAUSES = ("manager", "decay", "deal", "import", "revert", "new", "index", "undo")
 DEAL_OUTCOMES = (None, "won", "lost")
 
 

@@ -259,6 +259,58 @@
            function () { document.getElementById("match-done-form").submit(); });
   }
 
+  // --- the journal: an entry's drill-down (by manager, refused clients) and its undo -----------------
+  var detail = document.getElementById("journal-detail");
+  function openEntry(runId, filter) {
+    var body = new FormData();
+    Object.keys(filter || {}).forEach(function (k) { body.append(k, filter[k]); });
+    return post("/ui/journal/" + runId, body).then(function (data) {
+      detail.hidden = false;
+      if (data.html === undefined) { detail.textContent = ""; problem(data, detail); return; }
+      detail.innerHTML = data.html;
+      detail.dataset.run = runId;
+      var bar = document.getElementById("undo-progress");
+      if (bar && bar.dataset.run) { followUndo(runId, bar.dataset.run); }
+      fit(function () { reveal(detail); });
+    }, function () { problem(null, detail); });
+  }
+  function followUndo(entryId, undoRunId) {
+    follow(undoRunId, document.getElementById("undo-progress"), document.getElementById("undo-progress-text"),
+           function () { openEntry(entryId); });
+  }
+  if (detail) {
+    document.querySelectorAll("[data-journal-run]").forEach(function (button) {
+      button.addEventListener("click", function () { openEntry(button.dataset.journalRun); });
+    });
+    detail.addEventListener("click", function (ev) {
+      var target = ev.target.closest ? ev.target.closest("button") : null;
+      if (!target) { return; }
+      var runId = detail.dataset.run;
+      if (target.hasAttribute("data-journal-filter")) {
+        var filter = {};
+        if (target.dataset.manager !== undefined) { filter.manager = target.dataset.manager; }
+        if (target.dataset.state) { filter.state = target.dataset.state; }
+        openEntry(runId, filter);
+      } else if (target.id === "undo-btn") {
+        document.getElementById("undo-confirm").hidden = false;
+        target.disabled = true;
+        fit();
+      } else if (target.id === "undo-cancel") {
+        document.getElementById("undo-confirm").hidden = true;
+        document.getElementById("undo-btn").disabled = false;
+        fit();
+      } else if (target.id === "undo-go") {
+        target.disabled = true;
+        var text = document.getElementById("undo-progress-text");
+        post("/ui/journal/" + runId + "/undo", new FormData()).then(function (data) {
+          if (!data.run_id) { target.disabled = false; problem(data, text); return; }
+          document.getElementById("undo-confirm").hidden = true;
+          followUndo(runId, data.run_id);
+        }, function () { target.disabled = false; problem(null, text); });
+      }
+    });
+  }
+
   // --- saving the settings: the result next to the button, the admin's place kept ------------------
   function fieldFor(key) {
     var form = document.getElementById("settings-form");
