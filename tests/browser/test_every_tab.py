@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 # name of the English language in the language picker.
 ALLOWED_LATIN = {"ID", "CSV", "XLSX", "E-mail", "e-mail", "Bitrix24", "CRM", "English", "SVG"}
 LATIN_WORD = re.compile(r"[A-Za-z][A-Za-z\-]*[A-Za-z]|[A-Za-z]")
-TABS_ADMIN = ("settings", "index", "import", "dashboard", "robots")
+TABS_ADMIN = ("settings", "index", "import", "journal", "dashboard", "robots")
 
 # The elements wider than the frame's viewport that are not inside a box that scrolls them.
 OVERFLOW_JS = """() => {
