@@ -222,6 +222,12 @@ class _Rest:
     def _moved(self, new_endpoint: str) -> None:
         self.client_endpoint = new_endpoint
 
+    def _may_follow(self, new_endpoint: str | None) -> bool:
+        """A portal's new address is followed, never from https down to plain http (the token would
+        travel in clear)."""
+        return bool(new_endpoint) and new_endpoint != self.client_endpoint and not (
+            self.client_endpoint.lower().startswith("https:") and not new_endpoint.lower().startswith("https:"))
+
     # -- time ---------------------------------------------------------------------------------------
     def _spent(self) -> float:
         return max(time.monotonic() - self._started, self.stats.waited)
@@ -278,7 +284,7 @@ class _Rest:
                 raise PortalError("NETWORK_ERROR", str(exc), None, method) from exc
             if response.status_code in REDIRECTS and not moved and self.follow_moves:
                 new_endpoint = endpoint_of_location(response.headers.get("Location", ""), method)
-                if new_endpoint and new_endpoint != self.client_endpoint:
+                if self._may_follow(new_endpoint):
                     # The portal changed its domain: ask again there, with the token.
                     moved = True
                     self._moved(new_endpoint)
@@ -543,7 +549,7 @@ class PortalClient(_Rest):
             # The portal changed its domain (settings/how-to-call-rest-api/change-domen.md): the
             # batch ran nowhere; send it once more, POST and body intact, to the new address.
             new_endpoint = endpoint_of_location(redirect.location, "batch")
-            if not moved and new_endpoint and new_endpoint != self.client_endpoint:
+            if not moved and self._may_follow(new_endpoint):
                 self._moved(new_endpoint)
                 self._run_chunk(chunk, methods, idempotent, halt, out, moved=True)
             else:

@@ -138,6 +138,16 @@ def test_a_moved_portal_is_asked_again_at_its_new_address_with_the_token(service
 
 
 @responses.activate
+def test_a_redirect_from_https_down_to_http_is_not_followed(services, portal_id):
+    responses.post(ENDPOINT + "profile.json", status=302, headers={"Location": "http://renamed.bitrix24.test/rest/"})
+    with pytest.raises(errors.PortalMoved):
+        portal_client(services, portal_id).call("profile")
+    assert len(responses.calls) == 1  # the token never went out in clear
+    with services.sessions() as s:
+        assert s.get(Portal, portal_id).client_endpoint == ENDPOINT
+
+
+@responses.activate
 @pytest.mark.usefixtures("mocked_oauth")
 def test_a_lapsed_subscription_pauses_the_portal_and_it_resumes_without_a_reinstall(services, portal_id):
     from tests.install.conftest import TOKEN_URL
