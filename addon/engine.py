@@ -162,13 +162,17 @@ def store(row: TrackedEntity, e: rules.Entity, opts: Options) -> None:
         setattr(row, name, value)
 
 
+# The causes a person is behind (a manager's edit, an admin's load or undo): their history lines name them.
+BY_USER_CAUSES = ("manager", "import", "undo")
+
+
 def add_history(session: Session, row: TrackedEntity, steps: Iterable[rules.Step], *,
                 by_user_id: int | None = None, note: str | None = None) -> list[StatusHistory]:
     lines = []
     for step in steps:
         line = StatusHistory(portal_id=row.portal_id, entity_type=row.entity_type, entity_id=row.entity_id,
                              from_status=step.from_status, to_status=step.to_status, changed_on=step.on,
-                             cause=step.cause, by_user_id=by_user_id if step.cause in ("manager", "import") else None,
+                             cause=step.cause, by_user_id=by_user_id if step.cause in BY_USER_CAUSES else None,
                              assigned_by_id=row.assigned_by_id, note=note)
         session.add(line)
         lines.append(line)

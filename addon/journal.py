@@ -40,14 +40,25 @@ class UndoRefused(Exception):
 
 
 # --- recording, by the daily run and the bulk load ------------------------------------------------------
-def change_values(portal_id: int, job_run_id: int, row: TrackedEntity, *, old_status: str | None,
+def change_values(portal_id: int, job_run_id: int, entity_type: str, entity_id: int, *, old_status: str | None,
                   old_status_set_on: dt.date | None, old_previous_status: str | None,
-                  old_assigned_by_id: int | None) -> dict[str, Any]:
-    """One JournalChange's values: the row as it was (passed in) and as it is now."""
-    return {"portal_id": portal_id, "job_run_id": job_run_id, "entity_type": row.entity_type,
-            "entity_id": row.entity_id, "old_status": old_status, "new_status": row.status,
+                  old_assigned_by_id: int | None, new_status: str | None,
+                  new_assigned_by_id: int | None) -> dict[str, Any]:
+    """One JournalChange's values: the client as it was and as the entry left it."""
+    return {"portal_id": portal_id, "job_run_id": job_run_id, "entity_type": entity_type,
+            "entity_id": entity_id, "old_status": old_status, "new_status": new_status,
             "old_status_set_on": old_status_set_on, "old_previous_status": old_previous_status,
-            "old_assigned_by_id": old_assigned_by_id, "new_assigned_by_id": row.assigned_by_id}
+            "old_assigned_by_id": old_assigned_by_id, "new_assigned_by_id": new_assigned_by_id}
+
+
+def row_change(portal_id: int, job_run_id: int, row: TrackedEntity, *, old_status: str | None,
+               old_status_set_on: dt.date | None, old_previous_status: str | None,
+               old_assigned_by_id: int | None) -> dict[str, Any]:
+    """change_values for a tracked row the entry has just changed (its new values are the row's)."""
+    return change_values(portal_id, job_run_id, row.entity_type, row.entity_id, old_status=old_status,
+                         old_status_set_on=old_status_set_on, old_previous_status=old_previous_status,
+                         old_assigned_by_id=old_assigned_by_id, new_status=row.status,
+                         new_assigned_by_id=row.assigned_by_id)
 
 
 def record_changes(session: Session, values: list[dict[str, Any]]) -> None:
@@ -64,10 +75,10 @@ def note_transfer(session: Session, job_run_id: int, row: TrackedEntity, old_ass
         JournalChange.entity_id == row.entity_id).values(new_assigned_by_id=row.assigned_by_id)
         .execution_options(synchronize_session=False))
     if not done.rowcount:
-        record_changes(session, [change_values(row.portal_id, job_run_id, row, old_status=row.status,
-                                               old_status_set_on=row.status_set_on,
-                                               old_previous_status=row.previous_status,
-                                               old_assigned_by_id=old_assigned_by_id)])
+        record_changes(session, [row_change(row.portal_id, job_run_id, row, old_status=row.status,
+                                            old_status_set_on=row.status_set_on,
+                                            old_previous_status=row.previous_status,
+                                            old_assigned_by_id=old_assigned_by_id)])
 
 
 # --- reading, for the tab ---------------------------------------------------------------------------------
@@ -114,8 +125,18 @@ def _handed_over():
 
 def entries(session: Session, portal_id: int, limit: int = 30) -> list[Entry]:
     """The newest `limit` daily runs and bulk loads of the portal, with their counts."""
-    runs = list(session.scalars(select(JobRun).where(JobRun.portal_id == portal_id, JobRun.kind.in_(ENTRY_KINDS))
-                                .order_by(JobRun.id.desc()).limit(limit)))
+    return _entries(session, portal_id, list(session.scalars(
+        select(JobRun).where(JobRun.portal_id == portal_id, JobRun.kind.in_(ENTRY_KINDS))
+        .order_by(JobRun.id.desc()).limit(limit))))
+
+
+def entry(session: Session, portal_id: int, run_id: int) -> Entry | None:
+    """One entry with its counts (the drill-down's head), however old; None if it is not one."""
+    run = entry_run(session, portal_id, run_id)
+    return _entries(session, portal_id, [run])[0] if run is not None else None
+
+
+def _entries(session: Session, portal_id: int, runs: list[JobRun]) -> list[Entry]:
     ids = [r.id for r in runs]
     out: dict[int, Entry] = {}
     files = {}

@@ -139,10 +139,6 @@ class TrackedEntity(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
 
-# Causes of a status transition
-CAUSES = ("manager", "decay", "deal", "import", "revert", "new", "index", "undo")
-
-
 class StatusHistory(Base):
     """Every transition of a tracked entity: from, to, when, why, by whom."""
 

@@ -14,6 +14,7 @@ from flask import Blueprint, Response, abort, g, jsonify, render_template, reque
 from sqlalchemy import select
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from addon import journal
 from addon.ids import MAX_ID, parse_id
 from addon.models import ImportJob, JobRun, PortalSettings, StatusHistory, TrackedEntity, utcnow
 from addon.options import (
@@ -271,8 +272,6 @@ def make_blueprint(services, clock: Callable[[], float] | None = None) -> Bluepr
     @bp.post(f"/ui/journal/<int(max={MAX_ID}):run_id>")
     def journal_entry(run_id: int):
         """One entry's drill-down: by manager, and its clients (one manager's, or the refused ones)."""
-        from addon import journal
-
         user = page_user(admin=True)
         t = translator(user.lang)
         manager = request.form.get("manager", "")
@@ -282,10 +281,7 @@ def make_blueprint(services, clock: Callable[[], float] | None = None) -> Bluepr
             abort(400)
         with services.sessions() as session:
             ctx = _context(session, user.portal_id)
-            run = journal.entry_run(session, user.portal_id, run_id)
-            if run is None:
-                abort(404)
-            entry = next((e for e in journal.entries(session, user.portal_id, limit=200) if e.run_id == run_id), None)
+            entry = journal.entry(session, user.portal_id, run_id)
             if entry is None:
                 abort(404)
             changes, total = journal.entry_changes(session, user.portal_id, run_id, manager_id=manager_id, state=state)
@@ -297,8 +293,6 @@ def make_blueprint(services, clock: Callable[[], float] | None = None) -> Bluepr
 
     @bp.post(f"/ui/journal/<int(max={MAX_ID}):run_id>/undo")
     def undo_entry(run_id: int):
-        from addon import journal
-
         user = page_user(admin=True)
         t = translator(user.lang)
         with services.sessions() as session:
@@ -460,8 +454,6 @@ def make_blueprint(services, clock: Callable[[], float] | None = None) -> Bluepr
                                          .order_by(JobRun.id.desc())).first()
             robots = _robots_view(session, user.portal_id, ctx,
                                   extra.pop("ranking_month", None) or ctx.local(now()).strftime("%Y-%m"))
-            from addon import journal
-
             journal_entries = journal.entries(session, user.portal_id) if user.is_admin else []
             import_runs = {r.params.get("import_job_id"): r for r in session.scalars(
                 select(JobRun).where(JobRun.portal_id == user.portal_id, JobRun.kind == "import")

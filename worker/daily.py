@@ -263,9 +263,9 @@ def _decay_in_chunks(services, ctx: PortalContext, job_id: int, day: dt.date, cl
                     continue
                 engine.add_history(session, row, steps)
                 # The journal keeps what the row was, so an undo can put it back (addon.journal).
-                changes.append(journal.change_values(ctx.portal_id, job_id, row, old_status=before[0],
-                                                     old_status_set_on=before[1], old_previous_status=before[2],
-                                                     old_assigned_by_id=row.assigned_by_id))
+                changes.append(journal.row_change(ctx.portal_id, job_id, row, old_status=before[0],
+                                                  old_status_set_on=before[1], old_previous_status=before[2],
+                                                  old_assigned_by_id=row.assigned_by_id))
                 decayed += 1
                 lost = lost or row.status == LOST
                 if hold_losses and row.status == LOST:

@@ -268,12 +268,12 @@ def _finish_rows(session: Session, portal_id: int, rows, outcome: dict, inserted
             else:
                 entities.append({"id": e["id"], **values})
         if run_id is not None:  # the journal's record of the load, for its undo (addon.journal)
-            changes.append({"portal_id": portal_id, "job_run_id": run_id, "entity_type": r.entity_type,
-                            "entity_id": r.entity_id, "old_status": e["status"] if e else None,
-                            "new_status": r.status, "old_status_set_on": e["status_set_on"] if e else None,
-                            "old_previous_status": e["previous_status"] if e else None,
-                            "old_assigned_by_id": e["assigned_by_id"] if e else None,
-                            "new_assigned_by_id": e["assigned_by_id"] if e else None})
+            was = e or {}
+            changes.append(journal.change_values(
+                portal_id, run_id, r.entity_type, r.entity_id, old_status=was.get("status"),
+                old_status_set_on=was.get("status_set_on"), old_previous_status=was.get("previous_status"),
+                old_assigned_by_id=was.get("assigned_by_id"), new_status=r.status,
+                new_assigned_by_id=was.get("assigned_by_id")))
         history.append({"portal_id": portal_id, "entity_type": r.entity_type, "entity_id": r.entity_id,
                         "from_status": from_status, "to_status": r.status,
                         "changed_on": dt.date.fromisoformat(r.data["status_on"]) if (r.data or {}).get("status_on")

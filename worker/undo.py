@@ -15,9 +15,11 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from addon import engine, journal
+from addon import engine, journal, rules
+from addon.bitrix import directory
+from addon.bitrix.client import portal_client
 from addon.engine import STATUS_FIELD, PortalContext
-from addon.models import JobRun, JournalChange, Outbox, StatusHistory, TrackedEntity, utcnow
+from addon.models import JobRun, JournalChange, Outbox, TrackedEntity, utcnow
 
 UNDO_CHUNK = 500
 log = logging.getLogger(__name__)
@@ -26,9 +28,6 @@ log = logging.getLogger(__name__)
 def run_undo(services, undo_run_id: int, now: dt.datetime, client=None, keep=None) -> dict[str, int]:
     """Run (or resume) the undo JobRun `undo_run_id`; returns its counts by outcome. Writes the
     portal refused for a passing reason are left for the next pass: the run goes back to "queued"."""
-    from addon.bitrix import directory
-    from addon.bitrix.client import portal_client
-
     with services.sessions() as session:
         undo = session.get(JobRun, undo_run_id)
         if undo is None or undo.kind != journal.UNDO_KIND:
@@ -213,11 +212,8 @@ def _settle(services, ctx: PortalContext, undo_run_id: int, entry_id: int, by_us
                 assignee = change.old_assigned_by_id if change.old_assigned_by_id != change.new_assigned_by_id else None
                 from_status = row.status
                 _restore(session, ctx, row, change)
-                session.add(StatusHistory(
-                    portal_id=ctx.portal_id, entity_type=row.entity_type, entity_id=row.entity_id,
-                    from_status=from_status, to_status=row.status, changed_on=today, cause="undo",
-                    by_user_id=by_user, assigned_by_id=row.assigned_by_id,
-                    note=journal.undo_note(ctx.language, entry, assignee)))
+                engine.add_history(session, row, [rules.Step(from_status, row.status, today, "undo")],
+                                   by_user_id=by_user, note=journal.undo_note(ctx.language, entry, assignee))
                 change.undo_state = journal.UNDONE
             session.flush()
             _progress(session, undo_run_id, entry_id)
