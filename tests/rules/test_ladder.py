@@ -175,8 +175,12 @@ def test_entity_from_and_back_to_a_service_table_row():
                       "status_before_deal": None, "open_deals": 0, "due_on": d(32), "warn_on": d(29)}
 
 
-def test_step_causes_are_the_ones_the_history_table_stores():
-    from addon.models import CAUSES as STORED_CAUSES
+def test_step_causes_fit_the_history_table_and_the_ones_by_a_person_are_causes():
+    from addon.engine import BY_USER_CAUSES
+    from addon.models import StatusHistory
     from addon.rules import CAUSES
 
-    assert set(CAUSES) == set(STORED_CAUSES)
+    width = StatusHistory.__table__.c.cause.type.length
+    assert all(len(cause) <= width for cause in CAUSES)
+    assert set(BY_USER_CAUSES) <= set(CAUSES)
+    assert {"decay", "deal", "new"}.isdisjoint(BY_USER_CAUSES)
