@@ -14,7 +14,7 @@ LAZY_COMMANDS = {
     "reindex": "worker.cli:reindex_command",
     "debug": "worker.cli:debug_command",
     "import": "worker.imports:import_command",
-    "demo": "worker.demo:demo_command",
+    "demo": "demo.cli:demo_command",
     "web": "addon.web:web_command",
     "robots": "addon.robots.cli:robots_command",
     "doctor": "addon.ops_cli:doctor_command",

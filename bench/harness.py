@@ -103,7 +103,7 @@ class Stack:
         from sqlalchemy import select
 
         from addon.models import Portal
-        from worker.demo import DemoApp
+        from demo.app import DemoApp
 
         limits = self.dp.limits_enabled
         self.dp.set_limits(enabled=False)  # setting up is not what is measured

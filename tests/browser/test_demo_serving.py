@@ -9,7 +9,8 @@ import threading
 import pytest
 
 from addon.engine import STATUS_FIELD
-from worker.demo import DemoConfig, run_demo
+from demo.config import DemoConfig
+from demo.month import run_demo
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -14,7 +14,10 @@ from sqlalchemy import func, select
 
 from addon.engine import STATUS_FIELD
 from addon.models import NotificationLog, Outbox, PortalSettings, StatusHistory, StoredEvent, TrackedEntity
-from worker.demo import DemoConfig, demo_command, run_demo, summary_text
+from demo.cli import demo_command
+from demo.config import DemoConfig
+from demo.month import run_demo
+from demo.report import summary_text
 
 LAST_DAY = dt.date(2026, 3, 31)
 

@@ -1,164 +1,36 @@
-"""`nezabyt demo`: the whole product on one machine — a seeded devportal, the web app, the worker —
-installed like a portal installs it, then a month of sales work simulated day by day, with a
-summary of what Nezabyt did and what it cost in REST calls.
-
-The devportal's clock and the worker's `now` move together: each simulated day the portal's clock
-is set to that day and the worker's jobs run with the same instant (time is an input), so a month
-takes seconds and every date the product records is the simulated one.
-"""
+"""One demo run: the devportal seeded, the app installed as a portal installs it, a month of
+managers' work simulated day by day with the worker's jobs run on the portal's clock, then served."""
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import os
 import random
 import secrets
 import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 from zoneinfo import ZoneInfo
 
 import click
+from sqlalchemy import func, select
 
-TZ_NAME = "Europe/Moscow"
-# Statuses of the base before the app came, by share (seed 003: most clients carry one; some none).
-START_MIX = (("NEW", 0.03), ("HOT", 0.2), ("WARM", 0.25), ("COLD", 0.3), ("LOST", 0.05), (None, 0.17))
-# The devportal's limit during the demo: far above the real 2/s so a month fits in two minutes.
-DEMO_RPS, DEMO_BURST = 2000.0, 2000
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    contacts: int = 12000
-    companies: int = 2000
-    departments: int = 3
-    managers: int = 12
-    days: int = 30
-    seed: int = 1
-    database_url: str | None = None  # None: a fresh SQLite file in a temporary folder
-    calls_per_manager: int = 14  # calls a manager makes on an ordinary day, warned clients first
-    forget_share: float = 0.3  # share of the warned clients a manager forgets to call
-    changes_per_day: int = 20  # manual status changes a day across the company
-    changes_without_call: float = 0.3  # share of them made without a call (Nezabyt reverts them)
-    deals_per_day: int = 8  # new deals a day; about as many are closed
-    new_clients_per_day: int = 6
-    calls_per_client: float = 0.3  # the seeded six months of call history, per client
-    last_day: dt.date | None = None  # the month's last day (None: today in the portal's time zone)
-
-
-@dataclass
-class DemoResult:
-    """The figures the summary prints (read back from the database and the devportal's call log)."""
-
-    database_url: str
-    portal_id: int
-    devportal_url: str
-    app_url: str
-    first_day: dt.date
-    last_day: dt.date
-    tracked_at_start: int = 0
-    tracked_at_end: int = 0
-    transitions: dict[str, int] = field(default_factory=dict)  # "FROM→TO" -> count
-    by_cause: dict[str, int] = field(default_factory=dict)
-    status_mix: dict[str, int] = field(default_factory=dict)  # current statuses at the end
-    status_mix_at_start: dict[str, int] = field(default_factory=dict)
-    status_mix_by_day: list[dict[str, int]] = field(default_factory=list)
-    reverts: int = 0
-    losses: int = 0
-    transfers: int = 0
-    digests_sent: int = 0
-    messages_sent: int = 0
-    notifications_in_portal: int = 0
-    timeline_comments: int = 0
-    feed_posts: int = 0
-    rest_http_requests: int = 0
-    rest_commands: int = 0
-    rest_by_method: dict[str, int] = field(default_factory=dict)
-    actions: dict[str, int] = field(default_factory=dict)  # what the simulated managers did
-    events_stored: int = 0
-    events_processed: int = 0
-    seconds: float = 0.0
-
-
-class DemoApp:
-    """The web app (`addon.web.create_app`) served by werkzeug on 127.0.0.1 in a child process, so
-    storing the portal's events does not compete with the worker and the devportal for one
-    interpreter lock (a production deployment runs it under gunicorn)."""
-
-    def __init__(self, settings):
-        self.settings = settings
-        self.url = ""
-        self._proc = None
-
-    def start(self) -> "DemoApp":
-        import json
-        import os
-        import subprocess
-        import sys
-
-        env = dict(os.environ, DATABASE_URL=self.settings.database_url,
-                   NEZABYT_SECRET_KEY=self.settings.secret_key, NEZABYT_CLIENT_ID=self.settings.client_id,
-                   NEZABYT_CLIENT_SECRET=self.settings.client_secret, **self.settings.security_environment())
-        self._proc = subprocess.Popen([sys.executable, "-c", "from worker.demo import serve_app; serve_app()"],
-                                      env=env, stdout=subprocess.PIPE, text=True)
-        line = self._proc.stdout.readline()
-        if not line:
-            raise click.ClickException("the web app did not start")
-        self.url = json.loads(line)["url"]
-        return self
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except Exception:  # noqa: BLE001 — a stuck child is killed
-                self._proc.kill()
-                self._proc.wait(timeout=5)
-            self._proc.stdout.close()
-            self._proc = None
-
-
-def serve_app(host: str = "127.0.0.1") -> None:
-    """The child process of DemoApp: bind a free port, tell the parent the URL, serve until ended."""
-    import json
-    import signal
-    import sys
-
-    from werkzeug.serving import WSGIRequestHandler, make_server
-
-    from addon.config import Settings
-    from addon.services import build_services
-    from addon.web import create_app
-
-    class Quiet(WSGIRequestHandler):
-        def log_request(self, *args, **kwargs):
-            pass
-
-    holder = {}
-    server = make_server(host, 0, lambda env, sr: holder["app"](env, sr), threaded=True, request_handler=Quiet)
-    url = f"http://{host}:{server.server_port}"
-    # The app's public URL (where the portal sends events) is this server's URL.
-    services = build_services(Settings.from_env(public_url=url))
-    holder["app"] = create_app(services)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="demo-app-watch", daemon=True).start()
-    print(json.dumps({"url": url}), flush=True)
-    try:
-        server.serve_forever()
-    finally:
-        services.dispose()
-
-
-def _exit_with_parent(parent: int) -> None:
-    """The demo's web app must not outlive the demo, however the demo ended (even SIGKILL)."""
-    while os.getppid() == parent:
-        time.sleep(1)
-    os._exit(0)
+from addon.config import Settings
+from addon.db import upgrade_database
+from addon.engine import STATUS_FIELD
+from addon.models import JobRun, Portal, PortalSettings, StatusHistory, TrackedEntity
+from addon.options import Options
+from addon.services import build_services
+from demo.app import DemoApp
+from demo.config import DEMO_BURST, DEMO_RPS, START_MIX, TZ_NAME, DemoConfig, DemoResult
+from demo.report import read_result
+from devportal.server import DevPortalServer
+from worker.events import has_pending
+from worker.jobs import run_once
+from worker.reindex import reindex
+from worker.schedule import SCHEDULE, run_job
 
 
 class Demo:
@@ -190,11 +62,6 @@ class Demo:
         return f"{time.monotonic() - self.started:5.1f}s"
 
     def setup(self) -> None:
-        from addon.config import Settings
-        from addon.db import upgrade_database
-        from addon.services import build_services
-        from devportal.server import DevPortalServer
-
         cfg = self.config
         url = cfg.database_url
         if url is None:
@@ -243,17 +110,10 @@ class Demo:
         self._index()
 
     def _portal_id(self, member_id: str) -> int:
-        from sqlalchemy import select
-
-        from addon.models import Portal
-
         with self.services.sessions() as session:
             return session.scalars(select(Portal.id).where(Portal.member_id == member_id)).one()
 
     def _turn_on_demo_options(self) -> None:
-        from addon.models import PortalSettings
-        from addon.options import Options
-
         with self.services.sessions() as session:
             row = session.get(PortalSettings, self.portal_id)
             opts = dataclasses.replace(Options.from_dict(row.data), require_call=True, transfer_mode="supervisor",
@@ -264,17 +124,12 @@ class Demo:
             session.commit()
 
     def _items(self, kind: str) -> dict[str, str]:
-        from addon.models import PortalSettings
-
         with self.services.sessions() as session:
             return dict(session.get(PortalSettings, self.portal_id).field_items[kind])
 
     def _place_starting_statuses(self) -> None:
         """The statuses managers had set before (as an earlier bulk load left them), each dated
         somewhere within its timer so decays spread over the month."""
-        from addon.engine import STATUS_FIELD
-        from addon.options import Options
-
         dp = self.srv.portal
         opts = Options()
         codes = [c for c, _ in START_MIX]
@@ -293,8 +148,6 @@ class Demo:
                     record["DATE_MODIFY"] = dp.iso(set_on)
 
     def _index(self) -> None:
-        from worker.reindex import reindex
-
         report = reindex(self.services, self.portal_id, self.at(self.first_day, 8, 30))
         self.tracked_at_start = report.tracked
         self.mix_at_start = self._status_mix()
@@ -323,8 +176,6 @@ class Demo:
         self.say(f"[{self.elapsed()}] {day.isoformat()} day {n:2d}/{self.config.days}: " + self._day_line(day))
 
     def _run_worker(self, now: dt.datetime) -> None:
-        from worker.jobs import run_once
-
         dp = self.srv.portal
         dp.set_clock(now, frozen=True)
         if not dp.wait_for_deliveries(60):
@@ -334,17 +185,11 @@ class Demo:
             self.say("  worker errors: " + "; ".join(report.errors[:3]))
 
     def _pending(self) -> bool:
-        from worker.events import has_pending
-
         self.srv.portal.wait_for_deliveries(60)
         return has_pending(self.services, self.portal_id)
 
     def _warned(self, day: dt.date) -> dict[int, list[tuple[str, int]]]:
         """Per manager, the clients Nezabyt warned about (what a manager reads in the digest)."""
-        from sqlalchemy import select
-
-        from addon.models import TrackedEntity
-
         out: dict[int, list[tuple[str, int]]] = defaultdict(list)
         with self.services.sessions() as session:
             rows = session.execute(select(TrackedEntity.entity_type, TrackedEntity.entity_id,
@@ -356,8 +201,6 @@ class Demo:
         return out
 
     def _working_day(self, day: dt.date) -> None:
-        from addon.engine import STATUS_FIELD
-
         cfg, rng, dp = self.config, self.rng, self.srv.portal
         active = [uid for uid in self.manager_ids if dp.users[uid].get("ACTIVE") in (True, "Y", "1")]
         clients: dict[int, list[tuple[str, int]]] = defaultdict(list)
@@ -433,10 +276,6 @@ class Demo:
             self.actions["new clients"] += 1
 
     def _status_mix(self) -> dict[str, int]:
-        from sqlalchemy import func, select
-
-        from addon.models import TrackedEntity
-
         with self.services.sessions() as session:
             rows = session.execute(select(TrackedEntity.status, func.count()).where(
                 TrackedEntity.portal_id == self.portal_id, TrackedEntity.status.is_not(None))
@@ -448,10 +287,6 @@ class Demo:
         return sum(1 for c in list(self.srv.portal.calls) if not c.get("in_batch"))
 
     def _day_line(self, day: dt.date) -> str:
-        from sqlalchemy import func, select
-
-        from addon.models import JobRun, StatusHistory
-
         with self.services.sessions() as session:
             causes = dict(session.execute(select(StatusHistory.cause, func.count()).where(
                 StatusHistory.portal_id == self.portal_id, StatusHistory.changed_on == day)
@@ -465,65 +300,13 @@ class Demo:
 
     # --- the summary -----------------------------------------------------------------------------
     def result(self) -> DemoResult:
-        from sqlalchemy import func, select
-
-        from addon.models import JobRun, NotificationLog, StatusHistory, StoredEvent, TrackedEntity
-
-        dp = self.srv.portal
-        res = DemoResult(database_url=self.services.settings.database_url, portal_id=self.portal_id,
-                         devportal_url=self.srv.url, app_url=self.app.url, first_day=self.first_day,
-                         last_day=self.first_day + dt.timedelta(days=self.config.days),
-                         tracked_at_start=self.tracked_at_start)
-        with self.services.sessions() as session:
-            pid = self.portal_id
-            lines = session.execute(select(StatusHistory.from_status, StatusHistory.to_status, StatusHistory.cause,
-                                           func.count()).where(
-                StatusHistory.portal_id == pid, StatusHistory.changed_on > self.first_day)
-                .group_by(StatusHistory.from_status, StatusHistory.to_status, StatusHistory.cause)).all()
-            transitions: Counter = Counter()
-            causes: Counter = Counter()
-            for frm, to, cause, n in lines:
-                transitions[f"{frm or 'EMPTY'}→{to or 'EMPTY'}"] += n
-                causes[cause] += n
-            res.transitions = dict(transitions.most_common())
-            res.by_cause = dict(causes.most_common())
-            res.reverts = causes.get("revert", 0)
-            res.losses = sum(n for frm, to, cause, n in lines if to == "LOST")
-            runs = session.scalars(select(JobRun).where(JobRun.portal_id == pid, JobRun.kind == "daily")).all()
-            res.transfers = sum(int((r.summary or {}).get("transfers", 0)) for r in runs)
-            res.digests_sent = session.scalar(select(func.count()).select_from(NotificationLog).where(
-                NotificationLog.portal_id == pid, NotificationLog.status == "sent",
-                NotificationLog.kind == "digest")) or 0
-            res.messages_sent = session.scalar(select(func.count()).select_from(NotificationLog).where(
-                NotificationLog.portal_id == pid, NotificationLog.status == "sent")) or 0
-            res.tracked_at_end = session.scalar(select(func.count()).select_from(TrackedEntity).where(
-                TrackedEntity.portal_id == pid, TrackedEntity.status.is_not(None))) or 0
-            res.events_stored = session.scalar(select(func.count()).select_from(StoredEvent).where(
-                StoredEvent.portal_id == pid)) or 0
-            res.events_processed = session.scalar(select(func.count()).select_from(StoredEvent).where(
-                StoredEvent.portal_id == pid, StoredEvent.processed_at.is_not(None))) or 0
-        res.status_mix = self._status_mix()
-        res.status_mix_at_start = dict(self.mix_at_start)
-        res.status_mix_by_day = list(self.mix_by_day)
-        calls = list(dp.calls)
-        outer = [c for c in calls if not c.get("in_batch")]
-        res.rest_http_requests = len(outer)
-        res.rest_commands = sum(1 for c in calls if c.get("in_batch")) + sum(1 for c in outer if c["method"] != "batch")
-        res.rest_by_method = dict(Counter(c["method"] for c in outer).most_common())
-        res.notifications_in_portal = len(dp.notifications)
-        res.timeline_comments = len(dp.timeline_comments)
-        res.feed_posts = len(dp.blog_posts)
-        res.actions = dict(self.actions)
-        res.seconds = time.monotonic() - self.started
-        return res
+        return read_result(self)
 
     def serve(self, speed: float = 1.0, stop: threading.Event | None = None) -> None:
         """Keep the portal and the app up, with the worker's own schedule (worker.schedule.SCHEDULE:
         events and daily runs, reconcile, robots, the re-index and bulk loads queued from the
         settings page) run on the portal's clock, which now runs on from the last simulated moment.
         `speed` divides every job's interval (a test runs the schedule a hundred times faster)."""
-        from worker.schedule import SCHEDULE, run_job
-
         dp = self.srv.portal
         dp.set_clock(dp.now(), frozen=False)
         stop = stop or threading.Event()
@@ -564,34 +347,6 @@ def _worker_line(report) -> str:
     return ", ".join(parts)
 
 
-def summary_text(res: DemoResult, status_names: dict[str, str] | None = None) -> str:
-    # Names only, never codes mixed with names: a client without a status reads as such.
-    names = {"EMPTY": "(без статуса)", **(status_names or {})}
-
-    def name(code: str) -> str:
-        return names.get(code, code)
-
-    out = [f"Nezabyt demo: {res.first_day.isoformat()} .. {res.last_day.isoformat()} "
-           f"({(res.last_day - res.first_day).days} days) in {res.seconds:.0f} s",
-           f"  clients tracked: {res.tracked_at_start} at the start, {res.tracked_at_end} at the end",
-           "  what the managers did: " + ", ".join(f"{k} {v}" for k, v in sorted(res.actions.items())),
-           f"  events: {res.events_stored} stored, {res.events_processed} processed",
-           "  transitions by cause: " + ", ".join(f"{k} {v}" for k, v in res.by_cause.items()),
-           "  transitions by status:"]
-    for key, n in res.transitions.items():
-        frm, to = key.split("→")
-        out.append(f"    {name(frm):>10} → {name(to):<10} {n}")
-    out += [f"  reverts (changed without a call): {res.reverts}",
-            f"  losses: {res.losses}; transferred to the supervisor: {res.transfers}",
-            f"  digests sent: {res.digests_sent} ({res.messages_sent} messages in all, "
-            f"{res.notifications_in_portal} notifications in the portal); {res.timeline_comments} timeline comments, "
-            f"{res.feed_posts} live-feed posts",
-            f"  REST calls spent: {res.rest_http_requests} HTTP requests carrying {res.rest_commands} commands "
-            "(" + ", ".join(f"{m} {n}" for m, n in list(res.rest_by_method.items())[:6]) + ")",
-            "  statuses now: " + ", ".join(f"{name(k)} {v}" for k, v in sorted(res.status_mix.items()))]
-    return "\n".join(out)
-
-
 def run_demo(config: DemoConfig, say: Callable[[str], None] = print) -> tuple[Demo, DemoResult]:
     """Set up, simulate and summarise; the caller serves or closes the returned Demo."""
     demo = Demo(config, say)
@@ -602,49 +357,3 @@ def run_demo(config: DemoConfig, say: Callable[[str], None] = print) -> tuple[De
     except BaseException:
         demo.close()
         raise
-
-
-@click.command("demo")
-@click.option("--contacts", default=12000, show_default=True, type=int)
-@click.option("--companies", default=None, type=int, help="companies to seed (default: a sixth of --contacts)")
-@click.option("--managers", default=12, show_default=True, type=int)
-@click.option("--days", default=30, show_default=True, type=int, help="days of work to simulate")
-@click.option("--seed", default=1, show_default=True, type=int, help="random seed of the data and the month")
-@click.option("--last-day", default=None, type=click.DateTime(["%Y-%m-%d"]),
-              help="the simulated month's last day (default: today)")
-@click.option("--database-url", default=None, help="where to keep the data (default: a fresh SQLite file in a "
-                                                   "temporary folder, removed on exit)")
-@click.option("--exit", "exit_after", is_flag=True, help="end after the summary instead of serving")
-@click.option("--report", "report_path", default=None, type=click.Path(dir_okay=False),
-              help="also write the summary's figures (and the status mix day by day) to this JSON file")
-def demo_command(contacts, companies, managers, days, seed, last_day, database_url, exit_after, report_path):
-    """Run Nezabyt end to end on this machine: a seeded local portal, the app installed, a month simulated."""
-    import logging
-
-    logging.getLogger("fast_bitrix24").setLevel(logging.WARNING)
-    if companies is None:
-        companies = contacts // 6
-    config = DemoConfig(contacts=contacts, companies=companies, managers=managers, days=days, seed=seed,
-                        database_url=database_url, last_day=last_day.date() if last_day else None)
-    demo, res = run_demo(config, click.echo)
-    try:
-        from addon.options import Options
-
-        click.echo("")
-        click.echo(summary_text(res, {s.code: s.name for s in Options().statuses}))
-        if report_path:
-            import json
-
-            Path(report_path).write_text(json.dumps(dataclasses.asdict(res), ensure_ascii=False, indent=1,
-                                                    default=str), encoding="utf-8")
-        if exit_after:
-            return
-        click.echo(f"\nThe portal with the app inside: {res.devportal_url}/app  (CRM: {res.devportal_url}/)")
-        click.echo("Serving; the worker keeps running on the portal's clock. Ctrl-C to stop.")
-        import signal
-
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())  # a service manager's stop ends it cleanly too
-        demo.serve(stop=stop)
-    finally:
-        demo.close()
