@@ -150,7 +150,7 @@ class Demo:
     def _index(self) -> None:
         report = reindex(self.services, self.portal_id, self.at(self.first_day, 8, 30))
         self.tracked_at_start = report.tracked
-        self.mix_at_start = self._status_mix()
+        self.mix_at_start = self.status_mix()
         self.say(f"[{self.elapsed()}] indexed the base: {report.read} clients read, {report.tracked} tracked, "
                  f"{report.untracked} without a status; {self.rest_requests()} REST requests so far")
 
@@ -172,7 +172,7 @@ class Demo:
 
     def _report_day(self, n: int, day: dt.date) -> None:
         """A day's line, once its events are processed (the next morning's run does that)."""
-        self.mix_by_day.append(self._status_mix())
+        self.mix_by_day.append(self.status_mix())
         self.say(f"[{self.elapsed()}] {day.isoformat()} day {n:2d}/{self.config.days}: " + self._day_line(day))
 
     def _run_worker(self, now: dt.datetime) -> None:
@@ -275,7 +275,7 @@ class Demo:
                                               "VALUE_TYPE": "WORK"}]}, user_id=uid)
             self.actions["new clients"] += 1
 
-    def _status_mix(self) -> dict[str, int]:
+    def status_mix(self) -> dict[str, int]:
         with self.services.sessions() as session:
             rows = session.execute(select(TrackedEntity.status, func.count()).where(
                 TrackedEntity.portal_id == self.portal_id, TrackedEntity.status.is_not(None))

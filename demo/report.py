@@ -46,7 +46,7 @@ def read_result(demo) -> DemoResult:
             StoredEvent.portal_id == pid)) or 0
         res.events_processed = session.scalar(select(func.count()).select_from(StoredEvent).where(
             StoredEvent.portal_id == pid, StoredEvent.processed_at.is_not(None))) or 0
-    res.status_mix = demo._status_mix()
+    res.status_mix = demo.status_mix()
     res.status_mix_at_start = dict(demo.mix_at_start)
     res.status_mix_by_day = list(demo.mix_by_day)
     calls = list(dp.calls)
