@@ -17,6 +17,7 @@ COPY install ./install
 COPY settings_ui ./settings_ui
 COPY worker ./worker
 COPY devportal ./devportal
+COPY demo ./demo
 RUN pip install . && useradd --system --uid 10001 --home-dir /app nezabyt
 
 # gunicorn reads gunicorn.conf.py from the working directory (the Procfile's web command names it).

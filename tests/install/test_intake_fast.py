@@ -270,7 +270,7 @@ def test_the_procfile_web_process_serves_events(services, settings, portal_id):
             try:
                 if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening, or its worker still loading
                 pass
             assert server.poll() is None and time.monotonic() < deadline, "gunicorn did not start"
             time.sleep(0.1)
