@@ -166,17 +166,28 @@ def store(row: TrackedEntity, e: rules.Entity, opts: Options) -> None:
 BY_USER_CAUSES = ("manager", "import", "undo")
 
 
+def history_values(row: TrackedEntity, steps: Iterable[rules.Step], *, by_user_id: int | None = None,
+                   note: str | None = None) -> list[dict[str, Any]]:
+    """The StatusHistory rows of the row's steps, as values (for one INSERT of a whole chunk)."""
+    return [{"portal_id": row.portal_id, "entity_type": row.entity_type, "entity_id": row.entity_id,
+             "from_status": step.from_status, "to_status": step.to_status, "changed_on": step.on,
+             "cause": step.cause, "by_user_id": by_user_id if step.cause in BY_USER_CAUSES else None,
+             "assigned_by_id": row.assigned_by_id, "note": note, "recorded_at": utcnow()}
+            for step in steps]
+
+
 def add_history(session: Session, row: TrackedEntity, steps: Iterable[rules.Step], *,
                 by_user_id: int | None = None, note: str | None = None) -> list[StatusHistory]:
-    lines = []
-    for step in steps:
-        line = StatusHistory(portal_id=row.portal_id, entity_type=row.entity_type, entity_id=row.entity_id,
-                             from_status=step.from_status, to_status=step.to_status, changed_on=step.on,
-                             cause=step.cause, by_user_id=by_user_id if step.cause in BY_USER_CAUSES else None,
-                             assigned_by_id=row.assigned_by_id, note=note)
-        session.add(line)
-        lines.append(line)
+    lines = [StatusHistory(**values) for values in history_values(row, steps, by_user_id=by_user_id, note=note)]
+    session.add_all(lines)
     return lines
+
+
+def insert_rows(session: Session, model, values: list[dict[str, Any]]) -> None:
+    """Store many rows of `model` in one executemany INSERT (Core: no ORM objects to flush).
+    The values carry every column the table's Python defaults would fill."""
+    if values:
+        session.execute(model.__table__.insert(), values)
 
 
 def tracked_row(session: Session, portal_id: int, entity_type: str, entity_id: int) -> TrackedEntity | None:
@@ -210,6 +221,18 @@ def status_update(ctx: PortalContext, entity_type: str, entity_id: int, code: st
                                          "params": {"REGISTER_SONET_EVENT": "N"}}
 
 
+def write_values(portal_id: int, key: str, method: str, params: dict,
+                 job_run_id: int | None = None) -> dict[str, Any]:
+    """One pending Outbox row's values."""
+    if method == "crm.timeline.comment.add" and "COMMENT" in (params.get("fields") or {}):
+        # One comment tells one change: cut, not split (the stored text is the one sent, which
+        # _confirm_comments compares against the portal's).
+        params = {**params, "fields": {**params["fields"],
+                                       "COMMENT": cut_message(str(params["fields"]["COMMENT"]), COMMENT_LIMIT)}}
+    return {"portal_id": portal_id, "key": key[:255], "method": method, "params": params, "status": "pending",
+            "job_run_id": job_run_id, "created_at": utcnow(), "attempts": 0}
+
+
 def plan_write(session: Session, portal_id: int, key: str, method: str, params: dict,
                job_run_id: int | None = None, check: bool = True) -> Outbox | None:
     """Add a planned write unless one with this key exists (a rerun plans nothing twice).
@@ -217,15 +240,19 @@ def plan_write(session: Session, portal_id: int, key: str, method: str, params: 
     if check and session.scalar(select(Outbox.id).where(Outbox.portal_id == portal_id,
                                                         Outbox.key == key)) is not None:
         return None
-    if method == "crm.timeline.comment.add" and "COMMENT" in (params.get("fields") or {}):
-        # One comment tells one change: cut, not split (the stored text is the one sent, which
-        # _confirm_comments compares against the portal's).
-        params = {**params, "fields": {**params["fields"],
-                                       "COMMENT": cut_message(str(params["fields"]["COMMENT"]), COMMENT_LIMIT)}}
-    row = Outbox(portal_id=portal_id, key=key[:255], method=method, params=params, status="pending",
-                 job_run_id=job_run_id)
+    row = Outbox(**write_values(portal_id, key, method, params, job_run_id))
     session.add(row)
     return row
+
+
+def status_write_values(ctx: PortalContext, row: TrackedEntity, key: str, extra: dict | None = None,
+                        job_run_id: int | None = None) -> dict[str, Any]:
+    """The Outbox values that write the row's status to the portal; the row remembers it, to know
+    its echo. For a caller that plans a chunk at once in a transaction that cannot have run before."""
+    method, params = status_update(ctx, row.entity_type, row.entity_id, row.status, extra)
+    row.written_status = row.status
+    row.written_at = utcnow()
+    return write_values(ctx.portal_id, key, method, params, job_run_id)
 
 
 def plan_status_write(session: Session, ctx: PortalContext, row: TrackedEntity, key: str,
