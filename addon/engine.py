@@ -11,7 +11,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from addon import rules
@@ -281,14 +281,15 @@ def send_outbox(services, client, portal_id: int, limit: int | None = None) -> i
                 return sent
             sent += _confirm_interrupted(client, [r for r in rows if r.status == "sending"])
             rows = [r for r in rows if r.status != "sent"]
-            for r in rows:
-                r.status = "sending"
+            if rows:
+                # One UPDATE for the batch; the loaded rows take the new status as their committed value.
+                session.execute(update(Outbox).where(Outbox.id.in_([r.id for r in rows])).values(status="sending"))
             session.commit()
             answer = client.batch({str(r.id): (r.method, r.params) for r in rows}) if rows else None
             transient = 0
             if rows:
-                done, transient = mark_answers(rows, answer, retry_status="pending",
-                                               max_attempts=services.settings.send_attempts)
+                done, transient = store_answers(session, Outbox, rows, answer, retry_status="pending",
+                                                max_attempts=services.settings.send_attempts)
                 sent += done
             session.commit()
         if transient:
@@ -376,6 +377,24 @@ def mark_answers(rows, answer, *, max_attempts: int, retry_status: str | None = 
     return sent, transient
 
 
+# What mark_answers changes on a row.
+_MARKS = ("status", "sent_at", "error", "attempts")
+
+
+def store_answers(session: Session, model, rows, answer, *, max_attempts: int,
+                  retry_status: str | None = None) -> tuple[int, int]:
+    """mark_answers, then the batch's marks written in one executemany UPDATE by primary key. The
+    rows leave the session first, so no per-object flush repeats them (a unit-of-work flush of 50
+    objects costs more CPU than the UPDATE itself). Returns (sent, transient)."""
+    counts = mark_answers(rows, answer, max_attempts=max_attempts, retry_status=retry_status)
+    if rows:
+        values = [{"id": r.id, **{name: getattr(r, name) for name in _MARKS}} for r in rows]
+        for r in rows:
+            session.expunge(r)
+        session.execute(update(model), values)
+    return counts
+
+
 # --- NotificationLog: messages exactly once -----------------------------------------------------------
 
 FEED_KIND = "feed"
@@ -433,7 +452,8 @@ def send_notifications(services, client, portal_id: int, feed_title: str | None 
             if not rows:
                 return sent
             answer = client.batch({str(r.id): notification_command(r, feed_title) for r in rows})
-            done, transient = mark_answers(rows, answer, max_attempts=services.settings.send_attempts)
+            done, transient = store_answers(session, NotificationLog, rows, answer,
+                                            max_attempts=services.settings.send_attempts)
             sent += done
             session.commit()
         if transient:

@@ -16,7 +16,7 @@ import re
 from sqlalchemy import select
 
 from addon.bitrix.errors import PortalError, is_temporary
-from addon.engine import mark_answers, notification_command
+from addon.engine import notification_command, store_answers
 from addon.models import (PORTAL_ACTIVE, PORTAL_UNINSTALLED, NotificationLog, Outbox, Portal, RobotTimer,
                           StoredEvent, naive_utc, utcnow)
 from addon.robots.calls import RobotCall
@@ -73,7 +73,8 @@ def send_robot_writes(services, client, portal_id: int) -> int:
                 if not rows:
                     break
                 answer = client.batch({str(r.id): command(r) for r in rows})
-                done, transient = mark_answers(rows, answer, max_attempts=services.settings.send_attempts)
+                done, transient = store_answers(session, model, rows, answer,
+                                                max_attempts=services.settings.send_attempts)
                 sent += done
                 session.commit()
             if transient:  # the portal is struggling: the rest waits for the next pass
