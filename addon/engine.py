@@ -11,8 +11,9 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from addon import rules
 from addon.bitrix.errors import BLOCKED, PAYMENT, MethodParked, is_permanent
@@ -183,6 +184,22 @@ def add_history(session: Session, row: TrackedEntity, steps: Iterable[rules.Step
     return lines
 
 
+def write_back(session: Session, model, rows: list, names: Iterable[str]) -> None:
+    """Write the named columns of loaded rows in one executemany UPDATE by id, and take the rows
+    out of the session so no per-object flush repeats it (a unit-of-work flush of a chunk's objects
+    costs more CPU than the UPDATE). The named columns must be all the caller changed on them."""
+    if not rows:
+        return
+    names = tuple(names)
+    table = model.__table__
+    statement = table.update().where(table.c.id == bindparam("row_id")).values(
+        {name: bindparam(name) for name in names})
+    values = [{"row_id": r.id, **{name: getattr(r, name) for name in names}} for r in rows]
+    for r in rows:
+        session.expunge(r)
+    session.execute(statement, values)
+
+
 def insert_rows(session: Session, model, values: list[dict[str, Any]]) -> None:
     """Store many rows of `model` in one executemany INSERT (Core: no ORM objects to flush).
     The values carry every column the table's Python defaults would fill."""
@@ -283,7 +300,10 @@ def send_outbox(services, client, portal_id: int, limit: int | None = None) -> i
             rows = [r for r in rows if r.status != "sent"]
             if rows:
                 # One UPDATE for the batch; the loaded rows take the new status as their committed value.
-                session.execute(update(Outbox).where(Outbox.id.in_([r.id for r in rows])).values(status="sending"))
+                session.execute(Outbox.__table__.update().where(Outbox.__table__.c.id.in_([r.id for r in rows]))
+                                .values(status="sending"))
+                for r in rows:
+                    set_committed_value(r, "status", "sending")
             session.commit()
             answer = client.batch({str(r.id): (r.method, r.params) for r in rows}) if rows else None
             transient = 0
@@ -383,15 +403,10 @@ _MARKS = ("status", "sent_at", "error", "attempts")
 
 def store_answers(session: Session, model, rows, answer, *, max_attempts: int,
                   retry_status: str | None = None) -> tuple[int, int]:
-    """mark_answers, then the batch's marks written in one executemany UPDATE by primary key. The
-    rows leave the session first, so no per-object flush repeats them (a unit-of-work flush of 50
-    objects costs more CPU than the UPDATE itself). Returns (sent, transient)."""
+    """mark_answers, then the batch's marks written in one executemany UPDATE (write_back).
+    Returns (sent, transient)."""
     counts = mark_answers(rows, answer, max_attempts=max_attempts, retry_status=retry_status)
-    if rows:
-        values = [{"id": r.id, **{name: getattr(r, name) for name in _MARKS}} for r in rows]
-        for r in rows:
-            session.expunge(r)
-        session.execute(update(model), values)
+    write_back(session, model, rows, _MARKS)
     return counts
 
 

@@ -10,7 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, case, func, insert, select, update
+from sqlalchemy import and_, case, func, select, update
 from sqlalchemy.orm import Session
 
 from addon.models import ImportJob, JobRun, JournalChange, TrackedEntity, utcnow
@@ -62,9 +62,9 @@ def row_change(portal_id: int, job_run_id: int, row: TrackedEntity, *, old_statu
 
 
 def record_changes(session: Session, values: list[dict[str, Any]]) -> None:
-    """Store a chunk's changes in one INSERT (an entry may hold a whole base)."""
+    """Store a chunk's changes in one executemany INSERT (Core: an entry may hold a whole base)."""
     if values:
-        session.execute(insert(JournalChange), values)
+        session.execute(JournalChange.__table__.insert(), values)
 
 
 def note_transfer(session: Session, job_run_id: int, row: TrackedEntity, old_assigned_by_id: int | None) -> None:

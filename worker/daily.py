@@ -224,6 +224,10 @@ def _status_key(day: dt.date, row) -> str:
     return f"daily:{day.isoformat()}:{row.entity_type}:{row.entity_id}:{row.status}"
 
 
+# What a chunk changes on its tracked rows: the rules' fields, the dates, and the status written.
+_CHUNK_COLUMNS = (*ENTITY_FIELDS, "due_on", "warn_on", "written_status", "written_at")
+
+
 def _decay_in_chunks(services, ctx: PortalContext, job_id: int, day: dt.date, client, keep,
                      tally: _Tally, between=None, deadline: float | None = None
                      ) -> tuple[rules.Org, dict[int, str]] | None:
@@ -274,7 +278,8 @@ def _decay_in_chunks(services, ctx: PortalContext, job_id: int, day: dt.date, cl
                     held.append([row.entity_type, row.entity_id])
                     continue
                 writes.append(engine.status_write_values(ctx, row, _status_key(day, row), job_run_id=job_id))
-            # The chunk's rows in one INSERT a table: ORM objects per row cost more CPU than the run's waits.
+            # The chunk in one statement a table: ORM objects per row cost more CPU than the run's waits.
+            engine.write_back(session, TrackedEntity, rows, _CHUNK_COLUMNS)
             engine.insert_rows(session, StatusHistory, history)
             engine.insert_rows(session, Outbox, writes)
             journal.record_changes(session, changes)
