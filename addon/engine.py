@@ -185,24 +185,33 @@ def add_history(session: Session, row: TrackedEntity, steps: Iterable[rules.Step
 
 
 def write_back(session: Session, model, rows: list, names: Iterable[str]) -> None:
-    """Write the named columns of loaded rows in one executemany UPDATE by id, and take the rows
-    out of the session so no per-object flush repeats it (a unit-of-work flush of a chunk's objects
-    costs more CPU than the UPDATE). The named columns must be all the caller changed on them."""
+    """Write the named columns of loaded rows back in few statements, and take the rows out of the
+    session so no per-object flush repeats it (a unit-of-work flush of a chunk's objects costs more
+    CPU than the UPDATE). Rows that end alike (a batch's "sent" marks) share one UPDATE ... WHERE
+    id IN; rows that differ go in one executemany UPDATE by id. The named columns must be all the
+    caller changed on them."""
     if not rows:
         return
     names = tuple(names)
     table = model.__table__
-    statement = table.update().where(table.c.id == bindparam("row_id")).values(
-        {name: bindparam(name) for name in names})
-    values = [{"row_id": r.id, **{name: getattr(r, name) for name in names}} for r in rows]
+    alike: dict[tuple, list[int]] = {}
+    for r in rows:
+        alike.setdefault(tuple(getattr(r, name) for name in names), []).append(r.id)
     for r in rows:
         session.expunge(r)
-    session.execute(statement, values)
+    if len(alike) * 4 <= len(rows):
+        for values, ids in alike.items():
+            session.execute(table.update().where(table.c.id.in_(ids)).values(dict(zip(names, values))))
+        return
+    statement = table.update().where(table.c.id == bindparam("row_id")).values(
+        {name: bindparam(name) for name in names})
+    session.execute(statement, [{"row_id": row_id, **dict(zip(names, values))}
+                                for values, ids in alike.items() for row_id in ids])
 
 
 def insert_rows(session: Session, model, values: list[dict[str, Any]]) -> None:
-    """Store many rows of `model` in one executemany INSERT (Core: no ORM objects to flush).
-    The values carry every column the table's Python defaults would fill."""
+    """Store many rows of `model` in one executemany INSERT (Core: no ORM objects to flush). The
+    values carry every column the table's Python defaults would fill."""
     if values:
         session.execute(model.__table__.insert(), values)
 
@@ -372,6 +381,7 @@ def mark_answers(rows, answer, *, max_attempts: int, retry_status: str | None = 
     its own for a passing reason `max_attempts` times is marked failed with its last error, so it
     never holds up the portal's queue. Returns (sent, transient)."""
     sent = transient = 0
+    now = utcnow()
     for r in rows:
         error = answer.errors.get(str(r.id))
         if error is not None and not is_permanent(error) and _counts_as_attempt(answer, str(r.id), error):
@@ -380,7 +390,7 @@ def mark_answers(rows, answer, *, max_attempts: int, retry_status: str | None = 
                 r.status, r.error = "failed", f"gave up after {r.attempts} attempts: {error}"[:2000]
                 continue
         if error is None:
-            r.status, r.sent_at, r.error = "sent", utcnow(), None
+            r.status, r.sent_at, r.error = "sent", now, None
             sent += 1
         elif is_permanent(error):
             r.status, r.error = "failed", str(error)[:2000]

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import and_, case, func, select, update
 from sqlalchemy.orm import Session
 
+from addon.engine import insert_rows
 from addon.models import ImportJob, JobRun, JournalChange, TrackedEntity, utcnow
 
 # A run's changes can be taken back for this long after it finished.
@@ -62,9 +63,8 @@ def row_change(portal_id: int, job_run_id: int, row: TrackedEntity, *, old_statu
 
 
 def record_changes(session: Session, values: list[dict[str, Any]]) -> None:
-    """Store a chunk's changes in one executemany INSERT (Core: an entry may hold a whole base)."""
-    if values:
-        session.execute(JournalChange.__table__.insert(), values)
+    """Store a chunk's changes in one INSERT (Core, multi-row: an entry may hold a whole base)."""
+    insert_rows(session, JournalChange, values)
 
 
 def note_transfer(session: Session, job_run_id: int, row: TrackedEntity, old_assigned_by_id: int | None) -> None:
