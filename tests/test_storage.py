@@ -10,7 +10,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import select
 
 from addon.db import alembic_config
-from addon.models import Base, Portal, TrackedEntity
+from addon.models import Base, Portal
+from tests.factories import make_portal, make_tracked
 
 
 def test_models_and_migrations_agree(services):
@@ -28,11 +29,9 @@ def test_exactly_one_head(database_url):
 def test_tokens_are_encrypted_at_rest(services):
     access, refresh = "ACCESS-abcdef0123456789", "REFRESH-0123456789abcdef"
     with services.sessions.begin() as s:
-        s.add(Portal(member_id="m1", domain="a.bitrix24.ru", client_endpoint="https://a.bitrix24.ru/rest/",
-                     server_endpoint="https://oauth.bitrix.info/rest/",
-                     access_token_enc=services.cipher.encrypt(access),
-                     refresh_token_enc=services.cipher.encrypt(refresh),
-                     application_token_enc=services.cipher.encrypt("APPTOKEN-xyz")))
+        make_portal(s, access_token_enc=services.cipher.encrypt(access),
+                    refresh_token_enc=services.cipher.encrypt(refresh),
+                    application_token_enc=services.cipher.encrypt("APPTOKEN-xyz"))
     with services.sessions() as s:
         p = s.scalars(select(Portal)).one()
         assert services.cipher.decrypt(p.access_token_enc) == access
@@ -50,12 +49,9 @@ def test_tokens_are_encrypted_at_rest(services):
 
 def test_due_today_uses_the_index(services):
     with services.sessions.begin() as s:
-        p = Portal(member_id="m2", domain="b.bitrix24.ru", client_endpoint="x", server_endpoint="y")
-        s.add(p)
-        s.flush()
+        p = make_portal(s)
         for i in range(50):
-            s.add(TrackedEntity(portal_id=p.id, entity_type="contact", entity_id=i, status="NEW",
-                                due_on=dt.date(2026, 1, 1) + dt.timedelta(days=i)))
+            make_tracked(s, p.id, i, "NEW", due_on=dt.date(2026, 1, 1) + dt.timedelta(days=i))
     with services.engine.connect() as conn:
         if services.settings.is_sqlite:
             plan = conn.exec_driver_sql(

@@ -16,6 +16,7 @@ from addon.heartbeat import beat, last_beat
 from addon.models import JobRun, Outbox, Portal, PortalSettings, StoredEvent, utcnow
 from addon.bitrix.client import PortalClient
 from tests.deploy.conftest import LONG_SECRET, install
+from tests.factories import make_job_run
 
 NOW = None  # doctor's own clock: the devportal and the stored rows are on real time here
 
@@ -223,13 +224,11 @@ def test_daily_run_never_ran_failed_or_stale(healthy):
     assert not check.ok and check.found == "never ran"
     today = dt.datetime.now(dt.timezone(dt.timedelta(hours=3))).date()
     with healthy.sessions.begin() as s:
-        s.add(JobRun(portal_id=portal.id, kind="daily", key=f"daily:{portal.id}:{today - dt.timedelta(days=4)}",
-                     status="done", params={"day": (today - dt.timedelta(days=4)).isoformat()}))
+        make_job_run(s, portal.id, day=today - dt.timedelta(days=4), status="done")
     check = by_name(run_checks(healthy), "last daily run")
     assert not check.ok and "4 days ago" in check.found
     with healthy.sessions.begin() as s:
-        s.add(JobRun(portal_id=portal.id, kind="daily", key=f"daily:{portal.id}:{today}", status="failed",
-                     params={"day": today.isoformat()}, error="PortalError: boom"))
+        make_job_run(s, portal.id, day=today, status="failed", error="PortalError: boom")
     check = by_name(run_checks(healthy), "last daily run")
     assert not check.ok and "failed: PortalError: boom" in check.found
     with healthy.sessions.begin() as s:

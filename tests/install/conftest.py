@@ -6,9 +6,8 @@ import datetime as dt
 import pytest
 
 from addon.db import unit_of_work
-from addon.models import Portal, PortalSettings
-from addon.options import Options
 from addon.bitrix.tokens import save_application_token, save_tokens
+from tests import factories
 
 ENDPOINT = "https://acme.bitrix24.test/rest/"
 OAUTH = "https://oauth.bitrix24.test/rest/"
@@ -20,14 +19,12 @@ def make_portal(services, member_id="m-acme", domain="acme.bitrix24.test", acces
                 refresh="refresh-1", application_token="app-token-1", client_endpoint=ENDPOINT,
                 server_endpoint=OAUTH) -> int:
     with unit_of_work(services.sessions) as session:
-        portal = Portal(member_id=member_id, domain=domain, client_endpoint=client_endpoint,
-                        server_endpoint=server_endpoint, parked_methods={}, scope="crm")
-        session.add(portal)
+        portal = factories.make_portal(session, member_id=member_id, domain=domain, client_endpoint=client_endpoint,
+                                       server_endpoint=server_endpoint, scope="crm")
         save_tokens(session, portal, access, refresh, dt.datetime(2030, 1, 1))
         if application_token:
             save_application_token(session, portal, application_token)
-        session.flush()
-        session.add(PortalSettings(portal_id=portal.id, data=Options().to_dict(), field_items={}))
+        factories.make_settings(session, portal.id)
         return portal.id
 
 

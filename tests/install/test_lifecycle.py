@@ -13,6 +13,7 @@ from addon.models import Portal, PortalSettings, TrackedEntity
 from addon.options import Options, StatusDef
 from install.manifest import REASON_FIELD, STATUS_FIELD, apply_manifest, desired_events, sync_status_fields
 from tests.devportal.conftest import rest
+from tests.factories import make_tracked
 
 # The goals of the install section of the README (the figures it prints come from this test's run).
 INSTALL_CALLS, REINSTALL_CALLS = 15, 5
@@ -50,7 +51,7 @@ def test_install_reinstall_update_uninstall_back_to_back_at_the_real_limit(servi
     with services.sessions() as session:
         row = session.get(PortalSettings, portal.id)
         row.data = {**row.data, "notify_time": "07:30"}
-        session.add(TrackedEntity(portal_id=portal.id, entity_type="contact", entity_id=5, status="HOT"))
+        make_tracked(session, portal.id, 5, "HOT")
         session.commit()
 
     start = len(dp.calls)

@@ -5,18 +5,15 @@ from click.testing import CliRunner
 
 from addon.cli import main
 from addon.db import unit_of_work
-from addon.models import Portal
 from addon.robots.store import absent_users, add_record
+from tests.factories import make_portal
 
 
 def test_absent_ranking_and_reasons(services, monkeypatch):
     monkeypatch.setenv("DATABASE_URL", services.settings.database_url)
     monkeypatch.setenv("NEZABYT_SECRET_KEY", services.settings.secret_key)
     with unit_of_work(services.sessions) as s:
-        portal = Portal(member_id="m-cli", domain="cli.bitrix24.test", client_endpoint="x", server_endpoint="y")
-        s.add(portal)
-        s.flush()
-        pid = portal.id
+        pid = make_portal(s, member_id="m-cli", domain="cli.bitrix24.test").id
         at = dt.datetime(2026, 11, 5, 12)
         for doc, user in (("LEAD_1", 5), ("LEAD_2", 5), ("LEAD_3", 6)):
             add_record(s, pid, "assigned", doc, at, user)

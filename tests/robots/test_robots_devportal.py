@@ -13,6 +13,7 @@ from addon.robots.registry import robot_definitions
 from addon.robots.store import close_reason_counts, mark_absent, ranking_report
 from addon.services import build_services
 from addon.robots.runner import fire_due_timers
+from tests.factories import make_robot_call
 
 
 def test_every_robot_is_registered_and_reinstall_changes_nothing(world):
@@ -399,10 +400,7 @@ def test_a_repeat_request_never_brings_back_a_junk_client(world):
 
 def test_a_call_for_an_unknown_robot_is_refused_once(world):
     with world.services.sessions.begin() as s:
-        s.add(StoredEvent(portal_id=world.portal_id, event_name="ROBOT:nezabyt_unknown_lead", source="robot",
-                          dedupe_key="robot:test-unknown",
-                          payload={"code": "nezabyt_unknown_lead", "event_token": "t|A1|x",
-                                   "document_id": ["crm", "CCrmDocumentLead", "LEAD_1"]}))
+        make_robot_call(s, world.portal_id, "nezabyt_unknown_lead", "LEAD_1", "t|A1|x", dedupe_key="robot:test-unknown")
     world.process()
     with world.services.sessions() as s:
         event = s.scalars(select(StoredEvent).where(StoredEvent.dedupe_key == "robot:test-unknown")).one()

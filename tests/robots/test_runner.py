@@ -4,9 +4,10 @@ import datetime as dt
 from sqlalchemy import select
 
 from addon.db import unit_of_work
-from addon.models import Portal, StoredEvent
+from addon.models import StoredEvent
 from addon.bitrix.client import BatchResult, PortalError
 from addon.robots.runner import process_robot_calls
+from tests.factories import make_portal, make_robot_call
 
 
 class StrugglingPortal:
@@ -30,14 +31,9 @@ class GonePortal(StrugglingPortal):
 
 def store_call(services) -> int:
     with unit_of_work(services.sessions) as s:
-        portal = Portal(member_id="m-unit", domain="unit.bitrix24.test", client_endpoint="x", server_endpoint="y")
-        s.add(portal)
-        s.flush()
-        s.add(StoredEvent(portal_id=portal.id, event_name="ROBOT:nezabyt_distribute_lead", source="robot",
-                          dedupe_key="robot:unit", entity_type="lead", entity_id=7,
-                          payload={"code": "nezabyt_distribute_lead", "event_token": "tok",
-                                   "document_id": ["crm", "CCrmDocumentLead", "LEAD_7"],
-                                   "properties": {"users": ["user_5"]}}))
+        portal = make_portal(s)
+        make_robot_call(s, portal.id, "nezabyt_distribute_lead", "LEAD_7", "tok", properties={"users": ["user_5"]},
+                        dedupe_key="robot:unit")
         return portal.id
 
 

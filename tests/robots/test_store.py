@@ -2,17 +2,14 @@
 import datetime as dt
 
 from addon.db import unit_of_work
-from addon.models import Portal
 from addon.robots.store import (absent_users, add_record, close_reason_counts, get_state, mark_absent, put_state,
                                 ranking_report, ranking_weights_for)
+from tests.factories import make_portal
 
 
 def portal(services) -> int:
     with unit_of_work(services.sessions) as s:
-        row = Portal(member_id="m-store", domain="store.bitrix24.test", client_endpoint="x", server_endpoint="y")
-        s.add(row)
-        s.flush()
-        return row.id
+        return make_portal(s).id
 
 
 def test_ranking_counts_an_item_for_its_last_holder_and_weights_stay_all_month(services):

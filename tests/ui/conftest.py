@@ -8,8 +8,8 @@ import time
 import pytest
 import responses
 
-from addon.models import Portal, PortalSettings, TrackedEntity
 from addon.options import Options
+from tests.factories import make_portal, make_settings, make_tracked
 
 ENDPOINT = "https://acme.bitrix24.ru/rest/"
 MEMBER_ID = "acme-member-0001"
@@ -33,12 +33,9 @@ class Clock:
 @pytest.fixture
 def portal(services):
     with services.sessions() as session:
-        p = Portal(member_id=MEMBER_ID, domain="acme.bitrix24.ru", client_endpoint=ENDPOINT,
-                   server_endpoint="https://oauth.bitrix.info/rest/", language="ru", time_zone="Europe/Moscow")
-        session.add(p)
-        session.flush()
-        session.add(PortalSettings(portal_id=p.id, version=1,
-                                   data=Options(time_zone="Europe/Moscow").to_dict(), field_items=FIELD_ITEMS))
+        p = make_portal(session, member_id=MEMBER_ID, domain="acme.bitrix24.ru", client_endpoint=ENDPOINT,
+                        time_zone="Europe/Moscow")
+        make_settings(session, p.id, Options(time_zone="Europe/Moscow"), field_items=FIELD_ITEMS)
         session.commit()
         return p.id
 
@@ -111,9 +108,8 @@ def add_tracked(services, portal_id, entity_id, status, set_on, assigned=MANAGER
     opts = options or Options(time_zone="Europe/Moscow")
     due, warn = dates(opts, Entity(status=status, status_set_on=set_on))
     with services.sessions() as session:
-        session.add(TrackedEntity(portal_id=portal_id, entity_type=entity_type, entity_id=entity_id, status=status,
-                                  status_set_on=set_on, due_on=due, warn_on=warn, assigned_by_id=assigned,
-                                  title=title or f"Client {entity_id}", open_deals=0))
+        make_tracked(session, portal_id, entity_id, status, entity_type=entity_type, status_set_on=set_on, due_on=due,
+                     warn_on=warn, assigned_by_id=assigned, title=title or f"Client {entity_id}")
         session.commit()
 
 

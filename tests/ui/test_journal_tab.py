@@ -6,7 +6,8 @@ import datetime as dt
 
 from sqlalchemy import select
 
-from addon.models import ImportJob, JobRun, JournalChange, TrackedEntity, utcnow
+from addon.models import ImportJob, JobRun, utcnow
+from tests.factories import make_change, make_job_run, make_tracked
 
 from .conftest import MANAGER_AUTH, MANAGER_ID, open_app, page_token
 
@@ -14,29 +15,21 @@ from .conftest import MANAGER_AUTH, MANAGER_ID, open_app, page_token
 def _seed(services, portal_id, finished_at=None):
     finished_at = finished_at or utcnow() - dt.timedelta(hours=2)
     with services.sessions() as session:
-        daily = JobRun(portal_id=portal_id, kind="daily", key=f"daily:{portal_id}:2026-03-02", status="done",
-                       params={"day": "2026-03-02", "planned": True}, summary={"messages": 3},
-                       started_at=finished_at, finished_at=finished_at)
+        daily = make_job_run(session, portal_id, day=dt.date(2026, 3, 2), status="done",
+                             params={"day": "2026-03-02", "planned": True}, summary={"messages": 3},
+                             started_at=finished_at, finished_at=finished_at)
         job = ImportJob(portal_id=portal_id, filename="статусы.csv", status="done", total_rows=1, valid_rows=1)
-        session.add_all([daily, job])
+        session.add(job)
         session.flush()
-        load = JobRun(portal_id=portal_id, kind="import", key=f"import:{job.id}", status="done",
-                      params={"import_job_id": job.id}, started_at=finished_at, finished_at=finished_at)
-        session.add(load)
-        session.flush()
-        base = dict(portal_id=portal_id, entity_type="contact")
-        session.add_all([
-            JournalChange(**base, job_run_id=daily.id, entity_id=11, old_status="COLD", new_status="LOST",
-                          old_assigned_by_id=MANAGER_ID, new_assigned_by_id=3),
-            JournalChange(**base, job_run_id=daily.id, entity_id=12, old_status="HOT", new_status="WARM",
-                          old_assigned_by_id=MANAGER_ID, new_assigned_by_id=MANAGER_ID, undo_state="refused",
-                          undo_note="status_changed"),
-            JournalChange(**base, job_run_id=daily.id, entity_id=13, old_status="HOT", new_status="WARM",
-                          old_assigned_by_id=8, new_assigned_by_id=8),
-            JournalChange(**base, job_run_id=load.id, entity_id=14, old_status=None, new_status="HOT"),
-        ])
-        session.add(TrackedEntity(portal_id=portal_id, entity_type="contact", entity_id=11, status="LOST",
-                                  title="ООО «Ромашка»", assigned_by_id=3, open_deals=0))
+        load = make_job_run(session, portal_id, kind="import", key=f"import:{job.id}", status="done",
+                            params={"import_job_id": job.id}, started_at=finished_at, finished_at=finished_at)
+        make_change(session, daily.id, portal_id, 11, "COLD", "LOST", old_assigned_by_id=MANAGER_ID,
+                    new_assigned_by_id=3)
+        make_change(session, daily.id, portal_id, 12, "HOT", "WARM", old_assigned_by_id=MANAGER_ID,
+                    new_assigned_by_id=MANAGER_ID, undo_state="refused", undo_note="status_changed")
+        make_change(session, daily.id, portal_id, 13, "HOT", "WARM", old_assigned_by_id=8, new_assigned_by_id=8)
+        make_change(session, load.id, portal_id, 14, None, "HOT")
+        make_tracked(session, portal_id, 11, "LOST", title="ООО «Ромашка»", assigned_by_id=3)
         session.commit()
         return daily.id, load.id
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from addon.models import JobRun, PortalSettings, StatusHistory, TrackedEntity
+from addon.models import PortalSettings, TrackedEntity
 from addon.options import Options, StatusDef
+from tests.factories import make_history, make_job_run
 
 from .conftest import ADMIN_AUTH, MANAGER_AUTH, MANAGER_ID, MEMBER_ID, add_tracked, open_app, page_token, today_msk
 
@@ -133,8 +134,7 @@ def test_debug_lookup_and_card_tab_show_row_and_history(client, services, portal
     today = today_msk()
     add_tracked(services, portal, 55, "WARM", today - dt.timedelta(days=3), title="ООО Ромашка")
     with services.sessions() as session:
-        session.add(StatusHistory(portal_id=portal, entity_type="contact", entity_id=55, from_status="HOT",
-                                  to_status="WARM", changed_on=today - dt.timedelta(days=3), cause="decay"))
+        make_history(session, portal, 55, "HOT", "WARM", today - dt.timedelta(days=3))
         session.commit()
     token = page_token(open_app(client))
     html = client.post("/ui/debug", data={"t": token, "entity_type": "contact", "entity_id": "55"}).get_json()["html"]
@@ -158,11 +158,9 @@ def test_dashboard_counts_and_at_risk(client, services, portal, portal_auth):
     add_tracked(services, portal, 2, "WARM", today, assigned=MANAGER_ID)
     add_tracked(services, portal, 3, "HOT", today, assigned=8)
     with services.sessions() as session:
-        session.add(StatusHistory(portal_id=portal, entity_type="contact", entity_id=9, from_status="COLD",
-                                  to_status="LOST", changed_on=today, cause="decay", assigned_by_id=MANAGER_ID))
+        make_history(session, portal, 9, "COLD", "LOST", today, assigned_by_id=MANAGER_ID)
         session.commit()
-        session.add(JobRun(portal_id=portal, kind="daily", key=f"daily:{portal}:{today}", status="done",
-                           params={"day": today.isoformat()}, summary={"transfers": 2}))
+        make_job_run(session, portal, day=today, status="done", summary={"transfers": 2})
         session.commit()
     from settings_ui.dashboard import build_dashboard
 

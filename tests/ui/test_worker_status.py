@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from addon.models import JobRun, Lease, PortalBudget, StoredEvent, utcnow
+from addon.models import Lease, PortalBudget, utcnow
+from tests.factories import make_event, make_job_run
 
 from .conftest import MANAGER_AUTH, open_app, page_token, today_msk
 
@@ -17,13 +18,10 @@ def test_dashboard_shows_the_portals_worker_state(client, services, portal, port
     today = today_msk()
     now = utcnow()
     with services.sessions() as session:
-        session.add(StoredEvent(portal_id=portal, event_name="ONCRMCONTACTUPDATE", entity_type="contact", entity_id=5,
-                                payload={}, dedupe_key="e1", received_at=now - dt.timedelta(minutes=3),
-                                processed_at=dt.datetime(2026, 3, 2, 6, 5, 7)))
-        session.add(StoredEvent(portal_id=portal, event_name="ONCRMCONTACTUPDATE", entity_type="contact", entity_id=6,
-                                payload={}, dedupe_key="e2"))
-        session.add(JobRun(portal_id=portal, kind="daily", key=f"daily:{portal}:{today}", status="running",
-                           params={"day": today.isoformat()}, started_at=dt.datetime(2026, 3, 2, 6, 0, 1)))
+        make_event(session, portal, entity_id=5, received_at=now - dt.timedelta(minutes=3),
+                   processed_at=dt.datetime(2026, 3, 2, 6, 5, 7))
+        make_event(session, portal, entity_id=6)
+        make_job_run(session, portal, day=today, status="running", started_at=dt.datetime(2026, 3, 2, 6, 0, 1))
         session.add(PortalBudget(portal_id=portal, plan="ru_ent250", rps=5.0, burst=250, calls=1234,
                                  limited_at=now - dt.timedelta(seconds=10)))
         session.add(Lease(portal_id=portal, kind="cycle", owner="host-a:4242/ab12", expires_at=now + dt.timedelta(minutes=5)))

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from addon.models import JobRun, StatusHistory
+from tests.factories import make_job_run
 from tests.worker.conftest import DAY0, at
 
 
@@ -142,10 +143,8 @@ def test_reindex_progress_queued_jobs_redate_and_preview(harness):
     for cid in range(1, 121):
         h.put_status("contact", cid, "WARM", at(DAY0 - dt.timedelta(days=cid % 50), 10))
     with h.services.sessions() as s:
-        job = JobRun(portal_id=h.portal_id, kind="reindex", status="queued")
-        s.add(job)
+        job_id = make_job_run(s, h.portal_id, kind="reindex").id
         s.commit()
-        job_id = job.id
     from worker.jobs import run_queued_jobs
 
     report = run_queued_jobs(h.services, at(DAY0, 8))
@@ -330,16 +329,14 @@ def test_a_job_left_running_by_a_dead_worker_is_resumed(harness):
     h = harness
     seeded(h, contacts=30)
     with h.services.sessions() as s:
-        orphan = JobRun(portal_id=h.portal_id, kind="reindex", status="running", owner="gone-host:4242")
-        s.add(orphan)
+        orphan_id = make_job_run(s, h.portal_id, kind="reindex", status="running", owner="gone-host:4242").id
         s.commit()
-        orphan_id = orphan.id
     from worker.jobs import run_queued_jobs
 
     # A job "running" under this very worker's name is its own and is left alone.
     mine = h.services.settings.worker_id
     with h.services.sessions() as s:
-        s.add(JobRun(portal_id=h.portal_id, kind="reindex", status="running", owner=mine))
+        make_job_run(s, h.portal_id, kind="reindex", status="running", owner=mine)
         s.commit()
     report = run_queued_jobs(h.services, at(DAY0, 8))
     assert report.jobs == 1 and report.errors == []

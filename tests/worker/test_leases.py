@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from addon.models import Portal
+from tests.factories import make_portal
 from worker import leases
 
 T0 = dt.datetime(2026, 3, 2, 9, 0)
@@ -15,9 +15,7 @@ T0 = dt.datetime(2026, 3, 2, 9, 0)
 @pytest.fixture
 def portal_id(services):
     with services.sessions() as s:
-        p = Portal(member_id="lease-m", domain="lease.example", client_endpoint="http://x/rest/",
-                   server_endpoint="http://x/rest/")
-        s.add(p)
+        p = make_portal(s)
         s.commit()
         return p.id
 
