@@ -14,7 +14,7 @@ from .conftest import ADMIN_AUTH, MANAGER_AUTH, MANAGER_ID, MEMBER_ID, add_track
 
 def settings_form(opts: Options, token: str) -> list[tuple[str, str]]:
     """The form exactly as the page submits it for `opts`."""
-    from settings_ui.views import BOOL_OPTIONS, INT_OPTIONS, TEXT_OPTIONS, settings_view
+    from settings_ui.settings_form import BOOL_OPTIONS, INT_OPTIONS, TEXT_OPTIONS, settings_view
 
     view = settings_view(opts)
     form = [("t", token)]
