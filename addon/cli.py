@@ -13,7 +13,7 @@ LAZY_COMMANDS = {
     "reconcile": "worker.cli:reconcile_command",
     "reindex": "worker.cli:reindex_command",
     "debug": "worker.cli:debug_command",
-    "import": "worker.imports:import_command",
+    "import": "worker.cli:import_command",
     "demo": "demo.cli:demo_command",
     "web": "addon.web:web_command",
     "robots": "addon.robots.cli:robots_command",

@@ -1,10 +1,32 @@
-"""The worker's console commands: `nezabyt worker [--once]`, `decay`, `reconcile`, `reindex`, `debug`."""
+"""The worker's console commands: `nezabyt worker [--once]`, `decay`, `reconcile`, `reindex`, `debug`,
+`import`."""
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import signal
 
 import click
+from sqlalchemy import select
+
+from addon import engine
+from addon.bitrix.client import portal_client
+from addon.bulkload import BulkLoadError, prepare_import, preview_errors
+from addon.heartbeat import beating, keep_beating
+from addon.logs import configure_logging
+from addon.models import ImportJob, JobRun
+from addon.phones import phone_region_for
+from addon.services import build_services, services_scope
+from worker import leases
+from worker.daily import DailySummary, daily_key
+from worker.debug import lookup
+from worker.imports import apply_import
+from worker.jobs import active_portals, portal_cycle, run_once
+from worker.reconcile import reconcile_portal
+from worker.reindex import reindex
+from worker.schedule import build_scheduler
+from worker.status import portal_status, status_text
 
 
 def _now(value: str | None) -> dt.datetime:
@@ -15,16 +37,12 @@ def _now(value: str | None) -> dt.datetime:
 
 
 def _services():
-    from addon.services import services_scope
-
     return services_scope()
 
 
 def _portal_id(services, portal: str) -> int:
-    from addon.engine import find_portal
-
     with services.sessions() as session:
-        row = find_portal(session, portal)
+        row = engine.find_portal(session, portal)
         if row is None:
             raise click.ClickException(f"no portal {portal!r} (give its member_id or domain)")
         return row.id
@@ -43,14 +61,9 @@ def worker_command(ctx: click.Context, once: bool, now_text: str | None) -> None
     side by side (NEZABYT_WORKER_CONCURRENCY); run more worker processes on PostgreSQL to scale out."""
     if ctx.invoked_subcommand is not None:
         return
-    from addon.logs import configure_logging
-
     configure_logging()  # text lines, or JSON with LOG_FORMAT=json; quiets the chatty libraries
     with _services() as services:
         if once:
-            from addon.heartbeat import beating
-            from worker.jobs import run_once
-
             with beating(services):  # the heartbeat `nezabyt doctor` looks for, during the pass too
                 report = run_once(services, _now(now_text))
             click.echo(f"events {report.events}, daily runs {report.daily_runs}, jobs {report.jobs}, "
@@ -61,11 +74,6 @@ def worker_command(ctx: click.Context, once: bool, now_text: str | None) -> None
             if report.errors:
                 raise SystemExit(1)
             return
-        import signal
-
-        from addon.heartbeat import keep_beating
-        from worker.schedule import build_scheduler
-
         scheduler = build_scheduler(services, blocking=True)
         keep_beating(scheduler, services)  # the heartbeat `nezabyt doctor` looks for
         # A platform stops the worker with SIGTERM: finish the running jobs' current step and leave
@@ -82,8 +90,6 @@ def worker_command(ctx: click.Context, once: bool, now_text: str | None) -> None
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def status_command(portal: str | None, as_json: bool) -> None:
     """Per portal: last event processed, last daily run, lease holder, calls made, parked or failing."""
-    from worker.status import portal_status, status_text
-
     with _services() as services:
         rows = portal_status(services, [_portal_id(services, portal)] if portal else None)
     if as_json:
@@ -97,13 +103,6 @@ def status_command(portal: str | None, as_json: bool) -> None:
 @now_option
 def decay_command(portal: str, now_text: str | None) -> None:
     """One daily run as of --now: pending events first, then decay, loss actions and the digest."""
-    from sqlalchemy import select
-
-    from addon import engine
-    from addon.models import JobRun
-    from worker.daily import DailySummary, daily_key
-    from worker.jobs import portal_cycle
-
     with _services() as services:
         pid = _portal_id(services, portal)
         now = _now(now_text)
@@ -121,9 +120,6 @@ def decay_command(portal: str, now_text: str | None) -> None:
 @now_option
 def reconcile_command(portal: str | None, now_text: str | None) -> None:
     """Store the changes whose events were lost (by DATE_MODIFY / LAST_UPDATED)."""
-    from worker.jobs import active_portals
-    from worker.reconcile import reconcile_portal
-
     with _services() as services:
         now = _now(now_text)
         ids = [_portal_id(services, portal)] if portal else active_portals(services)
@@ -136,9 +132,6 @@ def reconcile_command(portal: str | None, now_text: str | None) -> None:
 @now_option
 def reindex_command(portal: str, now_text: str | None) -> None:
     """Read every client's status from the portal into the service table and re-date it."""
-    from worker import leases
-    from worker.reindex import reindex
-
     with _services() as services:
         pid = _portal_id(services, portal)
         with leases.holding(services, pid) as keep:
@@ -157,8 +150,6 @@ def reindex_command(portal: str, now_text: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def debug_command(portal: str, entity: str, as_json: bool) -> None:
     """A client's service-table row (dates set, last call, due, warn) and its full history."""
-    from worker.debug import lookup
-
     with _services() as services:
         pid = _portal_id(services, portal)
         try:
@@ -170,6 +161,67 @@ def debug_command(portal: str, entity: str, as_json: bool) -> None:
             click.echo(json.dumps(found, ensure_ascii=False, indent=2, default=str))
         else:
             click.echo(format_lookup(found))
+
+
+@click.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--portal", "portal_key", required=True, help="the portal's member_id or domain")
+@click.option("--apply", "do_apply", is_flag=True, help="write the statuses to the portal (else preview only)")
+@click.option("--entity-type", default="contact", type=click.Choice(["contact", "company"]),
+              help="for rows without a Type column")
+@click.option("--now", "now_text", default=None, help="ISO instant the load is dated by (default: now)")
+def import_command(file: str, portal_key: str, do_apply: bool, entity_type: str, now_text: str | None) -> None:
+    """Load statuses from a CSV/XLSX FILE: preview, and with --apply write them.
+
+    Running the same command again after an interruption continues the unfinished load of the
+    same file instead of starting a new one."""
+    now = dt.datetime.fromisoformat(now_text) if now_text else dt.datetime.now(dt.timezone.utc)
+    now = now.astimezone(dt.timezone.utc).replace(tzinfo=None) if now.tzinfo else now
+    services = build_services()
+    filename = os.path.basename(file)
+    try:
+        with services.sessions() as session:
+            portal = engine.find_portal(session, portal_key)
+            if portal is None:
+                raise click.ClickException(f"no portal with member_id or domain {portal_key!r}")
+            portal_id, language = portal.id, portal.language
+            job = session.scalars(select(ImportJob).where(
+                ImportJob.portal_id == portal_id, ImportJob.filename == filename,
+                ImportJob.status.in_(("queued", "running"))).order_by(ImportJob.id.desc())).first()
+            ctx = engine.load_context(session, portal_id)
+        if job is not None and do_apply:
+            job_id = job.id
+            click.echo(f"continuing import {job_id} of {filename}: {job.applied_rows} of {job.valid_rows} applied")
+        else:
+            with open(file, "rb") as fh:
+                content = fh.read()
+            with services.sessions() as session, portal_client(services, portal_id) as client:
+                try:
+                    staged = prepare_import(session, client, portal_id, filename, content, ctx.opts, None, now,
+                                            ctx.today(now), entity_type, phone_region_for(language))
+                except BulkLoadError as exc:
+                    raise click.ClickException(str(exc)) from exc
+                session.commit()
+                job_id = staged.job_id
+                click.echo(f"import {job_id}: {staged.total_rows} rows, {staged.valid_rows} valid, "
+                           f"{staged.invalid_rows} with errors")
+                for row in preview_errors(session, job_id, limit=20):
+                    click.echo(f"  row {row.row_no}: {row.error}")
+        if not do_apply:
+            click.echo("preview only: run again with --apply to write the statuses")
+            return
+        done = [0]
+
+        def report(n: int) -> None:
+            done[0] += n
+            if done[0] % 10_000 < n:  # a line every 10,000 rows
+                click.echo(f"  {done[0]} rows processed")
+
+        summary = apply_import(services, job_id, now, progress=report)
+        click.echo(f"import {job_id} done: {summary.applied} applied, {summary.failed} failed, "
+                   f"{summary.invalid} invalid")
+    finally:
+        services.dispose()
 
 
 def format_lookup(found: dict) -> str:

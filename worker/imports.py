@@ -1,22 +1,24 @@
 """Applying a staged bulk load of statuses (addon.bulkload) to the portal: in batches of 50,
 resumable after a crash, every valid row written exactly once; matching a large file's rows to
-clients by phone and e-mail before its preview; and `nezabyt import FILE`."""
+clients by phone and e-mail before its preview (`nezabyt import FILE` is in worker.cli)."""
 from __future__ import annotations
 
 import collections
 import datetime as dt
-import os
 from dataclasses import dataclass
 from typing import Any
 
-import click
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from addon import engine, journal
+from addon.bitrix.client import portal_client
+from addon.bulkload import RowDraft, mark_duplicates, match_drafts, queue_import
 from addon.engine import STATUS_FIELD
 from addon.models import ImportJob, ImportRow, JobRun, StatusHistory, TrackedEntity, utcnow
 from addon.options import IN_WORK, Options
+from addon.phones import phone_region_for
+from addon.rules import Entity, dates
 
 CHUNK_ROWS = 500  # rows per database round trip: ten batch calls between two commits
 MATCH_CHUNK = 1000  # rows matched between two commits (about 21 calls for 1,000 phones)
@@ -33,8 +35,6 @@ class ImportSummary:
 
 def import_run(session: Session, job: ImportJob, now: dt.datetime) -> JobRun:
     """The JobRun that carries the job's progress (created when the CLI applies directly)."""
-    from addon.bulkload import queue_import
-
     run_id = queue_import(session, job, now, requeue=False)  # the caller runs it right now
     return session.get(JobRun, run_id)
 
@@ -44,10 +44,6 @@ def match_import(services, job_id: int, run_id: int, client=None, keep=None) -> 
     commits (the JobRun's progress counts them), then refuse a later row for a client already in
     the file and open the job's preview. Killed midway, a rerun matches only the rows still
     unmatched. Returns the rows matched by this pass."""
-    from addon.bulkload import RowDraft, mark_duplicates, match_drafts
-    from addon.phones import phone_region_for
-    from addon.bitrix.client import portal_client
-
     with services.sessions() as session:
         job = session.get(ImportJob, job_id)
         if job is None:
@@ -114,8 +110,6 @@ def apply_import(services, job_id: int, now: dt.datetime, client=None, progress=
     rows `sending`: the rerun reads those clients back and writes only the ones that do not
     already hold the value, so no row is written twice and applied rows are never touched again.
     """
-    from addon.bitrix.client import portal_client
-
     with services.sessions() as session:
         job = session.get(ImportJob, job_id)
         if job is None:
@@ -179,8 +173,6 @@ def apply_import(services, job_id: int, now: dt.datetime, client=None, progress=
 # otherwise spend most of its time there.
 def _row_values(options: Options, r, e: dict | None, today: dt.date) -> dict[str, Any]:
     """The service-table values once row `r` is applied (e: the client's current row, if any)."""
-    from addon.rules import Entity, dates
-
     set_on = dt.date.fromisoformat(r.data["status_on"]) if (r.data or {}).get("status_on") else today
     last_call = e["last_call_on"] if e else None
     due_on, warn_on = dates(options, Entity(status=r.status, status_set_on=set_on, last_call_on=last_call,
@@ -349,8 +341,6 @@ def _error_text(error: Any, row) -> str:
 
 
 def _close_job(services, job_id: int, run_id: int) -> ImportSummary:
-    from sqlalchemy import func
-
     with services.sessions() as session:
         counts = dict(session.execute(select(ImportRow.state, func.count()).where(ImportRow.job_id == job_id)
                                       .group_by(ImportRow.state)).all())
@@ -364,70 +354,3 @@ def _close_job(services, job_id: int, run_id: int) -> ImportSummary:
         run.progress_done = run.progress_total
         session.commit()
         return ImportSummary(job_id, summary["applied"], summary["failed"], summary["invalid"], "done")
-
-
-# --- the command --------------------------------------------------------------------------------
-@click.command("import")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--portal", "portal_key", required=True, help="the portal's member_id or domain")
-@click.option("--apply", "do_apply", is_flag=True, help="write the statuses to the portal (else preview only)")
-@click.option("--entity-type", default="contact", type=click.Choice(["contact", "company"]),
-              help="for rows without a Type column")
-@click.option("--now", "now_text", default=None, help="ISO instant the load is dated by (default: now)")
-def import_command(file: str, portal_key: str, do_apply: bool, entity_type: str, now_text: str | None) -> None:
-    """Load statuses from a CSV/XLSX FILE: preview, and with --apply write them.
-
-    Running the same command again after an interruption continues the unfinished load of the
-    same file instead of starting a new one."""
-    from addon.bulkload import BulkLoadError, prepare_import, preview_errors
-    from addon.phones import phone_region_for
-    from addon.bitrix.client import portal_client
-    from addon.services import build_services
-
-    now = dt.datetime.fromisoformat(now_text) if now_text else dt.datetime.now(dt.timezone.utc)
-    now = now.astimezone(dt.timezone.utc).replace(tzinfo=None) if now.tzinfo else now
-    services = build_services()
-    filename = os.path.basename(file)
-    try:
-        with services.sessions() as session:
-            portal = engine.find_portal(session, portal_key)
-            if portal is None:
-                raise click.ClickException(f"no portal with member_id or domain {portal_key!r}")
-            portal_id, language = portal.id, portal.language
-            job = session.scalars(select(ImportJob).where(
-                ImportJob.portal_id == portal_id, ImportJob.filename == filename,
-                ImportJob.status.in_(("queued", "running"))).order_by(ImportJob.id.desc())).first()
-            ctx = engine.load_context(session, portal_id)
-        if job is not None and do_apply:
-            job_id = job.id
-            click.echo(f"continuing import {job_id} of {filename}: {job.applied_rows} of {job.valid_rows} applied")
-        else:
-            with open(file, "rb") as fh:
-                content = fh.read()
-            with services.sessions() as session, portal_client(services, portal_id) as client:
-                try:
-                    staged = prepare_import(session, client, portal_id, filename, content, ctx.opts, None, now,
-                                            ctx.today(now), entity_type, phone_region_for(language))
-                except BulkLoadError as exc:
-                    raise click.ClickException(str(exc)) from exc
-                session.commit()
-                job_id = staged.job_id
-                click.echo(f"import {job_id}: {staged.total_rows} rows, {staged.valid_rows} valid, "
-                           f"{staged.invalid_rows} with errors")
-                for row in preview_errors(session, job_id, limit=20):
-                    click.echo(f"  row {row.row_no}: {row.error}")
-        if not do_apply:
-            click.echo("preview only: run again with --apply to write the statuses")
-            return
-        done = [0]
-
-        def report(n: int) -> None:
-            done[0] += n
-            if done[0] % 10_000 < n:  # a line every 10,000 rows
-                click.echo(f"  {done[0]} rows processed")
-
-        summary = apply_import(services, job_id, now, progress=report)
-        click.echo(f"import {job_id} done: {summary.applied} applied, {summary.failed} failed, "
-                   f"{summary.invalid} invalid")
-    finally:
-        services.dispose()

@@ -6,6 +6,7 @@ done by one of them.
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import logging
 import random
 import threading
@@ -16,9 +17,17 @@ from typing import Any
 from sqlalchemy import func, select
 
 from addon import engine
+from addon.bitrix import pace
+from addon.bitrix.client import PortalError, portal_client
 from addon.models import PORTAL_ACTIVE, JobRun, Portal, PortalSettings, StoredEvent, utcnow
-from worker import leases
+from addon.options import Options, parse_time_zone
+from addon.robots.runner import fire_due_timers, process_robot_calls
+from worker import events, imports, leases
+from worker.daily import DailySliceOver, daily_done, daily_key, run_daily
 from worker.pool import AGAIN, Unit, pool_for
+from worker.reconcile import reconcile_portal
+from worker.reindex import reindex
+from worker.undo import run_undo
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +66,6 @@ def active_portals(services) -> list[int]:
 
 def daily_is_due(services, portal_id: int, now: dt.datetime) -> bool:
     """The portal's notification time has come today (its time zone) and today's run is not done."""
-    from worker.daily import daily_done
-
     with services.sessions() as session:
         ctx = engine.load_context(session, portal_id)
     local = ctx.local(now)
@@ -70,9 +77,6 @@ def daily_is_due(services, portal_id: int, now: dt.datetime) -> bool:
 def due_portals(services, now: dt.datetime) -> list[int]:
     """The active portals whose notification time has come today and whose run is not done: one
     streamed pass over the portals' settings, then the done runs looked up 500 keys at a time."""
-    from addon.options import Options, parse_time_zone
-    from worker.daily import daily_key
-
     candidates: dict[str, int] = {}
     with services.sessions() as session:
         rows = session.execute(select(Portal.id, Portal.time_zone, PortalSettings.data)
@@ -97,13 +101,11 @@ def due_portals(services, now: dt.datetime) -> list[int]:
 
 def portals_with_events(services) -> dict[int, int]:
     """{portal: its newest pending event's id} for every active portal with events to apply."""
-    from worker.events import MAX_ATTEMPTS
-
     with services.sessions() as session:
         return dict(session.execute(
             select(StoredEvent.portal_id, func.max(StoredEvent.id)).join(Portal, Portal.id == StoredEvent.portal_id)
             .where(StoredEvent.processed_at.is_(None), StoredEvent.source != "robot",
-                   StoredEvent.attempts < MAX_ATTEMPTS, Portal.status == PORTAL_ACTIVE)
+                   StoredEvent.attempts < events.MAX_ATTEMPTS, Portal.status == PORTAL_ACTIVE)
             .group_by(StoredEvent.portal_id)).all())
 
 
@@ -121,13 +123,8 @@ def portal_unit(services, portal_id: int, now: dt.datetime, owner: str | None, r
                 daily: bool | None = None, sliced: bool = True) -> str | None:
     """The pool's unit for one portal: events, then the daily run's next slice. AGAIN when the run
     stopped at the end of its slice (the pool queues the portal again, at the back)."""
-    from addon.bitrix import pace
-    from addon.bitrix.client import PortalError, portal_client
-    from worker.daily import DailySliceOver, run_daily
-    from worker.events import has_pending, process_events
-
     want_daily = daily_is_due(services, portal_id, now) if daily is None else daily
-    if not want_daily and not has_pending(services, portal_id):
+    if not want_daily and not events.has_pending(services, portal_id):
         return None
     with leases.holding(services, portal_id, owner) as keep:
         if keep is None:
@@ -139,11 +136,11 @@ def portal_unit(services, portal_id: int, now: dt.datetime, owner: str | None, r
                     pace.read_plan(services, portal_id, client)
                 except PortalError as exc:  # the standard plan's limits hold until it answers
                     log.warning("portal %s: could not read its plan: %s", portal_id, exc)
-            report.add("events", process_events(services, portal_id, now, client=client, keep=keep).processed)
+            report.add("events", events.process_events(services, portal_id, now, client=client, keep=keep).processed)
             # Checked again under the lease: another worker may have finished it meanwhile.
             if want_daily and (daily or daily_is_due(services, portal_id, now)):
                 def between() -> None:  # the portal's own new events, between chunks of its run
-                    report.add("events", process_events(services, portal_id, now, client=client,
+                    report.add("events", events.process_events(services, portal_id, now, client=client,
                                                         keep=keep).processed)
 
                 deadline = time.monotonic() + DAILY_SLICE_SECONDS if sliced else None
@@ -159,8 +156,6 @@ def portal_unit(services, portal_id: int, now: dt.datetime, owner: str | None, r
 def _noting(services, report: CycleReport, what: str):
     """The pool's on_error: the failure goes to the report and to the portal's budget row (status)."""
     def on_error(unit: Unit, exc: BaseException) -> None:
-        from addon.bitrix import pace
-
         text = f"{type(exc).__name__}: {exc}"
         report.error(f"{what} portal {unit.portal_id}: {text}")
         try:
@@ -177,18 +172,16 @@ def _each_portal(services, fn, report: CycleReport, what: str, portal_ids: list[
                            on_error=_noting(services, report, what))
 
 
-# What a portal's unit imports on first use. Imported once before the pool starts: otherwise the
-# pool's threads all reach the same first import at once and queue on its import lock (measured:
-# ~0.3 s of wall per portal at K=20, fast-bitrix24 and its dependencies being the heaviest).
-UNIT_MODULES = ("aiohttp", "fast_bitrix24", "fast_bitrix24.utils", "addon.bitrix.client", "addon.bitrix.pace",
-                "addon.bitrix.directory", "addon.bitrix.tokens", "install.manifest", "worker.daily", "worker.events",
-                "worker.reconcile", "worker.reindex", "worker.undo", "addon.robots.runner", "addon.robots.store")
+# What a portal's unit imports on first use, below the modules imported here: the batch client's
+# HTTP stack and the manifest, which addon.bitrix.client and addon.engine import lazily. Imported
+# once before the pool starts: otherwise the pool's threads all reach the same first import at once
+# and queue on its import lock (measured: ~0.3 s of wall per portal at K=20, fast-bitrix24 and its
+# dependencies being the heaviest).
+UNIT_MODULES = ("aiohttp", "fast_bitrix24", "fast_bitrix24.utils", "install.manifest")
 
 
 def warm_imports() -> None:
     """Import every module a portal's unit needs, in the calling thread (before the pool runs)."""
-    import importlib
-
     for name in UNIT_MODULES:
         importlib.import_module(name)
 
@@ -225,7 +218,6 @@ def drain_and_run(services, now: dt.datetime, owner: str | None = None) -> Cycle
 
 def reconcile_all(services, now: dt.datetime, owner: str | None = None) -> CycleReport:
     report = CycleReport()
-    from worker.reconcile import reconcile_portal  # imported by warm_imports before the pool starts
 
     def one(pid: int) -> None:
         with leases.holding(services, pid, owner, kind="reconcile") as keep:
@@ -242,7 +234,6 @@ def reconcile_all(services, now: dt.datetime, owner: str | None = None) -> Cycle
 def robots_all(services, now: dt.datetime, owner: str | None = None) -> CycleReport:
     """Stored robot calls per portal, then due robot timers (the robots engineer's functions)."""
     report = CycleReport()
-    from addon.robots.runner import fire_due_timers, process_robot_calls  # as above
 
     def one(pid: int) -> None:
         with leases.holding(services, pid, owner, kind="robots") as keep:
@@ -315,17 +306,11 @@ def _take_job(services, job_id: int, owner: str) -> dict[str, Any] | None:
 
 def _run_job(services, job: dict[str, Any], now: dt.datetime, keep) -> None:
     if job["kind"] == "reindex":
-        from worker.reindex import reindex
-
         reindex(services, job["portal_id"], now, job_run_id=job["id"], keep=keep)
         return
     if job["kind"] == "undo":
-        from worker.undo import run_undo
-
         run_undo(services, job["id"], now, keep=keep)
         return
-    from worker import imports  # the settings-UI engineer's bulk load
-
     import_job_id = job["params"].get("import_job_id") or job["params"].get("job_id")
     if job["kind"] == "import_match":
         imports.match_import(services, int(import_job_id), job["id"], keep=keep)

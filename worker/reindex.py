@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 
 from addon import engine, rules
+from addon.bitrix.client import portal_client
 from addon.models import JobRun, PortalSettings, TrackedEntity, utcnow
 from addon.options import Options
 
@@ -66,8 +67,6 @@ def reindex(services, portal_id: int, now: dt.datetime, job_run_id: int | None =
     """Read every contact/company's status (a narrow select, ID-windowed) into the service table.
     A status the table already has keeps its dates; a new or different one counts from the day of
     the entity's DATE_MODIFY. Progress goes to the JobRun row for the UI's progress bar."""
-    from addon.bitrix.client import portal_client
-
     report = ReindexReport(portal_id)
     own = client is None
     client = client or portal_client(services, portal_id)

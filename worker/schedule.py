@@ -3,9 +3,13 @@ worker process, never inside gunicorn). Every job is a plain function of (servic
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +38,6 @@ SCHEDULE: tuple[ScheduledJob, ...] = (
 
 
 def resolve(target: str) -> Callable[..., Any]:
-    import importlib
-
     module, attr = target.split(":")
     return getattr(importlib.import_module(module), attr)
 
@@ -52,9 +54,6 @@ def run_job(services, job: ScheduledJob, clock: Callable[[], dt.datetime] | None
 def build_scheduler(services, *, blocking: bool = True, schedule: tuple[ScheduledJob, ...] = SCHEDULE):
     """An APScheduler 3 scheduler with every job of SCHEDULE: one instance of each at a time
     (max_instances=1) and missed runs folded into one (coalesce=True)."""
-    from apscheduler.schedulers.background import BackgroundScheduler
-    from apscheduler.schedulers.blocking import BlockingScheduler
-
     scheduler = (BlockingScheduler if blocking else BackgroundScheduler)(timezone=dt.timezone.utc)
     for job in schedule:
         scheduler.add_job(run_job, "interval", args=(services, job), id=job.name, name=job.what,
