@@ -330,14 +330,14 @@ def test_a_large_file_is_matched_by_the_worker_with_a_progress_bar(services, fas
         seen.append(len(drafts))
         real_match(client, drafts, region)
 
-    monkeypatch.setattr(bulkload, "match_drafts", match_then_die)
+    monkeypatch.setattr(imports, "match_drafts", match_then_die)
     with pytest.raises(KeyboardInterrupt):
         imports.match_import(services, job_id, run_id)
     with services.sessions() as session:
         assert session.get(JobRun, run_id).progress_done == 4
         assert session.scalar(select(func.count()).select_from(ImportRow).where(
             ImportRow.job_id == job_id, ImportRow.entity_id.is_not(None))) == 4
-    monkeypatch.setattr(bulkload, "match_drafts", real_match)
+    monkeypatch.setattr(imports, "match_drafts", real_match)
     lookups = len(fast_devportal.portal.calls)
     with services.sessions() as session:  # the worker that died left its run "running"
         session.get(JobRun, run_id).status, session.get(JobRun, run_id).owner = "running", "dead-worker"
