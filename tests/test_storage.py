@@ -10,7 +10,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import select
 
 from addon.db import alembic_config
-from addon.models import Base, Portal
+from addon.engine import write_back
+from addon.models import Base, Portal, TrackedEntity
 from tests.factories import make_portal, make_tracked
 
 
@@ -64,3 +65,31 @@ def test_due_today_uses_the_index(services):
             plan = conn.exec_driver_sql(
                 "EXPLAIN SELECT id FROM tracked_entity WHERE portal_id = 1 AND due_on <= '2026-01-05'").all()
             assert any("ix_tracked_entity_due" in str(row) for row in plan), plan
+
+
+def test_write_back_stores_alike_and_different_rows_and_leaves_the_session(services):
+    """engine.write_back: rows that end alike share one UPDATE, rows that differ go by id; either
+    way every row gets its values (and its updated_at), and the objects leave the session."""
+    day = dt.date(2026, 3, 2)
+    with services.sessions.begin() as s:
+        portal = make_portal(s)
+        for i in range(1, 13):
+            make_tracked(s, portal.id, i, status="active")
+    with services.sessions() as s:
+        rows = s.scalars(select(TrackedEntity).order_by(TrackedEntity.entity_id)).all()
+        stamps = {r.id: r.updated_at for r in rows}
+        for r in rows:  # all alike: the grouped path
+            r.status, r.due_on = "cooling", day
+        write_back(s, TrackedEntity, rows, ("status", "due_on"))
+        assert all(r not in s for r in rows)
+        s.commit()
+        rows = s.scalars(select(TrackedEntity).order_by(TrackedEntity.entity_id)).all()
+        assert {(r.status, r.due_on) for r in rows} == {("cooling", day)}
+        for r in rows:  # each different: the executemany path
+            r.due_on = day + dt.timedelta(days=r.entity_id)
+        write_back(s, TrackedEntity, rows, ("status", "due_on"))
+        s.commit()
+    with services.sessions() as s:
+        rows = s.scalars(select(TrackedEntity).order_by(TrackedEntity.entity_id)).all()
+        assert [r.due_on for r in rows] == [day + dt.timedelta(days=i) for i in range(1, 13)]
+        assert all(r.status == "cooling" and r.updated_at >= stamps[r.id] for r in rows)
