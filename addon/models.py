@@ -7,7 +7,6 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
-    Boolean,
     Date,
     DateTime,
     Float,

@@ -28,7 +28,8 @@ from sqlalchemy import select
 
 from addon.db import unit_of_work
 from addon.models import PORTAL_ACTIVE, PORTAL_INSTALLING, PORTAL_UNINSTALLED, Portal, PortalSettings
-from addon.bitrix.client import PortalError, unix_to_utc, user_client
+from addon.bitrix.client import PortalError, user_client
+from addon.bitrix.tokens import unix_to_utc
 from addon.bitrix.errors import is_temporary
 from addon.bitrix.pace import shared_pace
 from addon.bitrix.scope import scope_text

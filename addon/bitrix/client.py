@@ -27,7 +27,6 @@ the outbox to confirm instead of re-sending.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import threading
 import time
@@ -41,7 +40,7 @@ import requests
 from addon.bitrix.errors import (BLOCKED, DEFAULT_PARK_SECONDS, RATE_LIMIT, TEMPORARY, TOKEN_EXPIRED,
                                  MethodParked, PortalAuthError, PortalBlocked, PortalBusy, PortalError,
                                  PortalMoved, error_of)
-from addon.bitrix.tokens import access_token, refresh, unix_to_utc
+from addon.bitrix.tokens import access_token, refresh
 
 BATCH_LIMIT = 50
 PAGE_SIZE = 50
