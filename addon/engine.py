@@ -27,6 +27,7 @@ from addon.models import (
     utcnow,
 )
 from addon.options import Options, parse_time_zone
+from addon.rules.ladder import reason_code
 from addon.rules.messages import COMMENT_LIMIT, MESSAGE_LIMIT, POST_LIMIT, cut_message, split_message
 
 STATUS_FIELD = "UF_CRM_NEZABYT_STATUS"
@@ -85,12 +86,10 @@ class PortalContext:
 
     def reason_of(self, entity_type: str, value: Any) -> str | None:
         """The reason text a reason-field value (a list item ID) stands for. The list items are
-        keyed by the reason's code (install.manifest.reason_code), so map back through the options."""
+        keyed by the reason's code (rules.ladder.reason_code), so map back through the options."""
         value = _first(value)
         if value in (None, "", False, "0", 0):
             return None
-        from install.manifest import reason_code
-
         texts = {reason_code(r): r for s in self.opts.statuses for r in s.reasons}
         items = self.field_items.get(f"reason_{entity_type}") or {}
         for key, item in items.items():

@@ -21,6 +21,7 @@ from addon.options import Options
 from addon.bitrix.client import PortalClient, PortalError, portal_client
 from addon.bitrix.scope import parse_scope
 from addon.robots.registry import robot_definitions as registered_robots
+from addon.rules.ladder import reason_code
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +94,6 @@ def desired_placements(public_url: str) -> dict[str, str]:
 def status_items(options: Options) -> list[dict[str, Any]]:
     """The ladder as enumeration items: XML_ID = status code (codes stay, names may change)."""
     return [{"XML_ID": s.code, "VALUE": s.name, "SORT": (i + 1) * 10} for i, s in enumerate(options.statuses)]
-
-
-def reason_code(reason: str) -> str:
-    return "R_" + hashlib.sha1(reason.strip().lower().encode()).hexdigest()[:12].upper()
 
 
 def reason_items(options: Options) -> list[dict[str, Any]]:

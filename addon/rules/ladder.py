@@ -12,6 +12,7 @@ most generous reading — a client is never pushed further down because the admi
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass, replace
 
 from addon.options import EMPTY, IN_WORK, LOST, NEW, Options
@@ -34,6 +35,11 @@ class Entity:
 
 ENTITY_FIELDS = ("status", "status_set_on", "last_call_on", "previous_status", "status_before_deal",
                  "open_deals")
+
+
+def reason_code(reason: str) -> str:
+    """A loss reason's list-item XML_ID: stable for its text whatever its case and spacing."""
+    return "R_" + hashlib.sha1(reason.strip().lower().encode()).hexdigest()[:12].upper()
 
 
 def entity_of(row: object) -> Entity:

@@ -75,7 +75,7 @@ def test_required_reason(harness):
     from install.manifest import sync_status_fields
 
     sync_status_fields(h.services, h.portal_id)
-    from install.manifest import reason_code
+    from addon.rules.ladder import reason_code
 
     reasons = {text: h.items("reason_contact")[reason_code(text)] for text in ("дорого", "уехал")}
     h.clock(at(DAY0, 12))
