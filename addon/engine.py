@@ -198,7 +198,7 @@ def write_back(session: Session, model, rows: list, names: Iterable[str]) -> Non
         alike.setdefault(tuple(getattr(r, name) for name in names), []).append(r.id)
     for r in rows:
         session.expunge(r)
-    if len(alike) * 4 <= len(rows):
+    if len(alike) * 4 <= len(rows):  # few endings (a quarter of the rows or less): one UPDATE each
         for values, ids in alike.items():
             session.execute(table.update().where(table.c.id.in_(ids)).values(dict(zip(names, values))))
         return
@@ -273,7 +273,7 @@ def plan_write(session: Session, portal_id: int, key: str, method: str, params: 
 def status_write_values(ctx: PortalContext, row: TrackedEntity, key: str, extra: dict | None = None,
                         job_run_id: int | None = None) -> dict[str, Any]:
     """The Outbox values that write the row's status to the portal; the row remembers it, to know
-    its echo. For a caller that plans a chunk at once in a transaction that cannot have run before."""
+    its echo. plan_status_write adds one; a chunk planned in one transaction inserts them together."""
     method, params = status_update(ctx, row.entity_type, row.entity_id, row.status, extra)
     row.written_status = row.status
     row.written_at = utcnow()
@@ -283,11 +283,8 @@ def status_write_values(ctx: PortalContext, row: TrackedEntity, key: str, extra:
 def plan_status_write(session: Session, ctx: PortalContext, row: TrackedEntity, key: str,
                       extra: dict | None = None, job_run_id: int | None = None, check: bool = True) -> Outbox | None:
     """Plan writing the row's status to the portal and remember it, to know its echo."""
-    method, params = status_update(ctx, row.entity_type, row.entity_id, row.status, extra)
-    planned = plan_write(session, ctx.portal_id, key, method, params, job_run_id, check)
-    row.written_status = row.status
-    row.written_at = utcnow()
-    return planned
+    values = status_write_values(ctx, row, key, extra, job_run_id)
+    return plan_write(session, ctx.portal_id, key, values["method"], values["params"], job_run_id, check)
 
 
 def send_outbox(services, client, portal_id: int, limit: int | None = None) -> int:

@@ -63,7 +63,7 @@ def row_change(portal_id: int, job_run_id: int, row: TrackedEntity, *, old_statu
 
 
 def record_changes(session: Session, values: list[dict[str, Any]]) -> None:
-    """Store a chunk's changes in one INSERT (Core, multi-row: an entry may hold a whole base)."""
+    """Store a chunk's changes in one executemany INSERT (an entry may hold a whole base)."""
     insert_rows(session, JournalChange, values)
 
 

@@ -173,11 +173,11 @@ def _each_portal(services, fn, report: CycleReport, what: str, portal_ids: list[
 
 
 # What a portal's unit imports on first use, below the modules imported here: the batch client's
-# HTTP stack and the manifest, which addon.bitrix.client and addon.engine import lazily. Imported
+# HTTP stack, which addon.bitrix.client imports lazily. Imported
 # once before the pool starts: otherwise the pool's threads all reach the same first import at once
 # and queue on its import lock (measured: ~0.3 s of wall per portal at K=20, fast-bitrix24 and its
 # dependencies being the heaviest).
-UNIT_MODULES = ("aiohttp", "fast_bitrix24", "fast_bitrix24.utils", "install.manifest")
+UNIT_MODULES = ("aiohttp", "fast_bitrix24", "fast_bitrix24.utils")
 
 
 def warm_imports() -> None:
