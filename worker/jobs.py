@@ -122,13 +122,17 @@ def portal_cycle(services, portal_id: int, now: dt.datetime, *, daily: bool | No
 def portal_unit(services, portal_id: int, now: dt.datetime, owner: str | None, report: CycleReport, *,
                 daily: bool | None = None, sliced: bool = True) -> str | None:
     """The pool's unit for one portal: events, then the daily run's next slice. AGAIN when the run
-    stopped at the end of its slice (the pool queues the portal again, at the back)."""
-    want_daily = daily_is_due(services, portal_id, now) if daily is None else daily
-    if not want_daily and not events.has_pending(services, portal_id):
-        return None
+    stopped at the end of its slice (the pool queues the portal again, at the back).
+
+    The lease is claimed first (one statement), and what is due is read under it: a portal another
+    worker holds costs one statement, one it has just finished two or three."""
     with leases.holding(services, portal_id, owner) as keep:
         if keep is None:
             report.add("skipped_portals")
+            return None
+        want_daily = daily_is_due(services, portal_id, now) if daily is None else daily
+        pending = events.has_pending(services, portal_id)
+        if not want_daily and not pending:
             return None
         with portal_client(services, portal_id) as client:
             if pace.plan_is_stale(services, portal_id):
@@ -136,12 +140,14 @@ def portal_unit(services, portal_id: int, now: dt.datetime, owner: str | None, r
                     pace.read_plan(services, portal_id, client)
                 except PortalError as exc:  # the standard plan's limits hold until it answers
                     log.warning("portal %s: could not read its plan: %s", portal_id, exc)
-            report.add("events", events.process_events(services, portal_id, now, client=client, keep=keep).processed)
-            # Checked again under the lease: another worker may have finished it meanwhile.
-            if want_daily and (daily or daily_is_due(services, portal_id, now)):
+            if pending:
+                report.add("events", events.process_events(services, portal_id, now, client=client,
+                                                           keep=keep).processed)
+            if want_daily:
                 def between() -> None:  # the portal's own new events, between chunks of its run
-                    report.add("events", events.process_events(services, portal_id, now, client=client,
-                                                        keep=keep).processed)
+                    if events.has_pending(services, portal_id):
+                        report.add("events", events.process_events(services, portal_id, now, client=client,
+                                                                   keep=keep).processed)
 
                 deadline = time.monotonic() + DAILY_SLICE_SECONDS if sliced else None
                 try:

@@ -1,9 +1,9 @@
 """Leases: a worker's claim on a portal's work that expires when the worker dies.
 
-A lease is a row (portal, kind) holding an owner and an expiry. It is claimed in a short
-transaction with `SELECT ... FOR UPDATE SKIP LOCKED` (PostgreSQL), so two workers never wait on
-each other and never both win; then the row lock is released and the expiry alone keeps others
-off while the holder works and renews. On SQLite (one worker) the same code runs without the lock
+A lease is a row (portal, kind) holding an owner and an expiry. It is claimed by one UPDATE whose
+subquery takes the row `FOR UPDATE SKIP LOCKED` (PostgreSQL), so two workers never wait on each
+other and never both win; the transaction ends at once, and the expiry alone keeps others off
+while the holder works and renews (one UPDATE each, as is the release). On SQLite (one worker) the same code runs without the lock
 clause. Leases use the real wall clock (process liveness), not the simulated `now` of the jobs.
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ import secrets
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from addon.models import Lease, utcnow
 
@@ -24,54 +24,49 @@ DEFAULT_TTL = dt.timedelta(minutes=5)  # claim/renew/release called directly; `h
 PORTAL = "portal"
 
 
-def _ensure_row(services, portal_id: int, kind: str) -> None:
-    with services.sessions() as session:
-        if session.get(Lease, (portal_id, kind)) is not None:
-            return
-        session.add(Lease(portal_id=portal_id, kind=kind, owner=None, expires_at=None))
-        try:
-            session.commit()
-        except IntegrityError:  # another worker created it first
-            session.rollback()
+def _row(kind: str, portal_id: int):
+    return (Lease.portal_id == portal_id) & (Lease.kind == kind)
 
 
 def claim(services, portal_id: int, owner: str, kind: str = PORTAL, ttl: dt.timedelta = DEFAULT_TTL,
           clock: Callable[[], dt.datetime] = utcnow) -> bool:
-    """Take the lease if it is free, expired or already ours. Never blocks."""
-    _ensure_row(services, portal_id, kind)
+    """Take the lease if it is free, expired or already ours. Never blocks: one UPDATE of the row
+    if no other worker has it locked this instant (SKIP LOCKED in its subquery), and the first
+    claim of a (portal, kind) inserts the row instead (ON CONFLICT DO NOTHING: one of two wins)."""
     now = clock()
+    free = Lease.owner.is_(None) | (Lease.owner == owner) | Lease.expires_at.is_(None) | (Lease.expires_at <= now)
+    locked = Lease.__table__.alias("unlocked")
+    unlocked = select(locked.c.portal_id).where(locked.c.portal_id == portal_id, locked.c.kind == kind) \
+        .with_for_update(skip_locked=True)
     with services.sessions() as session:
-        lease = session.scalar(select(Lease).where(Lease.portal_id == portal_id, Lease.kind == kind)
-                               .with_for_update(skip_locked=True))
-        if lease is None:  # locked right now by a worker claiming it
-            return False
-        if lease.owner not in (None, owner) and lease.expires_at is not None and lease.expires_at > now:
-            return False
-        lease.owner, lease.expires_at = owner, now + ttl
+        won = session.execute(update(Lease).where(_row(kind, portal_id), free, Lease.portal_id.in_(unlocked))
+                              .values(owner=owner, expires_at=now + ttl)
+                              .execution_options(synchronize_session=False)).rowcount
+        if not won and session.scalar(select(Lease.owner).where(_row(kind, portal_id))
+                                      .execution_options(populate_existing=True)) is None:
+            insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+            won = session.scalar(insert(Lease).values(portal_id=portal_id, kind=kind, owner=owner, expires_at=now + ttl)
+                                 .on_conflict_do_nothing().returning(Lease.kind)) is not None
         session.commit()
-        return True
+        return bool(won)
 
 
 def renew(services, portal_id: int, owner: str, kind: str = PORTAL, ttl: dt.timedelta = DEFAULT_TTL,
           clock: Callable[[], dt.datetime] = utcnow) -> bool:
     """Extend our lease; False if it is no longer ours (we were too slow and someone took it)."""
     with services.sessions() as session:
-        lease = session.scalar(select(Lease).where(Lease.portal_id == portal_id, Lease.kind == kind)
-                               .with_for_update())
-        if lease is None or lease.owner != owner:
-            return False
-        lease.expires_at = clock() + ttl
+        ours = session.execute(update(Lease).where(_row(kind, portal_id), Lease.owner == owner)
+                               .values(expires_at=clock() + ttl)
+                               .execution_options(synchronize_session=False)).rowcount
         session.commit()
-        return True
+        return bool(ours)
 
 
 def release(services, portal_id: int, owner: str, kind: str = PORTAL) -> None:
     with services.sessions() as session:
-        lease = session.scalar(select(Lease).where(Lease.portal_id == portal_id, Lease.kind == kind)
-                               .with_for_update())
-        if lease is not None and lease.owner == owner:
-            lease.owner, lease.expires_at = None, None
-            session.commit()
+        session.execute(update(Lease).where(_row(kind, portal_id), Lease.owner == owner)
+                        .values(owner=None, expires_at=None).execution_options(synchronize_session=False))
+        session.commit()
 
 
 class LeaseLost(RuntimeError):

@@ -192,7 +192,15 @@ def plan_is_stale(services, portal_id: int) -> bool:
 
 
 def note_error(services, portal_id: int, error: str | None) -> None:
-    """The last error a worker met on the portal (None: its work went through)."""
+    """The last error a worker met on the portal (None: its work went through — one UPDATE, which
+    finds nothing to clear on a portal without an error)."""
+    if error is None:
+        with services.sessions() as session:
+            session.execute(update(PortalBudget).where(PortalBudget.portal_id == portal_id,
+                                                       PortalBudget.last_error.is_not(None))
+                            .values(last_error=None, last_error_at=None).execution_options(synchronize_session=False))
+            session.commit()
+        return
     ensure_row(services, portal_id)
     with services.sessions() as session:
         row = session.get(PortalBudget, portal_id)
