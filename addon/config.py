@@ -45,7 +45,7 @@ class Settings:
     # transit time varying by up to a second, clock-rate drift (ppm: well under a request per
     # run) — and a stray call of another job. Measured against the devportal (same algorithm,
     # same machine): no 503 over a 10,000-write run. Should a real portal still answer 503, the
-    # client backs off and retries (addon.bitrix.client.MAX_503_RETRIES).
+    # client backs off and retries (addon.bitrix.rest.MAX_503_RETRIES).
     portal_rps: float = 2.0
     portal_burst: int = 48
     # How many passes a planned write or message may be refused on its own for a passing reason

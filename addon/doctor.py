@@ -174,7 +174,8 @@ class PortalProbe:
 def probe_portal(services, portal_id: int, entity_types) -> PortalProbe:
     """The REST calls of a portal's checks: scope (also proves the token), event.get,
     bizproc.robot.list, and the status field of each tracked entity type."""
-    from addon.bitrix.client import PortalClient, PortalError  # the one place doctor speaks REST
+    from addon.bitrix.client import PortalClient  # the one place doctor speaks REST
+    from addon.bitrix.errors import PortalError
     from install.manifest import STATUS_FIELD
 
     probe = PortalProbe()

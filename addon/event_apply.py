@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select
 
 from addon import engine, rules
-from addon.bitrix.client import PortalError
+from addon.bitrix.errors import PortalError
 from addon.engine import PortalContext
 from addon.event_reads import BatchReading, Touch, is_gone
 from addon.models import StatusHistory, StoredEvent, TrackedEntity, utcnow

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 
 from addon import engine
-from addon.bitrix.client import PortalError
+from addon.bitrix.errors import PortalError
 from addon.engine import PortalContext
 from addon.models import StoredEvent, TrackedEntity
 

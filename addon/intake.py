@@ -326,8 +326,8 @@ def _credentials(form: dict[str, Any]) -> tuple[str, str]:
 def _access_token_works(client_endpoint: str, access_token: Any, pace=None) -> bool:
     if not isinstance(access_token, str) or not access_token:
         return False
-    from addon.bitrix.client import PortalError, user_client
-    from addon.bitrix.errors import is_temporary
+    from addon.bitrix.client import user_client
+    from addon.bitrix.errors import PortalError, is_temporary
 
     try:
         user_client(client_endpoint, access_token, pace=pace).call("app.info")

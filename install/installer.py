@@ -28,12 +28,11 @@ from sqlalchemy import select
 
 from addon.db import unit_of_work
 from addon.models import PORTAL_ACTIVE, PORTAL_INSTALLING, PORTAL_UNINSTALLED, Portal, PortalSettings
-from addon.bitrix.client import PortalError, user_client
-from addon.bitrix.tokens import unix_to_utc
-from addon.bitrix.errors import is_temporary
+from addon.bitrix.client import user_client
+from addon.bitrix.errors import PortalError, is_temporary
 from addon.bitrix.pace import shared_pace
 from addon.bitrix.scope import scope_text
-from addon.bitrix.tokens import mark_active, save_application_token, save_tokens, token_app_info
+from addon.bitrix.tokens import mark_active, save_application_token, save_tokens, token_app_info, unix_to_utc
 from addon.options import Options, parse_time_zone
 from install.address import PortalAddressRefused, check_portal_address
 from install.manifest import ManifestIncomplete, ensure_manifest, utc_offset_name

@@ -18,7 +18,8 @@ from addon.db import unit_of_work
 from addon.engine import REASON_FIELD, STATUS_FIELD  # the fields' names live once, in the engine
 from addon.models import Portal, PortalSettings
 from addon.options import Options
-from addon.bitrix.client import PortalClient, PortalError, portal_client
+from addon.bitrix.client import PortalClient, portal_client
+from addon.bitrix.errors import PortalError
 from addon.bitrix.scope import parse_scope
 from addon.robots.registry import robot_definitions as registered_robots
 from addon.rules.ladder import reason_code

@@ -57,7 +57,8 @@ def purge_portal(session, portal_id: int) -> None:
 
 
 def _app_still_installed(services, portal_id: int) -> bool:
-    from addon.bitrix.client import PortalAuthError, PortalError, portal_client
+    from addon.bitrix.client import portal_client
+    from addon.bitrix.errors import PortalAuthError, PortalError
 
     try:
         with portal_client(services, portal_id) as client:

@@ -98,8 +98,8 @@ def verify_user(services, member_id: str, auth_id: str, lang: str | None) -> Pag
     from sqlalchemy import select
 
     from addon.models import PORTAL_UNINSTALLED, Portal
-    from addon.bitrix.client import PortalError, PortalMoved, portal_client, user_client
-    from addon.bitrix.errors import is_temporary
+    from addon.bitrix.client import portal_client, user_client
+    from addon.bitrix.errors import PortalError, PortalMoved, is_temporary
     from addon.bitrix.pace import shared_pace
 
     if not member_id or not auth_id:

@@ -319,7 +319,8 @@ def make_blueprint(services, clock: Callable[[], float] | None = None) -> Bluepr
     def upload_import():
         from addon.bulkload import INLINE_MATCH_ROWS, BulkLoadError, ImportLimits, prepare_import
         from addon.phones import phone_region_for
-        from addon.bitrix.client import PortalError, portal_client
+        from addon.bitrix.client import portal_client
+        from addon.bitrix.errors import PortalError
 
         # Before the form is read: a larger body is refused unread (413, upload_too_large).
         request.max_content_length = services.settings.max_upload_bytes + UPLOAD_FORM_BYTES
@@ -570,7 +571,8 @@ def fetch_users(services, portal_id: int) -> dict[int, Employee]:
     """Every employee from `user.get` (without an ACTIVE filter it lists departed ones too, the
     first 5,000); an unreachable portal gives no names."""
     from addon.bitrix import directory
-    from addon.bitrix.client import PortalError, portal_client
+    from addon.bitrix.client import portal_client
+    from addon.bitrix.errors import PortalError
 
     users: dict[int, Employee] = {}
     try:

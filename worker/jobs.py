@@ -18,7 +18,8 @@ from sqlalchemy import func, select
 
 from addon import engine
 from addon.bitrix import pace
-from addon.bitrix.client import PortalError, portal_client
+from addon.bitrix.client import portal_client
+from addon.bitrix.errors import PortalError
 from addon.models import PORTAL_ACTIVE, JobRun, Portal, PortalSettings, StoredEvent, utcnow
 from addon.options import Options, parse_time_zone
 from addon.robots.runner import fire_due_timers, process_robot_calls
@@ -179,7 +180,7 @@ def _each_portal(services, fn, report: CycleReport, what: str, portal_ids: list[
 
 
 # What a portal's unit imports on first use, below the modules imported here: the batch client's
-# HTTP stack, which addon.bitrix.client imports lazily. Imported
+# HTTP stack, which addon.bitrix.batch imports lazily. Imported
 # once before the pool starts: otherwise the pool's threads all reach the same first import at once
 # and queue on its import lock (measured: ~0.3 s of wall per portal at K=20, fast-bitrix24 and its
 # dependencies being the heaviest).

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from addon.bitrix.client import list_pages
+from addon.bitrix.rest import list_pages
 from addon.rules import Org
 
 ACTIVE_VALUES = (True, "Y", "true", 1, "1", None)

@@ -27,6 +27,7 @@ from sqlalchemy import bindparam, case, create_engine, event, literal_column, te
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.pool import NullPool
 
+from addon.bitrix.bucket import portal_pace
 from addon.models import PortalBudget, utcnow
 
 log = logging.getLogger(__name__)
@@ -136,8 +137,6 @@ class SharedPace:
             # failing the job (one web and one worker process, as SQLite deployments run).
             log.warning("portal %s: the shared pace is unavailable (%s); pacing in this process", self.portal_id,
                         exc.orig)
-            from addon.bitrix.client import portal_pace
-
             self._fallback = portal_pace(f"portal:{self.portal_id}", self.services.settings.portal_rps,
                                          self.services.settings.portal_burst)
             return self._fallback.acquire()

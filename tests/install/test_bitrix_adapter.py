@@ -8,9 +8,9 @@ import pytest
 import responses
 
 from addon.bitrix import errors
-from addon.bitrix.client import (BLOCK_KEY, HTTP_TIMEOUT, PortalClient, endpoint_of_location, is_idempotent,
-                                 portal_client, user_client)
+from addon.bitrix.client import PortalClient, portal_client, user_client
 from addon.bitrix.errors import PortalBlocked, PortalBusy, PortalError, is_permanent
+from addon.bitrix.rest import BLOCK_KEY, HTTP_TIMEOUT, endpoint_of_location, is_idempotent
 from addon.models import Portal
 from tests.install.conftest import ENDPOINT
 

@@ -254,7 +254,7 @@ def test_a_dead_refresh_token_marks_the_portal_and_stops(services, devportal, ap
         refresh_token = services.cipher.decrypt(portal.refresh_token_enc)
     dp.refresh_tokens[refresh_token]["used"] = True  # burnt elsewhere
     dp.expire_tokens()
-    from addon.bitrix.client import PortalAuthError
+    from addon.bitrix.errors import PortalAuthError
 
     with pytest.raises(PortalAuthError):
         PortalClient(services, portal.id).call("profile")
@@ -343,7 +343,7 @@ def test_uninstall_then_reinstall(services, devportal, app_server):
 def test_the_pace_keeps_a_job_under_the_portals_bucket(services, devportal, app_server):
     import dataclasses
 
-    from addon.bitrix.client import _paces
+    from addon.bitrix.bucket import _paces
 
     install(devportal, app_server)
     dp = devportal.portal
@@ -374,7 +374,7 @@ def test_a_503_storm_is_ridden_out_by_calls_and_batches(services, devportal, app
 
 
 def test_operation_time_limit_parks_only_that_method(services, devportal, app_server):
-    from addon.bitrix.client import MethodParked
+    from addon.bitrix.errors import MethodParked
 
     install(devportal, app_server)
     dp = devportal.portal

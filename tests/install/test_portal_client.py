@@ -8,8 +8,10 @@ import pytest
 import responses
 
 from addon.models import Portal
-from addon.bitrix.client import (MethodParked, Pace, PortalAuthError, PortalClient, PortalError,
-                                 batch_command)
+from addon.bitrix.batch import batch_command
+from addon.bitrix.bucket import Pace
+from addon.bitrix.client import PortalClient
+from addon.bitrix.errors import MethodParked, PortalAuthError, PortalError
 from tests.install.conftest import ENDPOINT, TOKEN_URL
 
 pytestmark = pytest.mark.usefixtures("mocked_oauth")

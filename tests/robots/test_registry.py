@@ -52,8 +52,8 @@ def test_the_receiver_reads_the_registry_without_the_portal_client():
     import sys
 
     code = ("import sys, addon.robots.registry\n"
-            "print(sorted(m for m in ('addon.bitrix.client', 'fast_bitrix24', 'aiohttp', 'requests',"
-            " 'addon.robots.run', 'addon.robots.runner') if m in sys.modules))\n")
+            "print(sorted(m for m in ('addon.bitrix.client', 'addon.bitrix.rest', 'addon.bitrix.batch',"
+            " 'fast_bitrix24', 'aiohttp', 'requests', 'addon.robots.run', 'addon.robots.runner') if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"

@@ -5,7 +5,8 @@ from sqlalchemy import select
 
 from addon.db import unit_of_work
 from addon.models import StoredEvent
-from addon.bitrix.client import BatchResult, PortalError
+from addon.bitrix.batch import BatchResult
+from addon.bitrix.errors import PortalError
 from addon.robots.runner import process_robot_calls
 from tests.factories import make_portal, make_robot_call
 

@@ -169,7 +169,8 @@ def test_a_stored_forged_portal_never_gets_the_secret_when_its_token_is_refreshe
     attacker.expired = True
     portal_id = make_portal(services, member_id="m-evil", domain=attacker.domain,
                             client_endpoint=f"{attacker.url}/rest/", server_endpoint=f"{attacker.url}/rest/")
-    from addon.bitrix.client import PortalAuthError, PortalClient
+    from addon.bitrix.client import PortalClient
+    from addon.bitrix.errors import PortalAuthError
 
     with pytest.raises(PortalAuthError):
         PortalClient(services, portal_id).call("profile")
@@ -208,7 +209,8 @@ def test_the_user_client_and_the_refresh_follow_no_redirect():
     import responses as mocked
 
     from addon.config import Settings
-    from addon.bitrix.client import PortalError, user_client
+    from addon.bitrix.client import user_client
+    from addon.bitrix.errors import PortalError
     from addon.bitrix.tokens import _ask_auth_server, token_url
 
     with mocked.RequestsMock() as rsps:

@@ -8,7 +8,7 @@ import requests
 from sqlalchemy import func, select
 
 from addon.models import Portal, PortalSettings
-from addon.bitrix.client import PortalError
+from addon.bitrix.errors import PortalError
 
 
 def portal_rows(services) -> list[Portal]:

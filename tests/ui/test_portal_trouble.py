@@ -6,7 +6,7 @@ import time
 
 import responses
 
-from addon.bitrix.client import BLOCK_KEY
+from addon.bitrix.rest import BLOCK_KEY
 from addon.db import unit_of_work
 from addon.models import Portal
 

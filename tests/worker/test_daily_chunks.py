@@ -135,7 +135,7 @@ def test_the_default_pace_never_overruns_the_portals_bucket():
     from devportal.portal import DevPortal
 
     from addon.config import Settings
-    from addon.bitrix.client import Pace
+    from addon.bitrix.bucket import Pace
 
     def run(rps: float, burst: int, seed: int) -> tuple[int, float]:
         rng = random.Random(seed)

@@ -116,7 +116,7 @@ def test_a_portals_503_storm_does_not_delay_the_others(three_portals, fast_servi
     storm, *others = three_portals
     # Every request of one portal: 503. The client backs off 0.5, 1, 2 s (three tries here instead of
     # the five of production, 15.5 s, to keep the suite short) before giving that call up.
-    monkeypatch.setattr("addon.bitrix.client.MAX_503_RETRIES", 3)
+    monkeypatch.setattr("addon.bitrix.rest.MAX_503_RETRIES", 3)
     monkeypatch.setattr("fast_bitrix24.srh.MAX_RETRIES", 5)  # batches: fast-bitrix24's own back-off, shortened too
     storm.dp.set_faults(fail_next=10_000, fail_status=503)
     t0 = time.monotonic()
@@ -227,7 +227,7 @@ def test_worker_status_shows_each_portals_work(three_portals, fast_services, mon
     from addon.cli import main
 
     broken, ok, _ = three_portals
-    monkeypatch.setattr("addon.bitrix.client.MAX_503_RETRIES", 1)  # one back-off is enough to be seen
+    monkeypatch.setattr("addon.bitrix.rest.MAX_503_RETRIES", 1)  # one back-off is enough to be seen
     monkeypatch.setattr("fast_bitrix24.srh.MAX_RETRIES", 1)
     broken.dp.set_faults(fail_next=10_000, fail_status=503)
     jobs.drain_and_run(fast_services, at(DAY0, 9, 30))
