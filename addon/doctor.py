@@ -176,7 +176,7 @@ def probe_portal(services, portal_id: int, entity_types) -> PortalProbe:
     bizproc.robot.list, and the status field of each tracked entity type."""
     from addon.bitrix.client import PortalClient  # the one place doctor speaks REST
     from addon.bitrix.errors import PortalError
-    from install.manifest import STATUS_FIELD
+    from install.manifest_data import STATUS_FIELD
 
     probe = PortalProbe()
     with PortalClient(services, portal_id) as client:
@@ -216,7 +216,7 @@ def check_scopes(probe: PortalProbe) -> Check:
 
 
 def check_event_handlers(probe: PortalProbe, public_url: str) -> Check:
-    from install.manifest import desired_events
+    from install.manifest_data import desired_events
 
     desired = desired_events(public_url, ",".join(probe.granted or ()))
     online = [h for h in probe.handlers or () if str(h.get("offline", 0)) not in ("1", "True", "true")]
@@ -243,7 +243,7 @@ def robot_fingerprint(params: dict[str, Any]) -> str:
 def check_robots(probe: PortalProbe, public_url: str, field_items: dict[str, Any]) -> Check:
     """bizproc.robot.list names the robots but not their handler: their handler is known from the
     registrations the manifest recorded, which must be those of this public URL."""
-    from install.manifest import robot_definitions
+    from install.manifest_data import robot_definitions
 
     definitions = robot_definitions(public_url) or []
     fix = "reinstall the app (or publish an update) so its installer registers the robots at NEZABYT_PUBLIC_URL"

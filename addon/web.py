@@ -126,7 +126,8 @@ def event_answer(services, intake, form: dict) -> tuple[int, dict]:
             handle_uninstall(services, form)
             return 200, {"status": "uninstalled"}
         if name in ("ONAPPINSTALL", "ONAPPUPDATE"):
-            from install.installer import InstallError, handle_app_install
+            from install.claim import InstallError
+            from install.installer import handle_app_install
 
             try:
                 return 200, {"status": "installed", "portal": handle_app_install(services, form)}
@@ -248,7 +249,9 @@ def _receivers() -> Blueprint:
 
     @bp.post("/install")
     def install():
-        from install.installer import InstallError, handle_app_install, install_failure_page, install_from_page
+        from install.claim import InstallError
+        from install.installer import handle_app_install, install_from_page
+        from install.pages import install_failure_page
 
         services = services_of()
         try:

@@ -89,7 +89,7 @@ class Fleet:
         from addon.engine import STATUS_FIELD
         from addon.models import Portal, PortalSettings, TrackedEntity
         from addon.options import Options
-        from install.manifest import apply_manifest
+        from install.manifest_apply import apply_manifest
         from addon.bitrix.tokens import save_application_token, save_tokens
 
         t0 = time.perf_counter()

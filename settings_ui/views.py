@@ -612,7 +612,7 @@ def after_settings_saved(services, portal_id: int, now: dt.datetime, t) -> list[
     except Exception as exc:  # shown to the admin: the dates follow at the next re-index
         warnings.append(t("warn_redate", error=str(exc)[:300]))
     try:
-        from install.manifest import sync_status_fields
+        from install.manifest_apply import sync_status_fields
 
         sync_status_fields(services, portal_id)
     except Exception as exc:  # shown to the admin: the list follows at the next save or update

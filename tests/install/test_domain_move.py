@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from addon.bitrix.client import PortalClient
 from addon.models import Portal, PortalSettings
-from install.manifest import STATUS_FIELD
+from addon.engine import STATUS_FIELD
 from worker.jobs import drain_and_run
 
 

@@ -10,7 +10,9 @@ from sqlalchemy import func, select
 
 from addon.models import Portal, PortalSettings, StoredEvent
 from addon.bitrix.client import PortalClient
-from install.manifest import CRM_EVENTS, INSTALL_EVENT, REASON_FIELD, STATUS_FIELD, apply_manifest
+from addon.engine import REASON_FIELD, STATUS_FIELD
+from install.manifest_apply import apply_manifest
+from install.manifest_data import CRM_EVENTS, INSTALL_EVENT
 from worker.reconcile import reconcile_portal
 
 WRITES = ("event.bind", "event.unbind", "placement.bind", "placement.unbind", "crm.contact.userfield.add",
@@ -87,7 +89,7 @@ def test_install_registers_exactly_the_manifest_and_a_second_install_changes_not
 
 def test_renamed_and_added_statuses_are_pushed_to_the_field(services, devportal, app_server):
     from addon.options import Options, StatusDef
-    from install.manifest import sync_status_fields
+    from install.manifest_apply import sync_status_fields
 
     install(devportal, app_server)
     portal = portal_row(services)

@@ -7,7 +7,7 @@ import re
 
 import requests
 
-from install.installer import install_failure_page
+from install.pages import install_failure_page
 from settings_ui.i18n import TEXTS
 
 

@@ -11,7 +11,9 @@ from sqlalchemy import select
 from addon.bitrix.client import PortalClient
 from addon.models import Portal, PortalSettings, TrackedEntity
 from addon.options import Options, StatusDef
-from install.manifest import REASON_FIELD, STATUS_FIELD, apply_manifest, desired_events, sync_status_fields
+from addon.engine import REASON_FIELD, STATUS_FIELD
+from install.manifest_apply import apply_manifest, sync_status_fields
+from install.manifest_data import desired_events
 from tests.devportal.conftest import rest
 from tests.factories import make_tracked
 
@@ -149,7 +151,7 @@ def test_enum_items_whose_xml_id_the_portal_chose_are_mapped_by_value_then_by_th
 
 def test_an_enum_list_the_portal_cannot_map_fails_the_install_and_stores_nothing(services, devportal, app_server,
                                                                                 monkeypatch):
-    monkeypatch.setattr("install.manifest.match_items", lambda current, desired, stored=None: {})
+    monkeypatch.setattr("install.manifest_diff.match_items", lambda current, desired, stored=None: {})
     s = services.settings
     answer = devportal.portal.install_app(app_server.url, s.client_id, s.client_secret)
     assert answer["status_code"] == 502 and "nothing was changed" in answer["answer"], answer["answer"]

@@ -5,8 +5,10 @@ from click.testing import CliRunner
 
 from addon.cli import main
 from addon.options import Options, StatusDef
-from install.installer import bx24_script_url, utc_offset_name
-from install.manifest import desired_events, list_changes, reason_items, status_items
+from install.manifest_data import desired_events, reason_items, status_items
+from install.manifest_diff import list_changes
+from install.pages import bx24_script_url
+from install.proof import utc_offset_name
 from addon.bitrix.tokens import token_url
 
 

@@ -36,7 +36,7 @@ def failing_manifest(monkeypatch, services):
             seen.extend(p.status for p in session.scalars(select(Portal)))
         raise PortalError("ERROR_CORE", "the portal refused the robot", 400, "bizproc.robot.add")
 
-    monkeypatch.setattr("install.manifest._robot_commands", fail)
+    monkeypatch.setattr("install.manifest_apply.robot_commands", fail)
     return seen
 
 
@@ -61,8 +61,8 @@ def test_a_known_portal_keeps_its_tokens_and_state_when_a_reinstall_fails(servic
     def fail(*args, **kwargs):
         raise PortalError("QUERY_LIMIT_EXCEEDED", "Too many requests", 503, "event.get")
 
-    monkeypatch.setattr("install.manifest.apply_manifest", fail)
-    monkeypatch.setattr("install.manifest.manifest_key", lambda version, fingerprint: "another version")
+    monkeypatch.setattr("install.manifest_apply.apply_manifest", fail)
+    monkeypatch.setattr("install.manifest_apply.manifest_key", lambda version, fingerprint: "another version")
     again = devportal.portal.install_app(app_server.url, s.client_id, s.client_secret)
     assert again["status_code"] == 503 and "try the install again" in again["answer"]  # busy: a clear retry
     [after] = portal_rows(services)
@@ -95,7 +95,7 @@ def test_an_unexpected_failure_is_undone_and_answered_with_a_message(services, d
     def broken(*args, **kwargs):
         raise KeyError("LIST")
 
-    monkeypatch.setattr("install.manifest.apply_manifest", broken)
+    monkeypatch.setattr("install.manifest_apply.apply_manifest", broken)
     s = services.settings
     answer = devportal.portal.install_app(app_server.url, s.client_id, s.client_secret)
     assert answer["status_code"] == 500

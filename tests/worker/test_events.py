@@ -72,7 +72,7 @@ def test_required_reason(harness):
     statuses = tuple(StatusDef(s.code, s.name, s.system, s.days, s.warn_days, ("дорого", "уехал"))
                      if s.code == "COLD" else s for s in opts.statuses)
     h.set_options(statuses=statuses)
-    from install.manifest import sync_status_fields
+    from install.manifest_apply import sync_status_fields
 
     sync_status_fields(h.services, h.portal_id)
     from addon.rules.ladder import reason_code
@@ -219,7 +219,7 @@ def test_a_failing_event_is_retried_without_blocking_others(harness):
     assert {(e.attempts, "WARM" in e.error) for e in failing} == {(1, True)}
     assert h.row("contact", 10).status == "HOT"  # nothing half-applied
     # The list is synced again: the retry goes through.
-    from install.manifest import sync_status_fields
+    from install.manifest_apply import sync_status_fields
 
     sync_status_fields(h.services, h.portal_id)
     report = h.drain(at(DAY0, 16, 5))
