@@ -48,10 +48,10 @@ def create_app(services=None) -> Flask:
     app.register_blueprint(_receivers())
     app.register_error_handler(PortalError, _portal_trouble)
     app.after_request(_security_headers)
-    if _module_exists("settings_ui.views"):
-        from settings_ui.views import make_blueprint
+    if _module_exists("settings_ui.pages"):
+        from settings_ui.pages import register_pages
 
-        app.register_blueprint(make_blueprint(services))
+        register_pages(app, services)
     return app
 
 

@@ -375,7 +375,7 @@ def _word(value: str, kind: str | None) -> str:
     return value
 
 
-# An upload refused for its size (settings_ui.views.upload_too_large), before it is read.
+# An upload refused for its size (settings_ui.import_tab.upload_too_large), before it is read.
 TEXTS["ru"].update({
     "import_failed_title": "Файл не загружен",
     "import_too_large": "Файл больше {limit} МБ — это больше, чем принимает одна загрузка. "

@@ -104,9 +104,10 @@ def test_the_pages_reach_the_worker_only_where_listed():
     worker code left (the what-if preview and re-dating computed by worker.reindex, the worker-state
     section read by worker.status) are listed here so a new one fails."""
     assert _breaches(("settings_ui",), ("worker",)) == [
-        "settings_ui.views imports worker.reindex", "settings_ui.views imports worker.reindex.preview_changes",
-        "settings_ui.views imports worker.reindex.redate", "settings_ui.views imports worker.status",
-        "settings_ui.views imports worker.status.portal_status"]
+        "settings_ui.main_page imports worker.status", "settings_ui.main_page imports worker.status.portal_status",
+        "settings_ui.settings_tab imports worker.reindex",
+        "settings_ui.settings_tab imports worker.reindex.preview_changes",
+        "settings_ui.settings_tab imports worker.reindex.redate"]
 
 
 def test_our_own_modules_are_never_imported_under_a_guard():

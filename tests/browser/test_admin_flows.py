@@ -140,7 +140,7 @@ def test_a_new_status_without_a_name_is_a_field_error_not_custom_1(
 
 def test_an_expired_page_is_renewed_through_bx24_without_losing_the_form(
         page, services, fast_devportal, app_server, monkeypatch):
-    from settings_ui import views
+    from settings_ui import pages
 
     install_on(services, fast_devportal, app_server, events=False)
     app = open_app(page, fast_devportal)
@@ -148,7 +148,7 @@ def test_an_expired_page_is_renewed_through_bx24_without_losing_the_form(
     hot.locator('input[name="st_days"]').fill("5")
     issued = app.locator("body").get_attribute("data-token")
     later = time.time() + 3700  # the page token lives an hour
-    monkeypatch.setattr(views, "page_clock", lambda: later)
+    monkeypatch.setattr(pages, "page_clock", lambda: later)
     calls_before = sum(1 for c in fast_devportal.portal.calls if c["method"] == "user.current")
     app.locator("#whatif-btn").click()
     app.locator("#whatif-result").wait_for(timeout=15_000)
@@ -164,18 +164,18 @@ def test_an_expired_page_is_renewed_through_bx24_without_losing_the_form(
 
 def test_an_expired_page_the_portal_will_not_renew_says_how_to_go_on(
         page, services, fast_devportal, app_server, monkeypatch):
-    from settings_ui import views
+    from settings_ui import entry, pages
     from settings_ui.access import AccessDenied
 
     install_on(services, fast_devportal, app_server, events=False)
     app = open_app(page, fast_devportal)
     later = time.time() + 3700
-    monkeypatch.setattr(views, "page_clock", lambda: later)
+    monkeypatch.setattr(pages, "page_clock", lambda: later)
 
     def refuse(*args, **kwargs):
         raise AccessDenied("bad_auth")
 
-    monkeypatch.setattr(views, "verify_user", refuse)
+    monkeypatch.setattr(entry, "verify_user", refuse)
     app.locator('#tabs button[data-tab="index"]').click()
     app.locator("#index-btn").click()
     text = app.locator("#index-progress-text")

@@ -10,7 +10,7 @@ import pytest
 from addon.models import Portal
 from addon.web import create_app
 from settings_ui.access import PAGE_TOKEN_MAX_AGE
-from settings_ui.views import frame_sources
+from settings_ui.page_auth import frame_sources
 from tests.install.conftest import make_portal
 from tests.install.test_intake import event_form
 from tests.ui.conftest import (  # noqa: F401

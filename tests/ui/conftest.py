@@ -49,10 +49,10 @@ def clock():
 def app(services, clock):
     from flask import Flask
 
-    from settings_ui.views import make_blueprint
+    from settings_ui.pages import register_pages
 
     flask_app = Flask("nezabyt-ui-test")
-    flask_app.register_blueprint(make_blueprint(services, clock=clock))
+    register_pages(flask_app, services, clock=clock)
     return flask_app
 
 

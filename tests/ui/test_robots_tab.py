@@ -15,9 +15,9 @@ NAMES = {1: "Anna Admin", MANAGER_ID: "Мария Сидорова", 8: "Пёт�
 
 
 def test_absences_ranking_and_reasons(client, services, portal, portal_auth, monkeypatch):
-    from settings_ui.views import Employee
+    from settings_ui.people import Employee
 
-    monkeypatch.setattr("settings_ui.views.fetch_users",
+    monkeypatch.setattr("settings_ui.people.fetch_users",
                         lambda services, portal_id: {uid: Employee(name) for uid, name in NAMES.items()})
     this_month = dt.datetime.now(dt.timezone.utc).replace(day=1, hour=12)
     with services.sessions() as session:
