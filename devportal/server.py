@@ -9,7 +9,8 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from devportal.phpquery import parse_php_query
-from devportal.portal import DevPortal, auth_server_app_info, auth_server_token
+from devportal.oauth import auth_server_app_info, auth_server_token
+from devportal.portal import DevPortal
 from devportal.rest import handle_http
 
 JSON = "application/json; charset=utf-8"
