@@ -9,6 +9,8 @@ PAGE = 50
 MULTI_FIELDS = ("PHONE", "EMAIL", "WEB", "IM")
 OWNER_TYPE = {"lead": 1, "deal": 2, "contact": 3, "company": 4}
 OWNER_TYPE_NAME = {v: k for k, v in OWNER_TYPE.items()}
+# the bizproc document of a deal or lead: (document class, id prefix), as in DEAL_7
+DOC_IDS = {"deal": ("CCrmDocumentDeal", "DEAL"), "lead": ("CCrmDocumentLead", "LEAD")}
 
 
 def _f(type_, title, required=False, readonly=False, multiple=False, **extra):

@@ -2,14 +2,19 @@
 from __future__ import annotations
 
 import json
+import selectors
 import threading
 from datetime import datetime
+from urllib.parse import urlencode
 
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from devportal.ctl import handle_ctl
+from devportal.oauth import auth_server_app_info, auth_server_token
+from devportal.pages import handle_page
 from devportal.phpquery import parse_php_query
-from devportal.portal import DevPortal, auth_server_app_info, auth_server_token
+from devportal.portal import DevPortal
 from devportal.rest import handle_http
 
 JSON = "application/json; charset=utf-8"
@@ -50,7 +55,6 @@ def request_params(request: Request) -> dict:
                 if isinstance(body, dict):
                     params.update(body)
         elif ctype == "multipart/form-data":
-            from urllib.parse import urlencode
             params.update(parse_php_query(urlencode(list(request.form.items(multi=True)))))
         else:
             data = request.get_data()
@@ -87,9 +91,7 @@ class DevPortalApp:
         if path.startswith("/auth/"):
             return self.auth_server(request, path[len("/auth"):])
         if path.startswith("/_dev/"):
-            from devportal.ctl import handle_ctl
             return handle_ctl(self.portal, request, path[6:])
-        from devportal.pages import handle_page
         return handle_page(self.portal, request)
 
     def auth_server(self, request: Request, path: str) -> Response:
@@ -208,8 +210,6 @@ class DevPortalFleet:
     `portals` are DevPortalServer-like views (portal, url, domain, host, port) in address order."""
 
     def __init__(self, count: int, port: int = 0, latency_ms: int = 0, **options):
-        import selectors
-
         self._selector = selectors.DefaultSelector()
         self.portals: list[DevPortalServer] = []
         self._stop = threading.Event()

@@ -1,12 +1,12 @@
 """The devportal refuses a notification, a timeline comment or a live-feed post too long for a portal."""
 from __future__ import annotations
 
-from devportal.methods import TEXT_LIMIT
+from devportal.methods.common import TEXT_LIMIT
 from tests.devportal.conftest import rest
 
 
 # doc: api-reference/chats/notifications/im-notify-system-add.md ; im-notify-personal-add.md ; im-notify.md
-# (no MESSAGE limit given: the devportal's own, devportal.methods.TEXT_LIMIT)
+# (no MESSAGE limit given: the devportal's own, devportal.methods.common.TEXT_LIMIT)
 def test_an_over_long_notification_is_refused(installed):
     srv, answer, _ = installed
     token = answer["access_token"]

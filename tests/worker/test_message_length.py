@@ -13,7 +13,7 @@ from addon import engine
 from addon.bitrix.client import portal_client
 from addon.models import NotificationLog
 from addon.rules.messages import COMMENT_LIMIT, MESSAGE_LIMIT, POST_LIMIT
-from devportal.methods import TEXT_LIMIT
+from devportal.methods.common import TEXT_LIMIT
 from tests.worker.conftest import DAY0, at
 
 DECAYING = range(1, 401)  # HOT set 31 days ago: decay to WARM on the run's day
