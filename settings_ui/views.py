@@ -317,7 +317,8 @@ def make_blueprint(services, clock: Callable[[], float] | None = None) -> Bluepr
 
     @bp.post("/ui/import")
     def upload_import():
-        from addon.bulkload import INLINE_MATCH_ROWS, BulkLoadError, ImportLimits, prepare_import
+        from addon.bulkload.files import BulkLoadError, ImportLimits
+        from addon.bulkload.staging import INLINE_MATCH_ROWS, prepare_import
         from addon.phones import phone_region_for
         from addon.bitrix.client import PortalError, portal_client
 
@@ -349,7 +350,7 @@ def make_blueprint(services, clock: Callable[[], float] | None = None) -> Bluepr
 
     @bp.post(f"/ui/import/<int(max={MAX_ID}):job_id>/apply")
     def apply_import_job(job_id: int):
-        from addon.bulkload import queue_import
+        from addon.bulkload.staging import queue_import
 
         user = page_user(admin=True)
         with services.sessions() as session:
@@ -364,7 +365,7 @@ def make_blueprint(services, clock: Callable[[], float] | None = None) -> Bluepr
 
     @bp.get(f"/ui/import/<int(max={MAX_ID}):job_id>/report.csv")
     def import_report(job_id: int):
-        from addon.bulkload import report_csv
+        from addon.bulkload.report import report_csv
 
         user = page_user()
         with services.sessions() as lookup:
@@ -388,7 +389,7 @@ def make_blueprint(services, clock: Callable[[], float] | None = None) -> Bluepr
 
     @bp.get("/ui/import/template.<ext>")
     def import_template(ext: str):
-        from addon.bulkload import template_csv, template_xlsx
+        from addon.bulkload.report import template_csv, template_xlsx
 
         user = page_user()
         with services.sessions() as session:
@@ -439,7 +440,7 @@ def make_blueprint(services, clock: Callable[[], float] | None = None) -> Bluepr
             if import_job is not None and import_job.status == "matching":
                 match_run = session.scalar(select(JobRun).where(JobRun.key == f"import-match:{import_job.id}"))
             elif import_job is not None:
-                from addon.bulkload import preview_errors
+                from addon.bulkload.staging import preview_errors
 
                 import_errors = preview_errors(session, import_job.id)
             recent_imports = list(session.scalars(select(ImportJob).where(ImportJob.portal_id == user.portal_id)
