@@ -60,7 +60,7 @@ class Settings:
     # Installs from portals on private, loopback or link-local addresses, and over plain http:
     # only for the local devportal (demo, tests).
     allow_private_portals: bool = False
-    # Bulk load (addon.bulkload.ImportLimits): a file past one is refused whole, the limit named in
+    # Bulk load (addon.bulkload.files.ImportLimits): a file past one is refused whole, the limit named in
     # the error. 200,000 rows are twice the largest load measured (bench/bulkload.py); a .xlsx that
     # holds them unpacks to about 60 MB; a CSV of them is well under the upload cap.
     max_upload_bytes: int = 10 * 1024 * 1024

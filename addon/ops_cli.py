@@ -16,7 +16,7 @@ TOKEN_COLUMNS = ("access_token_enc", "refresh_token_enc", "application_token_enc
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def doctor_command(portal: str | None, as_json: bool) -> None:
     """Check the deployment and each portal; exit status 1 if anything is wrong."""
-    from addon.doctor import render, run_checks
+    from addon.doctor.report import render, run_checks
     from addon.services import services_scope
 
     with services_scope() as services:

@@ -27,7 +27,7 @@ DAY = dt.date(2026, 3, 2)
 def run(url: str | None = None, rows: int = 100_000) -> dict:
     from sqlalchemy import func, select
 
-    from addon.bulkload import prepare_import
+    from addon.bulkload.staging import prepare_import
     from addon.engine import STATUS_FIELD
     from addon.models import ImportJob, TrackedEntity
     from addon.options import Options

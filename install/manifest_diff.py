@@ -185,6 +185,12 @@ def list_changes(current: list[dict[str, Any]], desired: list[dict[str, Any]],
     return changes
 
 
+def robot_fingerprint(params: dict[str, Any]) -> str:
+    """What the installer records for each robot it registered (its CODE, HANDLER and the rest),
+    and what the doctor compares the registrations with."""
+    return hashlib.sha1(json.dumps(params, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
 def robot_commands(registered_codes, definitions: list[dict[str, Any]], applied: dict,
                    report: ManifestReport) -> tuple[dict[str, str], dict[str, tuple[str, dict]]]:
     registered = {str(code) for code in registered_codes}
@@ -192,7 +198,7 @@ def robot_commands(registered_codes, definitions: list[dict[str, Any]], applied:
     fingerprints: dict[str, str] = {}
     for params in definitions:
         code = str(params["CODE"])
-        fingerprint = hashlib.sha1(json.dumps(params, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+        fingerprint = robot_fingerprint(params)
         fingerprints[code] = fingerprint
         if code not in registered:
             commands[f"ra{len(commands)}"] = ("bizproc.robot.add", params)

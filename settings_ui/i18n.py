@@ -288,7 +288,7 @@ def translator(lang: str):
     return t
 
 
-# Whole-file problems of a bulk load (addon.bulkload.BulkLoadError), in Russian.
+# Whole-file problems of a bulk load (addon.bulkload.files.BulkLoadError), in Russian.
 LOAD_ERRORS_RU = [
     (re.compile(r"old \.xls files are not supported.*"), "старые файлы .xls не читаются: сохраните лист как .xlsx или .csv"),
     (re.compile(r"the file is neither UTF-8 nor Windows-1251 text"), "файл не в кодировке UTF-8 или Windows-1251"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Response, abort, jsonify, render_template, request, stream_with_context
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from addon import bulkload
+from addon.bulkload import files, report, staging
 from addon.bitrix.client import portal_client
 from addon.bitrix.errors import PortalError
 from addon.engine import load_context
@@ -56,11 +56,11 @@ def upload_import():
         ctx = load_context(session, user.portal_id)
         try:
             with portal_client(services, user.portal_id, web=True) as client:
-                staged = bulkload.prepare_import(
+                staged = staging.prepare_import(
                     session, client, user.portal_id, upload.filename, content, ctx.opts, user.user_id, now(),
                     ctx.today(now()), entity_type, phone_region_for(ctx.language),
-                    inline_match_rows=bulkload.INLINE_MATCH_ROWS, limits=bulkload.ImportLimits.of(services.settings))
-        except (bulkload.BulkLoadError, PortalError) as exc:
+                    inline_match_rows=staging.INLINE_MATCH_ROWS, limits=files.ImportLimits.of(services.settings))
+        except (files.BulkLoadError, PortalError) as exc:
             session.rollback()
             return render_main(user, tokens.issue(user), "import",
                                flash=t("import_failed", error=load_error(user.lang, str(exc))),
@@ -78,7 +78,7 @@ def apply_import_job(job_id: int):
             abort(404)
         if job.status == "matching":  # its rows are not matched to clients yet
             return jsonify({"error": "matching"}), 409
-        run_id = bulkload.queue_import(session, job, now())
+        run_id = staging.queue_import(session, job, now())
         session.commit()
     return jsonify({"run_id": run_id})
 
@@ -98,7 +98,7 @@ def import_report(job_id: int):
     def rows():
         try:
             yield "\ufeff"  # Excel reads the Cyrillic right with a BOM
-            yield from bulkload.report_csv(session, job_id, error_text=lambda e: row_error(user.lang, e),
+            yield from report.report_csv(session, job_id, error_text=lambda e: row_error(user.lang, e),
                                            status_name=opts.name_of)
         finally:
             session.close()
@@ -113,10 +113,10 @@ def import_template(ext: str):
     with pages().services.sessions() as session:
         opts = load_context(session, user.portal_id).opts
     if ext == "csv":
-        return Response(bulkload.template_csv(opts), mimetype="text/csv",
+        return Response(report.template_csv(opts), mimetype="text/csv",
                         headers={"Content-Disposition": 'attachment; filename="nezabyt-statuses.csv"'})
     if ext == "xlsx":
-        return Response(bulkload.template_xlsx(opts),
+        return Response(report.template_xlsx(opts),
                         mimetype="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
                         headers={"Content-Disposition": 'attachment; filename="nezabyt-statuses.xlsx"'})
     abort(404)

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from addon import journal
 from addon.bitrix.client import blocked_until
-from addon.bulkload import preview_errors
+from addon.bulkload.staging import preview_errors
 from addon.engine import load_context
 from addon.models import ImportJob, JobRun, StatusHistory, TrackedEntity
 from addon.options import (

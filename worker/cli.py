@@ -12,7 +12,8 @@ from sqlalchemy import select
 
 from addon import engine
 from addon.bitrix.client import portal_client
-from addon.bulkload import BulkLoadError, prepare_import, preview_errors
+from addon.bulkload.files import BulkLoadError
+from addon.bulkload.staging import prepare_import, preview_errors
 from addon.heartbeat import beating, keep_beating
 from addon.logs import configure_logging
 from addon.models import ImportJob, JobRun

@@ -13,7 +13,9 @@ from sqlalchemy.orm import Session
 
 from addon import engine, journal
 from addon.bitrix.client import portal_client
-from addon.bulkload import RowDraft, mark_duplicates, match_drafts, queue_import
+from addon.bulkload.matching import mark_duplicates, match_drafts
+from addon.bulkload.rows import RowDraft
+from addon.bulkload.staging import queue_import
 from addon.engine import STATUS_FIELD
 from addon.models import ImportJob, ImportRow, JobRun, StatusHistory, TrackedEntity, utcnow
 from addon.options import IN_WORK, Options

@@ -181,10 +181,10 @@ def test_a_large_file_is_matched_in_the_background_and_its_preview_opens_by_itse
         page, services, fast_devportal, app_server, artifacts_dir, tmp_path, monkeypatch):
     """Over INLINE_MATCH_ROWS rows to match by phone, the upload answers at once; the page follows the
     worker's matching with a progress bar and opens the preview when it is done."""
-    from addon import bulkload
+    from addon.bulkload import staging
     from worker import imports
 
-    monkeypatch.setattr(bulkload, "INLINE_MATCH_ROWS", 10)
+    monkeypatch.setattr(staging, "INLINE_MATCH_ROWS", 10)
     monkeypatch.setattr(imports, "MATCH_CHUNK", 20)
     install_on(services, fast_devportal, app_server, events=False)
     add_contacts(fast_devportal, 120)

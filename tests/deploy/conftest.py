@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from werkzeug.serving import make_server
 
-from addon.doctor import GUIDE_SCOPE
+from addon.doctor.probe import GUIDE_SCOPE
 
 LONG_SECRET = "deploy-test-secret-key-0123456789abcdef"  # over doctor's 32 characters
 

@@ -10,8 +10,9 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import delete, select
 
-from addon import doctor
-from addon.doctor import render, run_checks
+from addon.doctor import deployment
+from addon.doctor.probe import REQUIRED_SCOPES
+from addon.doctor.report import render, run_checks
 from addon.heartbeat import beat, last_beat
 from addon.models import JobRun, Outbox, Portal, PortalSettings, StoredEvent, utcnow
 from addon.bitrix.client import PortalClient
@@ -51,14 +52,14 @@ def test_a_healthy_deployment_passes_every_check(healthy):
 @pytest.mark.parametrize("key, found", [("", "not set"), ("nezabyt-development-secret-change-me", "not set"),
                                         ("short-but-set", "13 characters")])
 def test_secret_key_unset_default_or_short(settings, key, found):
-    check = doctor.check_secret_key(dataclasses.replace(settings, secret_key=key))
+    check = deployment.check_secret_key(dataclasses.replace(settings, secret_key=key))
     assert not check.ok and found in check.found and "secrets.token_urlsafe" in check.fix
-    assert doctor.check_secret_key(dataclasses.replace(settings, secret_key=LONG_SECRET)).ok
+    assert deployment.check_secret_key(dataclasses.replace(settings, secret_key=LONG_SECRET)).ok
 
 
 def test_public_url_not_https(settings):
     for url in ("http://nezabyt.example.com", "https://", ""):
-        check = doctor.check_public_url_https(dataclasses.replace(settings, public_url=url))
+        check = deployment.check_public_url_https(dataclasses.replace(settings, public_url=url))
         assert not check.ok and "NEZABYT_PUBLIC_URL=https://" in check.fix
 
 
@@ -66,7 +67,7 @@ def test_public_url_that_nobody_answers(settings):
     with socket.socket() as s:  # a port just freed: nothing listens there
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    check = doctor.check_public_url_answers(dataclasses.replace(settings, public_url=f"https://127.0.0.1:{port}"))
+    check = deployment.check_public_url_answers(dataclasses.replace(settings, public_url=f"https://127.0.0.1:{port}"))
     assert not check.ok and "Connection" in check.found and "proxy" in check.fix
 
 
@@ -76,7 +77,7 @@ def test_public_url_with_an_untrusted_certificate(production_services, tls, monk
     server = HttpsApp(production_services, *tls)
     try:
         monkeypatch.delenv("REQUESTS_CA_BUNDLE")  # a certificate nobody vouches for
-        check = doctor.check_public_url_answers(production_services.settings)
+        check = deployment.check_public_url_answers(production_services.settings)
         assert not check.ok and "SSLError" in check.found and "certificate" in check.fix
     finally:
         server.stop()
@@ -87,26 +88,26 @@ def test_database_not_migrated_or_unreachable(tmp_path, settings):
 
     empty = f"sqlite:///{tmp_path / 'empty.sqlite3'}"
     with services_scope(dataclasses.replace(settings, database_url=empty)) as services:
-        check = doctor.check_database(services)
+        check = deployment.check_database(services)
         assert not check.ok and "no revision" in check.found and "nezabyt db upgrade" in check.fix
         checks = run_checks(services)
         assert [c.portal for c in checks] == [None] * 5  # no portal is looked at without a database
     nowhere = "postgresql+psycopg://nobody@127.0.0.1:1/nothing"
     with services_scope(dataclasses.replace(settings, database_url=nowhere)) as services:
-        check = doctor.check_database(services)
+        check = deployment.check_database(services)
         assert not check.ok and "DATABASE_URL" in check.fix
 
 
 def test_worker_never_beat_or_silent_for_over_a_minute(services):
     now = dt.datetime.now(dt.timezone.utc)
-    check = doctor.check_worker(services, now)
+    check = deployment.check_worker(services, now)
     assert not check.ok and check.found == "no worker has ever reported"
     beat(services, "w1", now - dt.timedelta(minutes=5))
     beat(services, "w2", now - dt.timedelta(seconds=61))
-    check = doctor.check_worker(services, now)
+    check = deployment.check_worker(services, now)
     assert not check.ok and "61 s ago from w2" in check.found and "restart" in check.fix
     beat(services, "w1", now - dt.timedelta(seconds=10))
-    assert doctor.check_worker(services, now).ok
+    assert deployment.check_worker(services, now).ok
     assert last_beat(services)[0] == "w1"
 
 
@@ -143,7 +144,7 @@ def test_scopes_missing(production_services, devportal, https_app):
 
 
 def test_optional_telephony_not_granted_is_fine(production_services, devportal, https_app):
-    install(devportal, https_app, scope=",".join(doctor.REQUIRED_SCOPES))
+    install(devportal, https_app, scope=",".join(REQUIRED_SCOPES))
     check = by_name(run_checks(production_services), "scopes granted")
     assert check.ok and "optional not granted: telephony" in check.found
 

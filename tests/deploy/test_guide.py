@@ -19,7 +19,7 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from addon.doctor import SCOPES
+from addon.doctor.probe import SCOPES
 from addon.heartbeat import last_beat
 from addon.models import StoredEvent
 

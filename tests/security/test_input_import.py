@@ -14,16 +14,10 @@ from sqlalchemy import func, select
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
 
-from addon.bulkload import (
-    BulkLoadError,
-    ImportLimits,
-    csv_safe,
-    parse_rows,
-    prepare_import,
-    report_csv,
-    template_csv,
-    template_xlsx,
-)
+from addon.bulkload.files import BulkLoadError, ImportLimits
+from addon.bulkload.report import csv_safe, report_csv, template_csv, template_xlsx
+from addon.bulkload.rows import parse_rows
+from addon.bulkload.staging import prepare_import
 from addon.config import Settings
 from addon.models import ImportJob, ImportRow
 from addon.options import Options, StatusDef, default_statuses

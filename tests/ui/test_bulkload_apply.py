@@ -16,7 +16,8 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-from addon.bulkload import prepare_import, report_csv
+from addon.bulkload.report import report_csv
+from addon.bulkload.staging import prepare_import
 from addon.models import ImportJob, ImportRow, JobRun, PortalSettings, StatusHistory, TrackedEntity
 from addon.options import Options
 from addon.bitrix.client import PortalClient
@@ -236,7 +237,7 @@ def test_downloads_and_applying_from_the_page(services, fast_devportal, app_serv
     sheet = load_workbook(io.BytesIO(xlsx.content)).active
     assert (sheet.title, sheet["D1"].value) == ("Статусы", "Статус")
     # the template, as downloaded, is a file the upload reads (Russian headers and type words)
-    from addon.bulkload import map_columns, read_table
+    from addon.bulkload.files import map_columns, read_table
 
     header = read_table("t.csv", template.content).header
     assert set(map_columns(header)) == {"id", "phone", "email", "status", "date", "entity_type"}
@@ -268,7 +269,7 @@ def test_downloads_and_applying_from_the_page(services, fast_devportal, app_serv
 
 
 def test_a_stopped_load_is_queued_again_when_asked(services, fast_devportal, app_server):
-    from addon.bulkload import queue_import
+    from addon.bulkload.staging import queue_import
 
     portal_id = install_on(services, fast_devportal, app_server, events=False)
     ids = add_contacts(fast_devportal, 3)
@@ -290,12 +291,12 @@ def test_a_large_file_is_matched_by_the_worker_with_a_progress_bar(services, fas
     that is refused. A pass killed midway is resumed and matches only what is left."""
     import requests
 
-    from addon import bulkload
+    from addon.bulkload import matching, staging
     from settings_ui.access import PageTokens, PageUser
     from worker import imports
     from worker.jobs import run_queued_jobs
 
-    monkeypatch.setattr(bulkload, "INLINE_MATCH_ROWS", 3)
+    monkeypatch.setattr(staging, "INLINE_MATCH_ROWS", 3)
     monkeypatch.setattr(imports, "MATCH_CHUNK", 4)
     portal_id = install_on(services, fast_devportal, app_server, events=False)
     ids = add_contacts(fast_devportal, 8)
@@ -321,7 +322,7 @@ def test_a_large_file_is_matched_by_the_worker_with_a_progress_bar(services, fas
     assert refused.status_code == 409
 
     # The first pass dies after its first chunk of 4 rows was committed.
-    real_match = bulkload.match_drafts
+    real_match = matching.match_drafts
     seen: list[int] = []
 
     def match_then_die(client, drafts, region="RU"):

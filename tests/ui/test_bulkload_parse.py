@@ -7,14 +7,10 @@ import io
 
 import pytest
 
-from addon.bulkload import (
-    BulkLoadError,
-    mark_duplicates,
-    normalize_import_phone,
-    parse_rows,
-    template_csv,
-    template_xlsx,
-)
+from addon.bulkload.files import BulkLoadError
+from addon.bulkload.matching import mark_duplicates
+from addon.bulkload.report import template_csv, template_xlsx
+from addon.bulkload.rows import normalize_import_phone, parse_rows
 from addon.options import Options
 
 TODAY = dt.date(2026, 11, 22)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from addon.bulkload import BulkLoadError, map_columns
+from addon.bulkload.files import BulkLoadError, map_columns
 from settings_ui.i18n import TEXTS, load_error
 
 from .conftest import open_app, page_token

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from addon import engine
 from addon.bitrix.client import portal_client
-from addon.doctor import check_health
+from addon.doctor.stored import check_health
 from addon.models import NotificationLog, Outbox, Portal
 from tests.worker.conftest import DAY0, at
 
