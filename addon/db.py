@@ -20,7 +20,12 @@ def pool_options(concurrency: int) -> dict:
     return {"pool_size": concurrency + 2, "max_overflow": max(concurrency // 2, 5), "pool_timeout": 60}
 
 
-def make_engine(url: str, **kwargs) -> Engine:
+def make_engine(url: str, *, pre_ping: bool = True, **kwargs) -> Engine:
+    """The process's engine. On a server database every checkout pings it first (pre_ping), so a
+    connection the server closed is replaced before use; the worker goes without (pre_ping=False):
+    its units take a session for each short step, the ping was a fifth of its database round trips,
+    and a unit that meets a closed connection fails as a whole — SQLAlchemy then drops the pool's
+    connections, the unit's transactions roll back and the next pass does its work again."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)
 
@@ -34,7 +39,7 @@ def make_engine(url: str, **kwargs) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    return create_engine(url, pool_pre_ping=pre_ping, **kwargs)
 
 
 def make_intake_engine(engine: Engine) -> Engine:

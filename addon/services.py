@@ -34,9 +34,10 @@ class Services:
         self.engine.dispose()
 
 
-def build_services(settings: Settings | None = None) -> Services:
+def build_services(settings: Settings | None = None, *, pre_ping: bool = True) -> Services:
+    """The services of a process; the worker passes pre_ping=False (addon.db.make_engine says why)."""
     settings = settings or Settings.from_env()
-    engine = make_engine(settings.database_url, **pool_options(settings.worker_concurrency))
+    engine = make_engine(settings.database_url, pre_ping=pre_ping, **pool_options(settings.worker_concurrency))
     cipher = TokenCipher(settings.secret_key, settings.previous_secret_keys)
     sessions = make_session_factory(engine)
     # Sessions carry the cipher so the token store can encrypt with only a session in hand.
@@ -45,9 +46,9 @@ def build_services(settings: Settings | None = None) -> Services:
 
 
 @contextmanager
-def services_scope(settings: Settings | None = None) -> Iterator[Services]:
+def services_scope(settings: Settings | None = None, *, pre_ping: bool = True) -> Iterator[Services]:
     """Services for one command, disposed however it ends (no connection left open)."""
-    services = build_services(settings)
+    services = build_services(settings, pre_ping=pre_ping)
     try:
         yield services
     finally:

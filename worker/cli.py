@@ -63,7 +63,7 @@ def worker_command(ctx: click.Context, once: bool, now_text: str | None) -> None
     if ctx.invoked_subcommand is not None:
         return
     configure_logging()  # text lines, or JSON with LOG_FORMAT=json; quiets the chatty libraries
-    with _services() as services:
+    with services_scope(pre_ping=False) as services:  # addon.db.make_engine: why the worker does not ping
         if once:
             with beating(services):  # the heartbeat `nezabyt doctor` looks for, during the pass too
                 report = run_once(services, _now(now_text))

@@ -75,3 +75,33 @@ def test_concurrent_claims_have_one_winner(services, portal_id):
     for t in threads:
         t.join()
     assert len(wins) == 1
+
+
+def test_a_worker_without_the_ping_meets_a_closed_connection_once(settings, portal_id):
+    """The worker's engine has no pre-ping (addon.db.make_engine): when PostgreSQL closes its
+    connections, the first statement on one fails (its unit fails as a whole and is reported), the
+    pool drops what it held, and the next step works on a fresh connection."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from addon.services import build_services
+
+    if settings.is_sqlite:
+        pytest.skip("SQLite has no server to close a connection")
+    worker = build_services(settings, pre_ping=False)
+    try:
+        assert not worker.engine.pool._pre_ping
+        with worker.engine.connect() as conn:
+            pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+        admin = build_services(settings)
+        with admin.engine.connect() as conn:
+            assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+        admin.dispose()
+        with pytest.raises(DBAPIError) as closed:
+            leases.claim(worker, portal_id, "w1")
+        assert closed.value.connection_invalidated
+        assert leases.claim(worker, portal_id, "w1")
+        with worker.engine.connect() as conn:
+            assert conn.execute(text("SELECT pg_backend_pid()")).scalar() != pid
+    finally:
+        worker.dispose()
