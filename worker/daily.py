@@ -32,7 +32,7 @@ from typing import Any
 
 from sqlalchemy import func, select, tuple_
 
-from addon import engine, journal, rules
+from addon import bulkwrite, engine, journal, notifications, outbox, rules
 from addon.bitrix.client import portal_client
 from addon.engine import PortalContext
 from addon.models import JobRun, NotificationLog, Outbox, StatusHistory, TrackedEntity, naive_utc, utcnow
@@ -91,7 +91,7 @@ def run_daily(services, portal_id: int, now: dt.datetime, *, client=None, keep=N
     try:
         # Whatever an earlier pass planned and did not send goes first (an interrupted batch is
         # confirmed against the portal before anything is sent again).
-        tally.writes, tally.messages = engine.flush(services, client, portal_id, feed_title(ctx.opts, day))
+        tally.writes, tally.messages = notifications.flush(services, client, portal_id, feed_title(ctx.opts, day))
         if not planned:
             _redate_if_settings_changed(services, ctx, day)
             org = _decay_in_chunks(services, ctx, job_id, day, client, keep, tally, between, deadline)
@@ -103,10 +103,10 @@ def run_daily(services, portal_id: int, now: dt.datetime, *, client=None, keep=N
                 plan_digest(services, ctx, job_id, day, load_org(client), tally)
         if keep is not None:
             keep()
-        tally.writes += engine.send_outbox(services, client, portal_id)
+        tally.writes += outbox.send_outbox(services, client, portal_id)
         if keep is not None:
             keep()
-        tally.messages += engine.send_notifications(services, client, portal_id, feed_title(ctx.opts, day))
+        tally.messages += notifications.send_notifications(services, client, portal_id, feed_title(ctx.opts, day))
     finally:
         if own:
             client.close()
@@ -195,11 +195,11 @@ def _decay_in_chunks(services, ctx: PortalContext, job_id: int, day: dt.date, cl
                 if hold_losses and row.status == LOST:
                     held.append([row.entity_type, row.entity_id])
                     continue
-                writes.append(engine.status_write_values(ctx, row, status_key(day, row), job_run_id=job_id))
+                writes.append(outbox.status_write_values(ctx, row, status_key(day, row), job_run_id=job_id))
             # The chunk in one statement a table: ORM objects per row cost more CPU than the run's waits.
-            engine.write_back(session, TrackedEntity, rows, _CHUNK_COLUMNS)
-            engine.insert_rows(session, StatusHistory, history)
-            engine.insert_rows(session, Outbox, writes)
+            bulkwrite.write_back(session, TrackedEntity, rows, _CHUNK_COLUMNS)
+            bulkwrite.insert_rows(session, StatusHistory, history)
+            bulkwrite.insert_rows(session, Outbox, writes)
             journal.record_changes(session, changes)
             job = session.get(JobRun, job_id)
             done = dict(job.summary or {})
@@ -216,7 +216,7 @@ def _decay_in_chunks(services, ctx: PortalContext, job_id: int, day: dt.date, cl
             keep()
         if lost and needs_org and org is None:
             org = load_org(client)
-        tally.writes += engine.send_outbox(services, client, ctx.portal_id)
+        tally.writes += outbox.send_outbox(services, client, ctx.portal_id)
         if between is not None:
             between()
         if deadline is not None and time.monotonic() > deadline:

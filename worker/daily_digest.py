@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from addon import engine, journal, rules
+from addon import engine, journal, notifications, outbox, rules
 from addon.bitrix import directory
 from addon.engine import PortalContext
 from addon.models import JobRun, StatusHistory, TrackedEntity
@@ -100,7 +100,7 @@ def plan_digest(services, ctx: PortalContext, job_id: int, day: dt.date,
             # the status it holds now is still owed to the portal if it is LOST.
             row = engine.tracked_row(session, ctx.portal_id, *key)
             if row is not None and row.status == LOST and row.written_status != LOST:
-                engine.plan_status_write(session, ctx, row, status_key(day, row), job_run_id=job_id, check=True)
+                outbox.plan_status_write(session, ctx, row, status_key(day, row), job_run_id=job_id, check=True)
         if opts.timeline_comments:
             summary.timeline_comments = _plan_timeline(session, ctx, lines, job_id)
         # A day's lines are as many as its decays: let them go before the messages are built (the
@@ -124,8 +124,8 @@ def plan_digest(services, ctx: PortalContext, job_id: int, day: dt.date,
         if org is None and any(i.kind in ("loss_supervisor", "transfer") for i in items):
             raise NeedOrg
         for message in rules.build_messages(opts, day, items, names):
-            if engine.plan_message(session, ctx.portal_id, message.key, message.recipient_id, day, message.kind,
-                                   message.text, check=False) is not None:
+            if notifications.plan_message(session, ctx.portal_id, message.key, message.recipient_id, day,
+                                          message.kind, message.text, check=False) is not None:
                 summary.messages += 1
         if opts.feed_post:
             summary.feed_posts = _plan_feed(session, ctx, day)
@@ -170,9 +170,9 @@ def _plan_loss_write(session, ctx: PortalContext, day: dt.date, row_id: int, hel
         row.assigned_by_id = extra["ASSIGNED_BY_ID"]
         journal.note_transfer(session, job_id, row, before)
     if held:
-        engine.plan_status_write(session, ctx, row, status_key(day, row), extra, job_run_id=job_id, check=True)
+        outbox.plan_status_write(session, ctx, row, status_key(day, row), extra, job_run_id=job_id, check=True)
         return
-    engine.plan_write(session, ctx.portal_id, f"loss:{row.entity_type}:{row.entity_id}:{line_id}",
+    outbox.plan_write(session, ctx.portal_id, f"loss:{row.entity_type}:{row.entity_id}:{line_id}",
                       f"crm.{row.entity_type}.update",
                       {"id": row.entity_id, "fields": extra, "params": {"REGISTER_SONET_EVENT": "N"}}, job_id,
                       check=False)
@@ -185,7 +185,7 @@ def _plan_timeline(session, ctx: PortalContext, lines, job_id: int) -> int:
         text = rules.timeline_text(ctx.opts, rules.Step(ln.from_status, ln.to_status, ln.changed_on, ln.cause))
         if text is None:
             continue
-        if engine.plan_write(session, ctx.portal_id, f"timeline:{ln.id}", "crm.timeline.comment.add",
+        if outbox.plan_write(session, ctx.portal_id, f"timeline:{ln.id}", "crm.timeline.comment.add",
                              {"fields": {"ENTITY_ID": ln.entity_id, "ENTITY_TYPE": ln.entity_type,
                                          "COMMENT": text}}, job_id, check=False) is not None:
             n += 1
@@ -208,8 +208,9 @@ def _plan_feed(session, ctx: PortalContext, day: dt.date) -> int:
     for manager, its in sorted(by_manager.items()):
         items = [rules.feed_item(opts, entity_type=row.entity_type, entity_id=row.entity_id, title=row.title,
                                  manager_id=manager, status=row.status, due_on=row.due_on) for row in its]
-        if engine.plan_message(session, ctx.portal_id, f"feed:{manager}:{day.isoformat()}", manager, day,
-                               engine.FEED_KIND, rules.feed_text(opts, day, items), check=False) is not None:
+        if notifications.plan_message(session, ctx.portal_id, f"feed:{manager}:{day.isoformat()}", manager, day,
+                                      notifications.FEED_KIND, rules.feed_text(opts, day, items),
+                                      check=False) is not None:
             n += 1
     return n
 

@@ -213,7 +213,7 @@ def revert_item(opts: Options, *, entity_type: str, entity_id: int, title: str |
 
 # Each comment names the day of its change: a catch-up after missed runs tells each step on its own
 # day, and a comment's text is unique on its entity, which lets an interrupted send be confirmed
-# against the portal (engine._confirm_interrupted) instead of posted twice.
+# against the portal (outbox._confirm_interrupted) instead of posted twice.
 TIMELINE_TEXT = {
     "ru": {"decay": "Не забыт, {day}: статус сменился с «{a}» на «{b}».",
            "manager": "Не забыт, {day}: менеджер сменил статус с «{a}» на «{b}».",
