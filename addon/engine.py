@@ -1,9 +1,8 @@
 """Applying the pure status rules to storage: the portal's context (options, time zone, field
-items), the service-table row <-> rules.Entity mapping, history lines, and the two exactly-once
-queues every job writes through (Outbox for portal writes, NotificationLog for messages).
+items), the service-table row <-> rules.Entity mapping and its history lines. Planned portal writes
+live in addon.outbox, messages in addon.notifications.
 
-Helpers here never commit: the job at the edge owns the session. Sending happens only after
-the planned rows are committed, and each row is marked as soon as its batch is answered.
+Helpers here never commit: the job at the edge owns the session.
 """
 from __future__ import annotations
 
@@ -11,28 +10,16 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from addon import rules
-from addon.bitrix.errors import BLOCKED, PAYMENT, MethodParked, is_permanent
-from addon.models import (
-    NotificationLog,
-    Outbox,
-    Portal,
-    PortalSettings,
-    StatusHistory,
-    TrackedEntity,
-    utcnow,
-)
+from addon.models import Portal, PortalSettings, StatusHistory, TrackedEntity, utcnow
 from addon.options import Options, parse_time_zone
 from addon.rules.ladder import reason_code
-from addon.rules.messages import COMMENT_LIMIT, MESSAGE_LIMIT, POST_LIMIT, cut_message, split_message
 
 STATUS_FIELD = "UF_CRM_NEZABYT_STATUS"
 REASON_FIELD = "UF_CRM_NEZABYT_REASON"
-SEND_CHUNK = 50
 
 
 @dataclass
@@ -75,7 +62,7 @@ class PortalContext:
     def code_of(self, entity_type: str, value: Any) -> str | None:
         """The status code a portal field value (a list item ID) stands for; an item we do not
         know comes back as "?<id>" so the rules see an unknown status and revert it."""
-        value = _first(value)
+        value = first_value(value)
         if value in (None, "", False, "0", 0):
             return None
         value = str(value)
@@ -87,7 +74,7 @@ class PortalContext:
     def reason_of(self, entity_type: str, value: Any) -> str | None:
         """The reason text a reason-field value (a list item ID) stands for. The list items are
         keyed by the reason's code (rules.ladder.reason_code), so map back through the options."""
-        value = _first(value)
+        value = first_value(value)
         if value in (None, "", False, "0", 0):
             return None
         texts = {reason_code(r): r for s in self.opts.statuses for r in s.reasons}
@@ -98,7 +85,7 @@ class PortalContext:
         return str(value)
 
 
-def _first(value: Any) -> Any:
+def first_value(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return value[0] if value else None
     return value
@@ -183,38 +170,6 @@ def add_history(session: Session, row: TrackedEntity, steps: Iterable[rules.Step
     return lines
 
 
-def write_back(session: Session, model, rows: list, names: Iterable[str]) -> None:
-    """Write the named columns of loaded rows back in few statements, and take the rows out of the
-    session so no per-object flush repeats it (a unit-of-work flush of a chunk's objects costs more
-    CPU than the UPDATE). Rows that end alike (a batch's "sent" marks) share one UPDATE ... WHERE
-    id IN; rows that differ go in one executemany UPDATE by id. The named columns must be all the
-    caller changed on them."""
-    if not rows:
-        return
-    names = tuple(names)
-    table = model.__table__
-    alike: dict[tuple, list[int]] = {}
-    for r in rows:
-        alike.setdefault(tuple(getattr(r, name) for name in names), []).append(r.id)
-    for r in rows:
-        session.expunge(r)
-    if len(alike) * 4 <= len(rows):  # few endings (a quarter of the rows or less): one UPDATE each
-        for values, ids in alike.items():
-            session.execute(table.update().where(table.c.id.in_(ids)).values(dict(zip(names, values))))
-        return
-    statement = table.update().where(table.c.id == bindparam("row_id")).values(
-        {name: bindparam(name) for name in names})
-    session.execute(statement, [{"row_id": row_id, **dict(zip(names, values))}
-                                for values, ids in alike.items() for row_id in ids])
-
-
-def insert_rows(session: Session, model, values: list[dict[str, Any]]) -> None:
-    """Store many rows of `model` in one executemany INSERT (Core: no ORM objects to flush). The
-    values carry every column the table's Python defaults would fill."""
-    if values:
-        session.execute(model.__table__.insert(), values)
-
-
 def tracked_row(session: Session, portal_id: int, entity_type: str, entity_id: int) -> TrackedEntity | None:
     return session.scalar(select(TrackedEntity).where(TrackedEntity.portal_id == portal_id,
                                                       TrackedEntity.entity_type == entity_type,
@@ -233,254 +188,3 @@ def int_or_none(value: Any) -> int | None:
         return int(value) if value not in (None, "", False) else None
     except (TypeError, ValueError):
         return None
-
-
-# --- Outbox: planned portal writes ------------------------------------------------------------------
-
-def status_update(ctx: PortalContext, entity_type: str, entity_id: int, code: str | None,
-                  extra: dict | None = None) -> tuple[str, dict]:
-    """The crm.<type>.update that writes a status (and, on loss, OPENED/ASSIGNED_BY_ID)."""
-    fields = {STATUS_FIELD: ctx.item_id(entity_type, code)}
-    fields.update(extra or {})
-    return f"crm.{entity_type}.update", {"id": entity_id, "fields": fields,
-                                         "params": {"REGISTER_SONET_EVENT": "N"}}
-
-
-def write_values(portal_id: int, key: str, method: str, params: dict,
-                 job_run_id: int | None = None) -> dict[str, Any]:
-    """One pending Outbox row's values."""
-    if method == "crm.timeline.comment.add" and "COMMENT" in (params.get("fields") or {}):
-        # One comment tells one change: cut, not split (the stored text is the one sent, which
-        # _confirm_comments compares against the portal's).
-        params = {**params, "fields": {**params["fields"],
-                                       "COMMENT": cut_message(str(params["fields"]["COMMENT"]), COMMENT_LIMIT)}}
-    return {"portal_id": portal_id, "key": key[:255], "method": method, "params": params, "status": "pending",
-            "job_run_id": job_run_id, "created_at": utcnow(), "attempts": 0}
-
-
-def plan_write(session: Session, portal_id: int, key: str, method: str, params: dict,
-               job_run_id: int | None = None, check: bool = True) -> Outbox | None:
-    """Add a planned write unless one with this key exists (a rerun plans nothing twice).
-    `check=False` when the caller plans in one transaction that cannot have run before."""
-    if check and session.scalar(select(Outbox.id).where(Outbox.portal_id == portal_id,
-                                                        Outbox.key == key)) is not None:
-        return None
-    row = Outbox(**write_values(portal_id, key, method, params, job_run_id))
-    session.add(row)
-    return row
-
-
-def status_write_values(ctx: PortalContext, row: TrackedEntity, key: str, extra: dict | None = None,
-                        job_run_id: int | None = None) -> dict[str, Any]:
-    """The Outbox values that write the row's status to the portal; the row remembers it, to know
-    its echo. plan_status_write adds one; a chunk planned in one transaction inserts them together."""
-    method, params = status_update(ctx, row.entity_type, row.entity_id, row.status, extra)
-    row.written_status = row.status
-    row.written_at = utcnow()
-    return write_values(ctx.portal_id, key, method, params, job_run_id)
-
-
-def plan_status_write(session: Session, ctx: PortalContext, row: TrackedEntity, key: str,
-                      extra: dict | None = None, job_run_id: int | None = None, check: bool = True) -> Outbox | None:
-    """Plan writing the row's status to the portal and remember it, to know its echo."""
-    values = status_write_values(ctx, row, key, extra, job_run_id)
-    return plan_write(session, ctx.portal_id, key, values["method"], values["params"], job_run_id, check)
-
-
-def send_outbox(services, client, portal_id: int, limit: int | None = None) -> int:
-    """Send pending planned writes, 50 a batch. Each batch is marked "sending" (committed) before
-    it goes and "sent" as soon as it is answered; a batch found still "sending" was interrupted
-    (the worker died): its status writes are checked against the portal first, so a write that
-    did arrive is not made twice. A write the portal refuses for good (the entity is gone) is
-    marked failed; a transient failure stays pending for the next pass."""
-    sent = 0
-    while True:
-        with services.sessions() as session:
-            rows = session.scalars(select(Outbox).where(Outbox.portal_id == portal_id,
-                                                        Outbox.status.in_(("pending", "sending")))
-                                   .order_by(Outbox.id).limit(SEND_CHUNK)).all()
-            if not rows:
-                return sent
-            sent += _confirm_interrupted(client, [r for r in rows if r.status == "sending"])
-            rows = [r for r in rows if r.status != "sent"]
-            if rows:
-                # One UPDATE for the batch; the loaded rows take the new status as their committed value.
-                session.execute(Outbox.__table__.update().where(Outbox.__table__.c.id.in_([r.id for r in rows]))
-                                .values(status="sending"))
-                for r in rows:
-                    set_committed_value(r, "status", "sending")
-            session.commit()
-            answer = client.batch({str(r.id): (r.method, r.params) for r in rows}) if rows else None
-            transient = 0
-            if rows:
-                done, transient = store_answers(session, Outbox, rows, answer, retry_status="pending",
-                                                max_attempts=services.settings.send_attempts)
-                sent += done
-            session.commit()
-        if transient:
-            return sent  # the portal is struggling: leave the rest for the next pass
-        if limit is not None and sent >= limit:
-            return sent
-
-
-def _confirm_interrupted(client, rows: list[Outbox]) -> int:
-    """Mark as sent the interrupted writes the portal already shows: status writes by the field's
-    value, timeline comments by their text among the entity's newest comments."""
-    confirmed = _confirm_comments(client, [r for r in rows if r.method == "crm.timeline.comment.add"])
-    by_method: dict[str, list[Outbox]] = {}
-    for r in rows:
-        fields = (r.params or {}).get("fields") or {}
-        # The status travels in the same update as OPENED/ASSIGNED_BY_ID: if it arrived, all did.
-        if r.method.endswith(".update") and STATUS_FIELD in fields:
-            by_method.setdefault(r.method[:-len(".update")] + ".get", []).append(r)
-    for method, its in by_method.items():
-        got = client.get_many(method, [r.params["id"] for r in its])
-        for r in its:
-            current = got.get(int(r.params["id"]))
-            if isinstance(current, dict) and str(_first(current.get(STATUS_FIELD)) or "") == str(
-                    r.params["fields"][STATUS_FIELD] or ""):
-                r.status, r.sent_at, r.error = "sent", utcnow(), "confirmed after an interruption"
-                confirmed += 1
-    return confirmed
-
-
-def _confirm_comments(client, rows: list[Outbox]) -> int:
-    """An interrupted comment that is among its entity's 50 newest, word for word, arrived (each
-    comment's text names its change and day, so it is unique on its entity)."""
-    if not rows:
-        return 0
-    answer = client.batch({str(r.id): ("crm.timeline.comment.list", {
-        "filter": {"ENTITY_ID": r.params["fields"]["ENTITY_ID"], "ENTITY_TYPE": r.params["fields"]["ENTITY_TYPE"]},
-        "select": ["ID", "COMMENT"], "order": {"ID": "DESC"}}) for r in rows})
-    confirmed = 0
-    for r in rows:
-        found = answer.results.get(str(r.id))
-        texts = {str(c.get("COMMENT")) for c in found if isinstance(c, dict)} if isinstance(found, list) else set()
-        if r.params["fields"]["COMMENT"] in texts:
-            r.status, r.sent_at, r.error = "sent", utcnow(), "confirmed after an interruption"
-            confirmed += 1
-    return confirmed
-
-
-def _counts_as_attempt(answer, key: str, error) -> bool:
-    """Did this row itself fail? Only when the portal ran the batch and refused this command, or
-    answered others of the same batch. A batch refused whole (the rate limit, a 5xx, a timeout)
-    or a portal that is paused (blocked, unpaid, the method parked) says nothing about the row."""
-    if isinstance(error, MethodParked) or getattr(error, "kind", None) in (BLOCKED, PAYMENT):
-        return False
-    return key in getattr(answer, "own_errors", ()) or bool(answer.results)
-
-
-def mark_answers(rows, answer, *, max_attempts: int, retry_status: str | None = None) -> tuple[int, int]:
-    """Mark each planned row by its command's answer in a batch (keyed by row id): sent, failed for
-    good, or left for a retry (status `retry_status`, or unchanged). A row the portal refuses on
-    its own for a passing reason `max_attempts` times is marked failed with its last error, so it
-    never holds up the portal's queue. Returns (sent, transient)."""
-    sent = transient = 0
-    now = utcnow()
-    for r in rows:
-        error = answer.errors.get(str(r.id))
-        if error is not None and not is_permanent(error) and _counts_as_attempt(answer, str(r.id), error):
-            r.attempts = (r.attempts or 0) + 1
-            if r.attempts >= max_attempts:
-                r.status, r.error = "failed", f"gave up after {r.attempts} attempts: {error}"[:2000]
-                continue
-        if error is None:
-            r.status, r.sent_at, r.error = "sent", now, None
-            sent += 1
-        elif is_permanent(error):
-            r.status, r.error = "failed", str(error)[:2000]
-        elif getattr(error, "uncertain", False) and retry_status is not None:
-            # A write that timed out or got a 5xx may have arrived: left "sending", the next pass
-            # checks the portal before sending it again (as after an interrupted batch).
-            r.status, r.error = "sending", str(error)[:2000]
-            transient += 1
-        else:
-            if retry_status is not None:
-                r.status = retry_status
-            r.error = str(error)[:2000]
-            transient += 1
-    return sent, transient
-
-
-# What mark_answers changes on a row.
-_MARKS = ("status", "sent_at", "error", "attempts")
-
-
-def store_answers(session: Session, model, rows, answer, *, max_attempts: int,
-                  retry_status: str | None = None) -> tuple[int, int]:
-    """mark_answers, then the batch's marks written in one executemany UPDATE (write_back).
-    Returns (sent, transient)."""
-    counts = mark_answers(rows, answer, max_attempts=max_attempts, retry_status=retry_status)
-    write_back(session, model, rows, _MARKS)
-    return counts
-
-
-# --- NotificationLog: messages exactly once -----------------------------------------------------------
-
-FEED_KIND = "feed"
-
-
-def message_parts(key: str, kind: str, message: str) -> list[tuple[str, str]]:
-    """(key, text) of each part a message is sent in, each within what the portal takes
-    (rules.messages): a message that fits is one part under its own key; a longer one is split on
-    line boundaries, part k > 1 keyed `<key>:k`, so each part is its own exactly-once row and its
-    own notification TAG (a twin TAG would replace the part before it)."""
-    if kind == FEED_KIND:
-        texts = split_message(message, POST_LIMIT, head=False)
-    else:
-        texts = split_message(message, MESSAGE_LIMIT)
-    key = key[:255]
-    return [(key if k == 1 else f"{key[:250]}:{k}", text) for k, text in enumerate(texts, 1)]
-
-
-def plan_message(session: Session, portal_id: int, key: str, recipient_id: int, day: dt.date, kind: str,
-                 message: str, check: bool = True, status: str = "pending") -> NotificationLog | None:
-    """Record a message before it is sent; its key makes it exactly-once per recipient and day.
-    A message too long for the portal is recorded as several parts (message_parts), all in this
-    transaction. Returns the first part's row, or None when the message was recorded before."""
-    parts = message_parts(key, kind, message)
-    if check:
-        known = set(session.scalars(select(NotificationLog.key).where(
-            NotificationLog.portal_id == portal_id, NotificationLog.key.in_([k for k, _ in parts]))))
-        if parts[0][0] in known:
-            return None
-        parts = [(k, text) for k, text in parts if k not in known]
-    rows = [NotificationLog(portal_id=portal_id, key=k, recipient_id=recipient_id, day=day, kind=kind,
-                            message=text, status=status) for k, text in parts]
-    session.add_all(rows)
-    return rows[0]
-
-
-def notification_command(row: NotificationLog, title: str | None = None) -> tuple[str, dict]:
-    if row.kind == FEED_KIND:
-        # A live-feed post to the manager alone.
-        return "log.blogpost.add", {"POST_TITLE": title or "", "POST_MESSAGE": row.message,
-                                    "DEST": [f"U{row.recipient_id}"]}
-    # TAG = our key: were a message ever sent again after a crash, Bitrix24 replaces it, so the
-    # recipient still sees it once. The parts of a long message have keys of their own
-    # (message_parts), so one part never replaces another.
-    return "im.notify.system.add", {"USER_ID": row.recipient_id, "MESSAGE": row.message, "TAG": row.key}
-
-
-def send_notifications(services, client, portal_id: int, feed_title: str | None = None) -> int:
-    sent = 0
-    while True:
-        with services.sessions() as session:
-            rows = session.scalars(select(NotificationLog).where(NotificationLog.portal_id == portal_id,
-                                                                 NotificationLog.status == "pending")
-                                   .order_by(NotificationLog.id).limit(SEND_CHUNK)).all()
-            if not rows:
-                return sent
-            answer = client.batch({str(r.id): notification_command(r, feed_title) for r in rows})
-            done, transient = store_answers(session, NotificationLog, rows, answer,
-                                            max_attempts=services.settings.send_attempts)
-            sent += done
-            session.commit()
-        if transient:
-            return sent
-
-
-def flush(services, client, portal_id: int, feed_title: str | None = None) -> tuple[int, int]:
-    """Send whatever is planned and not yet sent: writes first, then messages."""
-    return send_outbox(services, client, portal_id), send_notifications(services, client, portal_id, feed_title)

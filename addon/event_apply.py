@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from addon import engine, rules
+from addon import engine, notifications, outbox, rules
 from addon.bitrix.errors import PortalError
 from addon.engine import PortalContext
 from addon.event_reads import BatchReading, Touch, is_gone
@@ -220,7 +220,7 @@ def _write_if_needed(session, ctx: PortalContext, row: TrackedEntity, portal_sta
         if row.written_status == row.status and portal_status == row.status:
             return
         # The key holds the newest event id of the batch: planned in the batch's transaction, once.
-        engine.plan_status_write(session, ctx, row, f"live:{row.entity_type}:{row.entity_id}:{stamp}:{row.status}",
+        outbox.plan_status_write(session, ctx, row, f"live:{row.entity_type}:{row.entity_id}:{stamp}:{row.status}",
                                  check=False)
 
 
@@ -248,7 +248,7 @@ def _start_tracking(session, ctx: PortalContext, kind: str, eid: int, fields: di
         session.add(row)
         engine.store(row, e, opts)
         engine.add_history(session, row, [rules.Step(None, e.status, created_on, "new")])
-        engine.plan_status_write(session, ctx, row, f"new:{kind}:{eid}")
+        outbox.plan_status_write(session, ctx, row, f"new:{kind}:{eid}")
         return row
     changed_on = ctx.day_of(fields.get("DATE_MODIFY")) or ctx.day_of(fields.get("DATE_CREATE"))
     reason = ctx.reason_of(kind, fields.get(engine.REASON_FIELD))
@@ -272,10 +272,10 @@ def _revert(session, ctx: PortalContext, row: TrackedEntity, stamp: str, day: dt
     """A refused change goes back on the portal: the tracked status is written over it, and whoever
     made the change (else the client's manager) is told why in the day's messages."""
     key = f"revert:{row.entity_type}:{row.entity_id}:{stamp}"
-    engine.plan_status_write(session, ctx, row, key, check=False)
+    outbox.plan_status_write(session, ctx, row, key, check=False)
     recipient = by_user or row.assigned_by_id
     if recipient:
-        engine.plan_message(session, ctx.portal_id, key, recipient, day, "revert",
-                            revert_message(ctx.opts, day, row.entity_type, row.entity_id, row.title, recipient,
-                                           refused, restored, problem))
+        notifications.plan_message(session, ctx.portal_id, key, recipient, day, "revert",
+                                   revert_message(ctx.opts, day, row.entity_type, row.entity_id, row.title, recipient,
+                                                  refused, restored, problem))
     counts.reverts += 1

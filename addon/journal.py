@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import and_, case, func, select, update
 from sqlalchemy.orm import Session
 
-from addon.engine import insert_rows
+from addon.bulkwrite import insert_rows
 from addon.models import ImportJob, JobRun, JournalChange, TrackedEntity, utcnow
 
 # A run's changes can be taken back for this long after it finished.

@@ -226,7 +226,7 @@ class NotificationLog(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     error: Mapped[str | None] = mapped_column(Text)
-    # Passes in which the portal refused this message alone for a passing reason (engine.mark_answers).
+    # Passes in which the portal refused this message alone for a passing reason (outbox.mark_answers).
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
@@ -248,7 +248,7 @@ class Outbox(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     error: Mapped[str | None] = mapped_column(Text)
-    # Passes in which the portal refused this write alone for a passing reason (engine.mark_answers).
+    # Passes in which the portal refused this write alone for a passing reason (outbox.mark_answers).
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 

@@ -10,7 +10,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import select
 
 from addon.db import alembic_config
-from addon.engine import write_back
+from addon.bulkwrite import write_back
 from addon.models import Base, Portal, TrackedEntity
 from tests.factories import make_portal, make_tracked
 
@@ -68,7 +68,7 @@ def test_due_today_uses_the_index(services):
 
 
 def test_write_back_stores_alike_and_different_rows_and_leaves_the_session(services):
-    """engine.write_back: rows that end alike share one UPDATE, rows that differ go by id; either
+    """bulkwrite.write_back: rows that end alike share one UPDATE, rows that differ go by id; either
     way every row gets its values (and its updated_at), and the objects leave the session."""
     day = dt.date(2026, 3, 2)
     with services.sessions.begin() as s:

@@ -20,7 +20,7 @@ from addon.models import ImportJob, JobRun
 from addon.phones import phone_region_for
 from addon.services import build_services, services_scope
 from worker import leases
-from worker.daily import DailySummary, daily_key
+from worker.daily_summary import DailySummary, daily_key
 from worker.debug import lookup
 from worker.imports import apply_import
 from worker.jobs import active_portals, portal_cycle, run_once

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from sqlalchemy import select
 
-from addon import engine
+from addon import engine, notifications
 from addon.bitrix.client import portal_client
 from addon.event_apply import apply_batch
 from addon.event_reads import load_rows, read_batch
@@ -58,14 +58,14 @@ def process_events(services, portal_id: int, now: dt.datetime, *, client=None, l
     try:
         # Writes planned by an earlier pass that died before sending: send them first, so their
         # echoes and our reads see the portal as the service table does.
-        engine.flush(services, client, portal_id)
+        notifications.flush(services, client, portal_id)
         while True:
             done = _process_batch(services, client, portal_id, now, limit, report)
             if keep is not None:
                 keep()
             if done < limit:
                 break
-        w, m = engine.flush(services, client, portal_id)
+        w, m = notifications.flush(services, client, portal_id)
         report.writes_sent += w
         report.messages_sent += m
     finally:

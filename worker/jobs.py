@@ -24,7 +24,8 @@ from addon.models import PORTAL_ACTIVE, JobRun, Portal, PortalSettings, StoredEv
 from addon.options import Options, parse_time_zone
 from addon.robots.runner import fire_due_timers, process_robot_calls
 from worker import events, imports, leases
-from worker.daily import DailySliceOver, daily_done, daily_key, run_daily
+from worker.daily import DailySliceOver, daily_done, run_daily
+from worker.daily_summary import daily_key
 from worker.pool import AGAIN, Unit, pool_for
 from worker.reconcile import reconcile_portal
 from worker.reindex import reindex

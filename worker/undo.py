@@ -4,7 +4,7 @@ since, which the portal's current values and our row tell; those are refused and
 
 UNDO_CHUNK changes at a time: the portal's current values read in batches of list calls, then in
 ONE transaction each change is refused or its write planned in the Outbox (the echo marked on the
-row); the writes are sent 50 a batch (engine.send_outbox); then, by each write's answer, the row
+row); the writes are sent 50 a batch (outbox.send_outbox); then, by each write's answer, the row
 gets its old values and a history line (cause "undo"), or the change is marked failed. A pass
 killed anywhere and run again settles what was sent first and never writes a change twice."""
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from addon import engine, journal, rules
+from addon import engine, journal, outbox, rules
 from addon.bitrix import directory
 from addon.bitrix.client import portal_client
 from addon.engine import STATUS_FIELD, PortalContext
@@ -44,7 +44,7 @@ def run_undo(services, undo_run_id: int, now: dt.datetime, client=None, keep=Non
     client = client or portal_client(services, portal_id)
     try:
         # A pass that died after sending: its answers are in the Outbox.
-        engine.send_outbox(services, client, portal_id)
+        outbox.send_outbox(services, client, portal_id)
         _settle(services, ctx, undo_run_id, entry_id, by_user, today)
         active = set(directory.active_users(client))
         while True:
@@ -63,7 +63,7 @@ def run_undo(services, undo_run_id: int, now: dt.datetime, client=None, keep=Non
                 session.commit()
             if keep is not None:
                 keep()
-            engine.send_outbox(services, client, portal_id)
+            outbox.send_outbox(services, client, portal_id)
             _settle(services, ctx, undo_run_id, entry_id, by_user, today)
     finally:
         if own:
@@ -165,7 +165,7 @@ def _plan(session, ctx: PortalContext, undo_run_id: int, change: JournalChange, 
         _restore(session, ctx, row, change)
         change.undo_state = journal.UNDONE
         return
-    engine.plan_write(session, ctx.portal_id, f"undo:{undo_run_id}:{change.id}", f"crm.{change.entity_type}.update",
+    outbox.plan_write(session, ctx.portal_id, f"undo:{undo_run_id}:{change.id}", f"crm.{change.entity_type}.update",
                       {"id": change.entity_id, "fields": fields, "params": {"REGISTER_SONET_EVENT": "N"}},
                       undo_run_id, check=False)
     if STATUS_FIELD in fields:  # the echo of our own write is known as one (events.classify_change)

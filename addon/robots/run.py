@@ -6,7 +6,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from addon.engine import PortalContext, load_context, plan_message, plan_write
+from addon.engine import PortalContext, load_context
+from addon.notifications import plan_message
+from addon.outbox import plan_write
 from addon.models import naive_utc
 from addon.robots.reads import PortalReads
 from addon.robots.texts import item_link, text
@@ -43,7 +45,7 @@ class Run(PortalReads):
 
     def notify(self, key: str, user_id: int | None, message: str) -> None:
         if user_id:
-            # Every part of a long message is claimed for the robot pass (engine.message_parts).
+            # Every part of a long message is claimed for the robot pass (notifications.message_parts).
             plan_message(self.session, self.portal_id, f"robot:{key}:{user_id}", int(user_id),
                          self.local_now.date(), NOTIFY_KIND, message, status=ROBOT_PENDING)
 

@@ -16,7 +16,8 @@ import re
 from sqlalchemy import select
 
 from addon.bitrix.errors import PortalError, is_temporary
-from addon.engine import notification_command, store_answers
+from addon.notifications import notification_command
+from addon.outbox import store_answers
 from addon.models import (PORTAL_ACTIVE, PORTAL_UNINSTALLED, NotificationLog, Outbox, Portal, RobotTimer,
                           StoredEvent, naive_utc, utcnow)
 from addon.robots.calls import RobotCall

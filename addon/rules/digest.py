@@ -211,39 +211,47 @@ def revert_item(opts: Options, *, entity_type: str, entity_id: int, title: str |
 
 # --- the entity's timeline, the live feed, the settings preview --------------------------------
 
-CAUSE_TEXT = {
-    "ru": {"manager": "менеджер", "decay": "истёк срок статуса", "deal": "сделка", "import": "загрузка",
-           "revert": "изменение отменено", "new": "новый клиент", "index": "индексация"},
-    "en": {"manager": "manager", "decay": "the status expired", "deal": "deal", "import": "bulk load",
-           "revert": "change reverted", "new": "new client", "index": "indexing"},
+# Each comment names the day of its change: a catch-up after missed runs tells each step on its own
+# day, and a comment's text is unique on its entity, which lets an interrupted send be confirmed
+# against the portal (outbox._confirm_interrupted) instead of posted twice.
+TIMELINE_TEXT = {
+    "ru": {"decay": "Не забыт, {day}: статус сменился с «{a}» на «{b}».",
+           "manager": "Не забыт, {day}: менеджер сменил статус с «{a}» на «{b}».",
+           "revert": "Не забыт, {day}: статус возвращён на «{b}».",
+           "deal": "Не забыт, {day}: по сделке статус сменился с «{a}» на «{b}».",
+           "undo": "Не забыт, {day}: смена статуса отменена, статус снова «{b}».",
+           "other": "Не забыт, {day}: статус «{b}»."},
+    "en": {"decay": "Nezabyt, {day}: status changed from “{a}” to “{b}”.",
+           "manager": "Nezabyt, {day}: the manager changed the status from “{a}” to “{b}”.",
+           "revert": "Nezabyt, {day}: status reverted to “{b}”.",
+           "deal": "Nezabyt, {day}: a deal changed the status from “{a}” to “{b}”.",
+           "undo": "Nezabyt, {day}: the status change was undone, the status is “{b}” again.",
+           "other": "Nezabyt, {day}: status “{b}”."},
 }
-STEP_TEXT = {"ru": "Не забыт: статус «{from_status}» → «{to_status}» ({cause}).",
-             "en": "Nezabyt: status “{from_status}” → “{to_status}” ({cause})."}
 
 
-def step_text(opts: Options, step: Step) -> str:
-    """One line for the entity's timeline comment and the debug history: what changed and why."""
-    lang = _lang(opts)
-    return STEP_TEXT[lang].format(from_status=opts.name_of(step.from_status),
-                                  to_status=opts.name_of(step.to_status),
-                                  cause=CAUSE_TEXT[lang].get(step.cause, step.cause))
+def timeline_text(opts: Options, step: Step) -> str | None:
+    """The timeline comment on the entity for one recorded change, or None when it is no change
+    to comment on (the status stayed, or indexing only read what the portal already shows)."""
+    if step.to_status == step.from_status or step.cause == "index":
+        return None
+    texts = TIMELINE_TEXT.get(opts.language, TIMELINE_TEXT["en"])
+    return texts.get(step.cause, texts["other"]).format(a=opts.name_of(step.from_status),
+                                                        b=opts.name_of(step.to_status),
+                                                        day=format_date(opts, step.on))
 
 
-def changes_soon(opts: Options, e: Entity, day: dt.date, within_days: int | None = None) -> bool:
-    """Will the entity decay within `within_days` (default opts.feed_post_days) after `day`?"""
-    due, _ = dates(opts, e)
-    within = opts.feed_post_days if within_days is None else within_days
-    return due is not None and day < due <= day + dt.timedelta(days=within)
+def feed_item(opts: Options, *, entity_type: str, entity_id: int, title: str | None, manager_id: int,
+              status: str | None, due_on: dt.date | None) -> DigestItem:
+    """One line of a manager's live-feed post: the client, its status, the next one and when."""
+    return DigestItem("warning", manager_id, entity_type, entity_id, title, manager_id,
+                      from_status=status, to_status=next_status(opts, status), due_on=due_on)
 
 
-def build_feed_post(opts: Options, day: dt.date, items: Iterable[DigestItem]) -> tuple[str, str]:
-    """The live-feed post for one manager: (title, text) listing the entities that change soon,
-    soonest first; each item carries the current status, the next one and the due date."""
-    rows = sorted(items, key=lambda i: (i.due_on or dt.date.max, i.entity_type, i.entity_id))
-    arrow = "→"
-    lines = [f"{entity_link(opts, i)}: {opts.name_of(i.from_status)} {arrow} {opts.name_of(i.to_status)}, "
-             f"{format_date(opts, i.due_on)}" for i in rows]
-    return feed_title(opts, day), "\n".join(lines)
+def feed_text(opts: Options, day: dt.date, items: Iterable[DigestItem]) -> str:
+    """The live-feed post's text for one manager: a line per client that changes status soon, in
+    the order given (each written with the warning template)."""
+    return "\n".join("• " + item_text(opts, day, item, {}) for item in items)
 
 
 def feed_title(opts: Options, day: dt.date) -> str:

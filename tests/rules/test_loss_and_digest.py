@@ -7,9 +7,9 @@ from dataclasses import replace
 import pytest
 
 from addon.options import LOST, NEW, Options
-from addon.rules import (Department, DigestItem, Entity, LossPlan, Org, Step, build_feed_post,
-                         build_messages, changes_soon, step_text, template_preview,
-                         find_supervisor, items_for_steps, loss_plan, revert_item, warning_item)
+from addon.rules import (Department, DigestItem, Entity, LossPlan, Org, Step, build_messages, feed_item,
+                         feed_text, find_supervisor, items_for_steps, loss_plan, revert_item,
+                         template_preview, timeline_text, warning_item)
 
 DAY = dt.date(2026, 3, 10)
 
@@ -198,28 +198,32 @@ def test_russian_day_plurals_in_the_revert_reason(days, word):
 
 # --- timeline lines, live feed, settings preview -----------------------------------------------
 
-def test_step_text_names_the_statuses_and_the_cause():
-    assert step_text(Options(), Step("HOT", "WARM", DAY, "decay")) == \
-        "Не забыт: статус «Горячий» → «Тёплый» (истёк срок статуса)."
-    assert step_text(replace(Options(), language="en"), Step(None, NEW, DAY, "new")) == \
-        "Nezabyt: status “—” → “Новый” (new client)."
+def test_timeline_text_names_the_day_and_the_statuses():
+    assert timeline_text(Options(), Step("HOT", "WARM", DAY, "decay")) == \
+        "Не забыт, 10.03.2026: статус сменился с «Горячий» на «Тёплый»."
+    assert timeline_text(replace(Options(), language="en"), Step("HOT", "WARM", DAY, "manager")) == \
+        "Nezabyt, 2026-03-10: the manager changed the status from “Горячий” to “Тёплый”."
+    assert timeline_text(replace(Options(), language="en"), Step(None, NEW, DAY, "new")) == \
+        "Nezabyt, 2026-03-10: status “Новый”."
 
 
-def test_changes_soon_is_the_feed_post_window():
-    e = Entity("HOT", DAY - dt.timedelta(days=27))  # due DAY+3
-    assert changes_soon(Options(), e, DAY)  # feed_post_days 3
-    assert not changes_soon(Options(), e, DAY, within_days=2)
-    assert not changes_soon(Options(), e, DAY + dt.timedelta(days=3))  # due today: it is a decay now
-    assert not changes_soon(Options(), Entity(LOST, DAY), DAY)
+def test_timeline_text_skips_what_is_no_change():
+    assert timeline_text(Options(), Step("HOT", "HOT", DAY, "decay")) is None
+    assert timeline_text(Options(), Step(None, "HOT", DAY, "index")) is None
 
 
-def test_feed_post_lists_soonest_first():
-    items = [DigestItem("warning", 5, "contact", 1, "Б", 5, "HOT", "WARM", DAY + dt.timedelta(days=3)),
-             DigestItem("warning", 5, "company", 2, "А", 5, NEW, LOST, DAY + dt.timedelta(days=1))]
-    title, text = build_feed_post(Options(), DAY, items)
-    assert title == "Скоро сменят статус"
-    assert text == ("[URL=/crm/company/details/2/]А[/URL]: Новый → Пропал, 11.03.2026\n"
-                    "[URL=/crm/contact/details/1/]Б[/URL]: Горячий → Тёплый, 13.03.2026")
+def test_feed_text_lists_the_clients_in_the_order_given():
+    opts = Options()
+    items = [feed_item(opts, entity_type="contact", entity_id=1, title="Б", manager_id=5, status="HOT",
+                       due_on=DAY + dt.timedelta(days=3)),
+             feed_item(opts, entity_type="company", entity_id=2, title="А", manager_id=5, status=NEW,
+                       due_on=DAY + dt.timedelta(days=1))]
+    assert items[0] == DigestItem("warning", 5, "contact", 1, "Б", 5, "HOT", "WARM", DAY + dt.timedelta(days=3))
+    assert feed_text(opts, DAY, items) == (
+        "• Клиент [URL=/crm/contact/details/1/]Б[/URL] (Горячий) сменит статус на «Тёплый» 13.03.2026, "
+        "если с ним не связаться.\n"
+        "• Клиент [URL=/crm/company/details/2/]А[/URL] (Новый) сменит статус на «Пропал» 11.03.2026, "
+        "если с ним не связаться.")
 
 
 def test_template_preview_renders_every_template():

@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 from sqlalchemy import func, select
 
-from addon import engine
+from addon import outbox
 from addon.models import JobRun, Outbox, StatusHistory
 from tests.worker.conftest import DAY0, at
 from tests.worker.simulation import outcome, prepare, writes_per_client
@@ -42,13 +42,13 @@ def test_each_chunk_is_committed_and_sent_before_the_next_is_read(harness, small
     h.install()
     all_due(h, 30)
     seen = []
-    real = engine.send_outbox
+    real = outbox.send_outbox
 
     def watching(services, client, portal_id, limit=None):
         seen.append((decay_lines(h), len(h.calls("crm.contact.update", in_batch=True))))
         return real(services, client, portal_id, limit)
 
-    monkeypatch.setattr(engine, "send_outbox", watching)
+    monkeypatch.setattr(outbox, "send_outbox", watching)
     summary = h.daily(at(DAY0, 9))
     assert summary.decayed == 30 and summary.writes_sent == 30
     # flush, then one send per chunk of 7 (the last chunk has 2), then the digest's send.
@@ -77,7 +77,7 @@ def test_a_crash_between_chunks_then_a_rerun_equals_an_uninterrupted_run(portal_
     expected_writes = writes_per_client(reference)
     assert len(expected_writes) > 3 * CHUNK
 
-    real = engine.send_outbox
+    real = outbox.send_outbox
     calls = Counter()
 
     def dying(services, client, portal_id, limit=None):
@@ -86,12 +86,12 @@ def test_a_crash_between_chunks_then_a_rerun_equals_an_uninterrupted_run(portal_
             raise Crash
         return real(services, client, portal_id, limit)
 
-    monkeypatch.setattr(engine, "send_outbox", dying)
+    monkeypatch.setattr(outbox, "send_outbox", dying)
     with pytest.raises(Crash):
         victim.daily(at(DAY0, 9, 30))
     assert 0 < len(writes_per_client(victim)) < len(expected_writes)
     assert victim.dp.notifications == []  # the digest comes after the last chunk
-    monkeypatch.setattr(engine, "send_outbox", real)
+    monkeypatch.setattr(outbox, "send_outbox", real)
 
     summary = victim.daily(at(DAY0, 9, 45))
     assert outcome(victim) == expected

@@ -9,7 +9,7 @@ import re
 import pytest
 from sqlalchemy import select
 
-from addon import engine
+from addon import notifications, outbox
 from addon.bitrix.client import portal_client
 from addon.models import NotificationLog
 from addon.rules.messages import COMMENT_LIMIT, MESSAGE_LIMIT, POST_LIMIT
@@ -89,7 +89,7 @@ def test_a_long_digest_and_feed_post_arrive_in_parts_all_delivered(harness):
 def test_a_run_killed_while_sending_the_parts_sends_the_rest_once(harness, monkeypatch):
     h = harness
     manager = _one_manager_with_many_clients(h)
-    real = engine.notification_command
+    real = notifications.notification_command
     calls = {"n": 0}
 
     def dying(row, title=None):
@@ -99,13 +99,13 @@ def test_a_run_killed_while_sending_the_parts_sends_the_rest_once(harness, monke
             raise SystemExit("killed")
         return real(row, title)
 
-    monkeypatch.setattr(engine, "SEND_CHUNK", 1)
-    monkeypatch.setattr(engine, "notification_command", dying)
+    monkeypatch.setattr(outbox, "SEND_CHUNK", 1)
+    monkeypatch.setattr(notifications, "notification_command", dying)
     with pytest.raises(SystemExit):
         h.daily(at(DAY0, 9))
     assert len(h.dp.notifications) + len(h.dp.blog_posts) == 1
-    monkeypatch.setattr(engine, "notification_command", real)
-    monkeypatch.setattr(engine, "SEND_CHUNK", 50)
+    monkeypatch.setattr(notifications, "notification_command", real)
+    monkeypatch.setattr(outbox, "SEND_CHUNK", 50)
     h.daily(at(DAY0, 9, 30))
     _check_delivered(h, manager)
 
@@ -117,14 +117,14 @@ def test_an_over_long_timeline_comment_and_message_are_kept_within_the_limit(har
     manager = int(h.dp.records["contact"][1]["ASSIGNED_BY_ID"])
     with h.services.sessions() as s:
         long_comment = "Не забыт: " + "я" * 30_000
-        engine.plan_write(s, h.portal_id, "timeline:long", "crm.timeline.comment.add",
+        outbox.plan_write(s, h.portal_id, "timeline:long", "crm.timeline.comment.add",
                           {"fields": {"ENTITY_ID": 1, "ENTITY_TYPE": "contact", "COMMENT": long_comment}})
         # One line (a revert warning, a robot's message): cut, as it cannot be split between lines.
-        engine.plan_message(s, h.portal_id, "revert:contact:1:1", manager, DAY0, "revert", "я" * 30_000)
+        notifications.plan_message(s, h.portal_id, "revert:contact:1:1", manager, DAY0, "revert", "я" * 30_000)
         s.commit()
     client = portal_client(h.services, h.portal_id)
     try:
-        assert engine.flush(h.services, client, h.portal_id) == (1, 1)
+        assert notifications.flush(h.services, client, h.portal_id) == (1, 1)
     finally:
         client.close()
     [comment] = h.dp.timeline_comments

@@ -6,7 +6,7 @@ import dataclasses
 
 from sqlalchemy import select
 
-from addon import engine
+from addon import notifications, outbox
 from addon.bitrix.client import portal_client
 from addon.doctor.stored import check_health
 from addon.models import NotificationLog, Outbox, Portal
@@ -16,7 +16,7 @@ from tests.worker.conftest import DAY0, at
 def _plan(h, writes):
     with h.services.sessions() as s:
         for key, method, params in writes:
-            engine.plan_write(s, h.portal_id, key, method, params)
+            outbox.plan_write(s, h.portal_id, key, method, params)
         s.commit()
 
 
@@ -40,7 +40,7 @@ def test_a_write_that_always_fails_for_a_passing_reason_is_given_up_after_its_at
     while any(status in ("pending", "sending") for status, _, _ in _rows(h).values()):
         passes += 1
         assert passes <= 10, _rows(h)
-        sent += engine.send_outbox(h.services, client, h.portal_id)
+        sent += outbox.send_outbox(h.services, client, h.portal_id)
     rows = _rows(h)
     assert sent == 60 and all(rows[f"contact:{i}"][0] == "sent" for i in range(1, 61))
     status, attempts, error = rows["company:1"]
@@ -63,17 +63,17 @@ def test_a_paused_portal_spends_no_attempts(harness):
     h.services.settings = dataclasses.replace(h.services.settings, send_attempts=2)
     _plan(h, [("contact:1", "crm.contact.update", {"id": 1, "fields": {"COMMENTS": "x"}})])
     with h.services.sessions() as s:
-        engine.plan_message(s, h.portal_id, "m:1", 1, DAY0, "digest", "Привет")
+        notifications.plan_message(s, h.portal_id, "m:1", 1, DAY0, "digest", "Привет")
         s.commit()
     h.dp.set_faults(portal_error="PAYMENT_REQUIRED")  # every request refused: the subscription lapsed
     client = portal_client(h.services, h.portal_id)
     for _ in range(3):
-        engine.send_outbox(h.services, client, h.portal_id)
-        engine.send_notifications(h.services, client, h.portal_id)
+        outbox.send_outbox(h.services, client, h.portal_id)
+        notifications.send_notifications(h.services, client, h.portal_id)
     assert _rows(h)["contact:1"][:2] in (("pending", 0), ("sending", 0))
     h.dp.set_faults()
-    assert engine.send_outbox(h.services, client, h.portal_id) == 1
-    assert engine.send_notifications(h.services, client, h.portal_id) == 1
+    assert outbox.send_outbox(h.services, client, h.portal_id) == 1
+    assert notifications.send_notifications(h.services, client, h.portal_id) == 1
     with h.services.sessions() as s:
         message = s.scalars(select(NotificationLog)).one()
         assert (message.status, message.attempts) == ("sent", 0)

@@ -9,7 +9,7 @@ import time
 import pytest
 from sqlalchemy import select
 
-from addon import engine
+from addon import outbox
 from addon.models import JobRun, PortalBudget, StoredEvent
 from tests.worker.conftest import DAY0, at
 from worker import jobs
@@ -167,7 +167,7 @@ def test_events_during_a_long_daily_run_are_applied_between_its_chunks(harness, 
     monkeypatch.setattr("worker.daily.PLAN_CHUNK", 20)
     h = harness
     prepare(h, seed=5, contacts=300, companies=0)
-    real_send = engine.send_outbox
+    real_send = outbox.send_outbox
     sent = []
 
     def send(services, client, portal_id, *a, **kw):
@@ -178,7 +178,7 @@ def test_events_during_a_long_daily_run_are_applied_between_its_chunks(harness, 
             assert h.dp.wait_for_deliveries(10)
         return n
 
-    monkeypatch.setattr(engine, "send_outbox", send)
+    monkeypatch.setattr(outbox, "send_outbox", send)
     report = jobs.portal_cycle(fast_services, h.portal_id, at(DAY0, 9, 30), daily=True)
     assert report.daily_runs == 1
     with fast_services.sessions() as s:
