@@ -71,8 +71,8 @@ def send_notifications(services, client, portal_id: int, feed_title: str | None 
                                                    max_attempts=services.settings.send_attempts)
             sent += done
             session.commit()
-        if transient:
-            return sent
+        if transient or len(rows) < outbox.SEND_CHUNK:
+            return sent  # the portal is struggling, or a short batch was the last one
 
 
 def flush(services, client, portal_id: int, feed_title: str | None = None) -> tuple[int, int]:

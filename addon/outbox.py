@@ -85,6 +85,7 @@ def send_outbox(services, client, portal_id: int, limit: int | None = None) -> i
                                    .order_by(Outbox.id).limit(SEND_CHUNK)).all()
             if not rows:
                 return sent
+            found = len(rows)
             sent += _confirm_interrupted(client, [r for r in rows if r.status == "sending"])
             rows = [r for r in rows if r.status != "sent"]
             if rows:
@@ -105,6 +106,8 @@ def send_outbox(services, client, portal_id: int, limit: int | None = None) -> i
             return sent  # the portal is struggling: leave the rest for the next pass
         if limit is not None and sent >= limit:
             return sent
+        if found < SEND_CHUNK:
+            return sent  # a short batch was the last one: no query to find nothing more
 
 
 def _confirm_interrupted(client, rows: list[Outbox]) -> int:

@@ -19,12 +19,10 @@ from werkzeug.http import HTTP_STATUS_CODES
 
 from addon.bitrix.errors import PortalError
 from addon.bitrix.pace import shared_pace
+from addon.http_headers import SECURITY_HEADERS
 from addon.intake import EventIntake, parse_php_form
 
 log = logging.getLogger(__name__)
-# On every answer, the fast path's included: no content sniffing (a JSON or CSV answer is never
-# run as HTML or script), and no page address (it carries the page token) sent onwards.
-SECURITY_HEADERS = (("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"))
 
 
 def create_app(services=None) -> Flask:

@@ -7,6 +7,7 @@ import re
 from flask import Response, g, jsonify, render_template, request
 from sqlalchemy import select
 
+from addon.http_headers import SECURITY_HEADERS
 from addon.models import Portal
 from settings_ui.access import DEV_HOSTS, TOKEN_FIELD, TOKEN_HEADER, AccessDenied, PageUser
 from settings_ui.blueprint import bp, pages
@@ -55,8 +56,6 @@ def framed_by_the_portal_only(response: Response) -> Response:
     # The pages live in the portal's iframe: framed by that portal's own address alone (as
     # Bitrix24's docs advise: frame-ancestors, no X-Frame-Options), never by another site
     # (clickjacking); a page that knows no portal is framed by none. Never leak the token.
-    from addon.web import SECURITY_HEADERS  # at call time: addon.web imports the pages to register them
-
     response.headers.pop("X-Frame-Options", None)
     response.headers["Content-Security-Policy"] = f"frame-ancestors {frame_sources(g.get('portal_domain'))}"
     response.headers.update(SECURITY_HEADERS)

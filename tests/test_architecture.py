@@ -168,3 +168,25 @@ def test_the_robots_are_one_module_each_without_circles():
             if (n := len(path.read_text(encoding="utf-8").splitlines())) > 400}
     assert long == {}
     assert _breaches(("addon.robots",), ("worker", "settings_ui", "install", "devportal")) == []
+
+
+def test_no_import_circles_anywhere():
+    """No circle among all the product's modules (a module-level import or one inside a function)."""
+    assert _cycles(set(IMPORTS)) == []
+
+
+# Longer than ~400 lines, and why: each is a table, not logic.
+DATA_TABLES = {"settings_ui/i18n.py": "the shipped texts of the pages, in two languages",
+               "addon/models.py": "the schema: one class per table"}
+
+
+def test_no_module_over_400_lines_but_the_data_tables():
+    long = {}
+    for top in PRODUCT:
+        for path in (ROOT / top).rglob("*.py"):
+            name = path.relative_to(ROOT).as_posix()
+            if "/migrations/" in name or name in DATA_TABLES:
+                continue
+            if (n := len(path.read_text(encoding="utf-8").splitlines())) > 400:
+                long[name] = n
+    assert long == {}

@@ -173,6 +173,7 @@ def _decay_in_chunks(services, ctx: PortalContext, job_id: int, day: dt.date, cl
             rows = session.scalars(query.order_by(TrackedEntity.due_on, TrackedEntity.id).limit(PLAN_CHUNK)).all()
             if not rows:
                 return org
+            last = len(rows) < PLAN_CHUNK  # a short chunk is the day's last: no query to find none left
             decayed, lost = 0, False
             held: list[list] = []
             changes: list[dict[str, Any]] = []
@@ -219,6 +220,8 @@ def _decay_in_chunks(services, ctx: PortalContext, job_id: int, day: dt.date, cl
         tally.writes += outbox.send_outbox(services, client, ctx.portal_id)
         if between is not None:
             between()
+        if last:
+            return org
         if deadline is not None and time.monotonic() > deadline:
             with services.sessions() as session:
                 job = session.get(JobRun, job_id)

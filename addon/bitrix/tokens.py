@@ -71,6 +71,14 @@ def access_token(services, portal_id: int) -> str:
         return token
 
 
+def usable_token(services, portal: Portal) -> str | None:
+    """The access token of a portal row already read, or None when the row cannot give one (the
+    portal needs re-authorization, is uninstalled, has no token): access_token() then says why."""
+    if portal.status in (PORTAL_NEEDS_REAUTH, PORTAL_UNINSTALLED):
+        return None
+    return services.cipher.decrypt(portal.access_token_enc) or None
+
+
 def refresh(services, portal_id: int, stale_token: str | None) -> str:
     """A fresh access token. Makes at most one call to the auth server however many callers race;
     a dead refresh token marks the portal needs_reauth and raises PortalAuthError (no retry)."""
