@@ -88,16 +88,23 @@ def holding(services, portal_id: int, owner: str | None = None, kind: str = PORT
             ttl: dt.timedelta | None = None) -> Iterator[Callable[[], None] | None]:
     """`with holding(...) as keep:` — keep is None when the portal is taken; otherwise call
     keep() between chunks of long work to renew the lease (raises LeaseLost if it is gone).
-    The lease lasts `lease_seconds` (a setting) unless renewed."""
+    The lease lasts `lease_seconds` (a setting) unless renewed. keep() renews once a third of
+    the lease has passed since it was last claimed or renewed, and does nothing before: no other
+    worker can take a lease that has not expired, so the statement would only say it is still ours."""
     owner = unit_owner(owner or services.settings.worker_id)
     ttl = ttl or dt.timedelta(seconds=services.settings.lease_seconds)
     if not claim(services, portal_id, owner, kind, ttl):
         yield None
         return
+    renewed = [utcnow()]
 
     def keep() -> None:
-        if not renew(services, portal_id, owner, kind, ttl):
+        now = utcnow()
+        if dt.timedelta(0) <= now - renewed[0] < ttl / 3:
+            return
+        if not renew(services, portal_id, owner, kind, ttl, clock=lambda: now):
             raise LeaseLost(f"lease {kind} of portal {portal_id} lost")
+        renewed[0] = now
 
     try:
         yield keep

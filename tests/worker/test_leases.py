@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 
 import pytest
 
+from addon.models import Lease
 from tests.factories import make_portal
 from worker import leases
 
@@ -45,13 +47,18 @@ def test_release_frees_only_our_own(services, portal_id):
 
 
 def test_holding_context_renews_and_reports_loss(services, portal_id):
-    with leases.holding(services, portal_id, "w1") as keep:
+    ttl = dt.timedelta(seconds=0.6)
+    with leases.holding(services, portal_id, "w1", ttl=ttl) as keep:
         assert keep is not None
+        time.sleep(0.25)  # past a third of the lease: keep() renews it
         keep()  # renewing our own lease works
+        with services.sessions() as session:
+            assert session.get(Lease, (portal_id, "portal")).expires_at > leases.utcnow() + dt.timedelta(seconds=0.45)
         with leases.holding(services, portal_id, "w2") as other:
             assert other is None  # taken
         # Someone steals it after expiry: keep() says so instead of working on.
         leases.claim(services, portal_id, "w3", clock=lambda: leases.utcnow() + dt.timedelta(hours=1))
+        time.sleep(0.25)
         with pytest.raises(leases.LeaseLost):
             keep()
     # Released on exit only if still ours: w3 keeps it.
@@ -105,3 +112,19 @@ def test_a_worker_without_the_ping_meets_a_closed_connection_once(settings, port
             assert conn.execute(text("SELECT pg_backend_pid()")).scalar() != pid
     finally:
         worker.dispose()
+
+
+def test_keep_renews_only_once_a_third_of_the_lease_has_passed(services, portal_id, monkeypatch):
+    """keep() between every chunk would be a statement each; before a third of the lease has
+    passed nothing can have taken it, so keep() waits until then (a long run still renews)."""
+    calls = []
+    real = leases.renew
+    monkeypatch.setattr(leases, "renew", lambda *a, **k: calls.append(1) or real(*a, **k))
+    with leases.holding(services, portal_id, "w1", ttl=dt.timedelta(seconds=0.6)) as keep:
+        for _ in range(5):
+            keep()
+        assert calls == []
+        time.sleep(0.25)
+        keep()
+        keep()
+        assert calls == [1]
