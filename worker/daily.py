@@ -61,14 +61,15 @@ def daily_done(services, portal_id: int, day: dt.date) -> bool:
 
 
 def run_daily(services, portal_id: int, now: dt.datetime, *, client=None, keep=None, between=None,
-              deadline: float | None = None) -> DailySummary:
+              deadline: float | None = None, ctx: PortalContext | None = None) -> DailySummary:
     """One daily run as of `now` (its day in the portal's time zone). Run it again for the same
     day and it only finishes what is left: a finished day changes and sends nothing. `between()`
     runs after each chunk of the decay (the portal's new events); past `deadline` (time.monotonic)
-    the run stops after a chunk with DailySliceOver."""
+    the run stops after a chunk with DailySliceOver. `ctx`: the portal's context if the caller
+    has just read it."""
     started = time.monotonic()
     with services.sessions() as session:
-        ctx = engine.load_context(session, portal_id)
+        ctx = ctx or engine.load_context(session, portal_id)
         day = ctx.today(now)
         key = daily_key(portal_id, day)
         job = session.scalar(select(JobRun).where(JobRun.key == key))

@@ -68,12 +68,17 @@ def active_portals(services) -> list[int]:
 
 def daily_is_due(services, portal_id: int, now: dt.datetime) -> bool:
     """The portal's notification time has come today (its time zone) and today's run is not done."""
+    return _due_context(services, portal_id, now) is not None
+
+
+def _due_context(services, portal_id: int, now: dt.datetime) -> engine.PortalContext | None:
+    """The portal's context when its daily run is due (daily_is_due), else None."""
     with services.sessions() as session:
         ctx = engine.load_context(session, portal_id)
     local = ctx.local(now)
-    if local.time() < ctx.opts.notify_clock():
-        return False
-    return not daily_done(services, portal_id, local.date())
+    if local.time() < ctx.opts.notify_clock() or daily_done(services, portal_id, local.date()):
+        return None
+    return ctx
 
 
 def due_portals(services, now: dt.datetime) -> list[int]:
@@ -132,7 +137,8 @@ def portal_unit(services, portal_id: int, now: dt.datetime, owner: str | None, r
         if keep is None:
             report.add("skipped_portals")
             return None
-        want_daily = daily_is_due(services, portal_id, now) if daily is None else daily
+        due = _due_context(services, portal_id, now) if daily is None else None
+        want_daily = due is not None if daily is None else daily
         pending = events.has_pending(services, portal_id)
         if not want_daily and not pending:
             return None
@@ -153,7 +159,8 @@ def portal_unit(services, portal_id: int, now: dt.datetime, owner: str | None, r
 
                 deadline = time.monotonic() + DAILY_SLICE_SECONDS if sliced else None
                 try:
-                    run_daily(services, portal_id, now, client=client, keep=keep, between=between, deadline=deadline)
+                    run_daily(services, portal_id, now, client=client, keep=keep, between=between, deadline=deadline,
+                              ctx=due)
                 except DailySliceOver:
                     return AGAIN
                 report.add("daily_runs")
