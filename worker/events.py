@@ -35,16 +35,19 @@ class EventsReport:
     errors: list[str] = field(default_factory=list)
 
 
+def _pending(portal_id: int):
+    return (StoredEvent.portal_id == portal_id, StoredEvent.processed_at.is_(None), StoredEvent.source != "robot",
+            StoredEvent.attempts < MAX_ATTEMPTS)
+
+
 def pending_events(session, portal_id: int, limit: int) -> list[StoredEvent]:
-    return list(session.scalars(
-        select(StoredEvent).where(StoredEvent.portal_id == portal_id, StoredEvent.processed_at.is_(None),
-                                  StoredEvent.source != "robot", StoredEvent.attempts < MAX_ATTEMPTS)
-        .order_by(StoredEvent.id).limit(limit)))
+    return list(session.scalars(select(StoredEvent).where(*_pending(portal_id)).order_by(StoredEvent.id).limit(limit)))
 
 
 def has_pending(services, portal_id: int) -> bool:
-    with services.sessions() as session:
-        return bool(pending_events(session, portal_id, 1))
+    """One cheap query (an id, no ORM rows): asked before every event pass and between chunks."""
+    with services.engine.connect() as conn:
+        return conn.execute(select(StoredEvent.id).where(*_pending(portal_id)).limit(1)).first() is not None
 
 
 def process_events(services, portal_id: int, now: dt.datetime, *, client=None, limit: int = BATCH_SIZE,

@@ -13,8 +13,7 @@ import secrets
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import bindparam, select, text, update
 
 from addon.models import Lease, utcnow
 
@@ -24,49 +23,53 @@ DEFAULT_TTL = dt.timedelta(minutes=5)  # claim/renew/release called directly; `h
 PORTAL = "portal"
 
 
+_lease = Lease.__table__
+# The first claim of a (portal, kind): SQL text, because SQLAlchemy compiles the dialects'
+# insert().on_conflict_do_nothing() anew every time (it has no cache key); PostgreSQL and SQLite
+# (>= 3.35) share the syntax.
+_CREATE = text(f"INSERT INTO {_lease.name} (portal_id, kind, owner, expires_at) "
+               "VALUES (:portal_id, :kind, :owner, :expires_at) "
+               "ON CONFLICT (portal_id, kind) DO NOTHING RETURNING kind").bindparams(
+    *(bindparam(name, type_=_lease.c[name].type) for name in ("portal_id", "kind", "owner", "expires_at")))
+
+
 def _row(kind: str, portal_id: int):
-    return (Lease.portal_id == portal_id) & (Lease.kind == kind)
+    return (_lease.c.portal_id == portal_id) & (_lease.c.kind == kind)
 
 
 def claim(services, portal_id: int, owner: str, kind: str = PORTAL, ttl: dt.timedelta = DEFAULT_TTL,
           clock: Callable[[], dt.datetime] = utcnow) -> bool:
     """Take the lease if it is free, expired or already ours. Never blocks: one UPDATE of the row
-    if no other worker has it locked this instant (SKIP LOCKED in its subquery), and the first
-    claim of a (portal, kind) inserts the row instead (ON CONFLICT DO NOTHING: one of two wins)."""
+    if no other worker has it locked this instant (SKIP LOCKED in its subquery); when it changes
+    nothing, an INSERT that only the first claim of a (portal, kind) makes (ON CONFLICT DO
+    NOTHING: of two first claims one wins, and a row that exists, held or locked, stays as it is)."""
     now = clock()
-    free = Lease.owner.is_(None) | (Lease.owner == owner) | Lease.expires_at.is_(None) | (Lease.expires_at <= now)
-    locked = Lease.__table__.alias("unlocked")
+    free = (_lease.c.owner.is_(None) | (_lease.c.owner == owner) | _lease.c.expires_at.is_(None)
+            | (_lease.c.expires_at <= now))
+    locked = _lease.alias("unlocked")
     unlocked = select(locked.c.portal_id).where(locked.c.portal_id == portal_id, locked.c.kind == kind) \
         .with_for_update(skip_locked=True)
-    with services.sessions() as session:
-        won = session.execute(update(Lease).where(_row(kind, portal_id), free, Lease.portal_id.in_(unlocked))
-                              .values(owner=owner, expires_at=now + ttl)
-                              .execution_options(synchronize_session=False)).rowcount
-        if not won and session.scalar(select(Lease.owner).where(_row(kind, portal_id))
-                                      .execution_options(populate_existing=True)) is None:
-            insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-            won = session.scalar(insert(Lease).values(portal_id=portal_id, kind=kind, owner=owner, expires_at=now + ttl)
-                                 .on_conflict_do_nothing().returning(Lease.kind)) is not None
-        session.commit()
+    with services.engine.begin() as conn:
+        won = conn.execute(update(_lease).where(_row(kind, portal_id), free, _lease.c.portal_id.in_(unlocked))
+                           .values(owner=owner, expires_at=now + ttl)).rowcount
+        if not won:
+            won = conn.execute(_CREATE, {"portal_id": portal_id, "kind": kind, "owner": owner,
+                                         "expires_at": now + ttl}).first() is not None
         return bool(won)
 
 
 def renew(services, portal_id: int, owner: str, kind: str = PORTAL, ttl: dt.timedelta = DEFAULT_TTL,
           clock: Callable[[], dt.datetime] = utcnow) -> bool:
     """Extend our lease; False if it is no longer ours (we were too slow and someone took it)."""
-    with services.sessions() as session:
-        ours = session.execute(update(Lease).where(_row(kind, portal_id), Lease.owner == owner)
-                               .values(expires_at=clock() + ttl)
-                               .execution_options(synchronize_session=False)).rowcount
-        session.commit()
-        return bool(ours)
+    with services.engine.begin() as conn:
+        return bool(conn.execute(update(_lease).where(_row(kind, portal_id), _lease.c.owner == owner)
+                                 .values(expires_at=clock() + ttl)).rowcount)
 
 
 def release(services, portal_id: int, owner: str, kind: str = PORTAL) -> None:
-    with services.sessions() as session:
-        session.execute(update(Lease).where(_row(kind, portal_id), Lease.owner == owner)
-                        .values(owner=None, expires_at=None).execution_options(synchronize_session=False))
-        session.commit()
+    with services.engine.begin() as conn:
+        conn.execute(update(_lease).where(_row(kind, portal_id), _lease.c.owner == owner)
+                     .values(owner=None, expires_at=None))
 
 
 class LeaseLost(RuntimeError):
