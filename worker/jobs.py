@@ -22,7 +22,7 @@ from addon.bitrix.client import portal_client
 from addon.bitrix.errors import PortalError
 from addon.models import PORTAL_ACTIVE, JobRun, Portal, PortalSettings, StoredEvent, utcnow
 from addon.options import Options, parse_time_zone
-from addon.robots.runner import fire_due_timers, process_robot_calls
+from addon.robots.runner import fire_due_timers, portals_with_robot_work, process_robot_calls
 from worker import events, imports, leases
 from worker.daily import DailySliceOver, daily_done, run_daily
 from worker.daily_summary import daily_key
@@ -257,7 +257,7 @@ def robots_all(services, now: dt.datetime, owner: str | None = None) -> CycleRep
                 return
             report.add("robot_calls", process_robot_calls(services, pid, now))
 
-    _each_portal(services, one, report, "robots")
+    _each_portal(services, one, report, "robots", portals_with_robot_work(services))
     try:
         report.add("timers", fire_due_timers(services, now))
     except Exception as exc:  # noqa: BLE001

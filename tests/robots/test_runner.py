@@ -8,7 +8,7 @@ from addon.models import StoredEvent
 from addon.bitrix.batch import BatchResult
 from addon.bitrix.errors import PortalError
 from addon.robots.runner import process_robot_calls
-from tests.factories import make_portal, make_robot_call
+from tests.factories import make_event, make_portal, make_robot_call
 
 
 class StrugglingPortal:
@@ -90,3 +90,23 @@ def test_writes_cut_short_by_the_portal_are_sent_on_the_next_pass(services):
     assert "crm.lead.update" in methods and "bizproc.event.send" in methods
     assert process_robot_calls(services, pid, now, client=client) == 0
     assert len([b for b in client.batches if any(m == "crm.lead.update" for m, _ in b.values())]) == 2
+
+
+def test_the_robots_pass_visits_only_portals_with_robot_work(services):
+    """robots_all runs every minute: it visits the portals with stored calls or unsent robot writes,
+    found in one query, not every active portal (a thousand portals would be a thousand leases)."""
+    from addon.models import Lease, Outbox
+    from addon.robots.run import ROBOT_PENDING
+    from addon.robots.runner import portals_with_robot_work
+    from worker.jobs import robots_all
+
+    calling = store_call(services)
+    with unit_of_work(services.sessions) as s:
+        quiet, unsent = make_portal(s).id, make_portal(s).id
+        make_event(s, quiet)  # a plain event is the event job's, not the robots'
+        s.add(Outbox(portal_id=unsent, key="robot:left", method="bizproc.event.send", params={}, status=ROBOT_PENDING))
+    assert portals_with_robot_work(services) == sorted([calling, unsent])
+    robots_all(services, dt.datetime(2026, 3, 2, 9))
+    with services.sessions() as s:
+        visited = set(s.scalars(select(Lease.portal_id).where(Lease.kind == "robots")))
+    assert visited == {calling, unsent}
