@@ -15,23 +15,13 @@ import sys
 import time
 
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
-from addon.db import upgrade_database
+from bench.harness import fresh_database
 
 PORTALS = 1000
 PER_PORTAL = 10_000
 TODAY = dt.date(2026, 11, 22)
 
-
-def recreate(url: str) -> None:
-    u = make_url(url)
-    admin = create_engine(u.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'DROP DATABASE IF EXISTS "{u.database}" WITH (FORCE)'))
-        c.execute(text(f'CREATE DATABASE "{u.database}"'))
-    admin.dispose()
-    upgrade_database(url)
 
 
 def load(engine, portals: int, per_portal: int, progress) -> float:
@@ -122,7 +112,7 @@ def main() -> None:
     def progress(msg):
         print(f"  [pg_scale] {msg}", file=sys.stderr, flush=True)
 
-    recreate(args.url)
+    fresh_database(args.url, "nezabyt_bench")  # dropped and created again, migrated
     engine = create_engine(args.url)
     load_s = load(engine, args.portals, args.per_portal, progress)
     sample = [{"p": 1 + (i * 37) % args.portals, "d": TODAY} for i in range(200)]
