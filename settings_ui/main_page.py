@@ -29,7 +29,7 @@ from settings_ui.dashboard import build_dashboard, changes_chart, managers_chart
 from settings_ui.i18n import row_error, translator
 from settings_ui.people import active_users, portal_users
 from settings_ui.settings_form import settings_view
-from worker.status import portal_status
+from addon.worker_status import portal_status
 
 TABS = ("settings", "index", "import", "journal", "dashboard", "robots")
 ADMIN_TABS = ("import", "journal")  # not shown to a manager
@@ -81,7 +81,7 @@ def render_main(user: PageUser, token: str, tab: str, **extra: Any) -> str:
 
 
 def worker_state(services, user):
-    """For an admin: what `nezabyt worker status` shows for this portal (worker.status)."""
+    """For an admin: what `nezabyt worker status` shows for this portal (addon.worker_status)."""
     if not user.is_admin:
         return None
     rows = portal_status(services, [user.portal_id])

@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import jsonify, render_template, request
 
+from addon.dating import preview_changes, redate
 from addon.engine import load_context
 from addon.models import PortalSettings, utcnow
 from addon.options import Options
@@ -17,7 +18,6 @@ from settings_ui.main_page import render_main
 from settings_ui.page_auth import page_user, wants_json
 from settings_ui.people import portal_users
 from settings_ui.settings_form import field_label, parse_settings_form, settings_view_from_form
-from worker.reindex import preview_changes, redate
 
 
 @bp.post("/ui/settings")
@@ -69,7 +69,7 @@ def whatif():
 
 
 def whatif_view(preview: dict[str, Any]) -> dict[str, Any]:
-    """worker.reindex.preview_changes' answer, shaped for the template (largest groups first)."""
+    """addon.dating.preview_changes' answer, shaped for the template (largest groups first)."""
     transitions = []
     for key, n in (preview.get("by_status") or {}).items():
         from_status, _, to_status = str(key).partition("->")

@@ -10,7 +10,7 @@ import signal
 import click
 from sqlalchemy import select
 
-from addon import engine
+from addon import engine, leases
 from addon.bitrix.client import portal_client
 from addon.bulkload.files import BulkLoadError
 from addon.bulkload.staging import prepare_import, preview_errors
@@ -19,7 +19,6 @@ from addon.logs import configure_logging
 from addon.models import ImportJob, JobRun
 from addon.phones import phone_region_for
 from addon.services import build_services, services_scope
-from worker import leases
 from worker.daily_summary import DailySummary, daily_key
 from worker.debug import lookup
 from worker.imports import apply_import
@@ -27,7 +26,7 @@ from worker.jobs import active_portals, portal_cycle, run_once
 from worker.reconcile import reconcile_portal
 from worker.reindex import reindex
 from worker.schedule import build_scheduler
-from worker.status import portal_status, status_text
+from addon.worker_status import portal_status, status_text
 
 
 def _now(value: str | None) -> dt.datetime:

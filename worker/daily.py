@@ -33,6 +33,7 @@ from typing import Any
 from sqlalchemy import func, select, tuple_
 
 from addon import bulkwrite, engine, journal, notifications, outbox, rules
+from addon.dating import redate
 from addon.bitrix.client import portal_client
 from addon.engine import PortalContext
 from addon.models import JobRun, NotificationLog, Outbox, StatusHistory, TrackedEntity, naive_utc, utcnow
@@ -41,7 +42,6 @@ from addon.rules.digest import feed_title
 from addon.rules.ladder import ENTITY_FIELDS
 from worker.daily_digest import NeedOrg, load_org, plan_digest, status_key
 from worker.daily_summary import DailySummary, Tally, daily_key
-from worker.reindex import redate
 
 # Due rows decayed, recorded and committed per chunk; a chunk is 10 batches of writes. 500 keeps the
 # worker's memory near the interpreter's own (~100 MB) and a chunk's planning (~0.5 s) well inside

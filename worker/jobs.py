@@ -16,14 +16,14 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from addon import engine
+from addon import engine, leases
 from addon.bitrix import pace
 from addon.bitrix.client import portal_client
 from addon.bitrix.errors import PortalError
 from addon.models import PORTAL_ACTIVE, JobRun, Portal, PortalSettings, StoredEvent, utcnow
 from addon.options import Options, parse_time_zone
 from addon.robots.runner import fire_due_timers, portals_with_robot_work, process_robot_calls
-from worker import events, imports, leases
+from worker import events, imports
 from worker.daily import DailySliceOver, daily_done, run_daily
 from worker.daily_summary import daily_key
 from worker.pool import AGAIN, Unit, pool_for

@@ -155,7 +155,7 @@ def test_reindex_progress_queued_jobs_redate_and_preview(harness):
         assert job.progress_done == job.progress_total >= 120
     assert h.row("contact", 5).due_on == DAY0 - dt.timedelta(days=5) + dt.timedelta(days=60)
 
-    from worker.reindex import preview_changes, redate
+    from addon.dating import preview_changes, redate
 
     opts = h.options()
     shorter = dataclasses.replace(opts, statuses=tuple(dataclasses.replace(s, days=30) if s.code == "WARM" else s
@@ -251,7 +251,7 @@ def test_the_table_remembers_the_options_it_was_dated_under(harness):
 
     from addon.engine import load_context
     from addon.models import PortalSettings, TrackedEntity
-    from worker.reindex import redate
+    from addon.dating import redate
 
     h = harness
     seeded(h)

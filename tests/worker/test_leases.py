@@ -9,7 +9,7 @@ import pytest
 
 from addon.models import Lease
 from tests.factories import make_portal
-from worker import leases
+from addon import leases
 
 T0 = dt.datetime(2026, 3, 2, 9, 0)
 

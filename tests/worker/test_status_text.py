@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from worker.status import status_text
+from addon.worker_status import status_text
 
 
 def _row(**over):

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from addon import engine
 from addon.models import JobRun, Lease, Portal, PortalBudget, StoredEvent, utcnow
-from worker.leases import worker_of
+from addon.leases import worker_of
 
 # A 503 QUERY_LIMIT_EXCEEDED this recent counts as "parked on the rate limit".
 LIMITED_FOR = dt.timedelta(minutes=1)
