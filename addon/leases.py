@@ -3,8 +3,8 @@
 A lease is a row (portal, kind) holding an owner and an expiry. It is claimed by one UPDATE whose
 subquery takes the row `FOR UPDATE SKIP LOCKED` (PostgreSQL), so two workers never wait on each
 other and never both win; the transaction ends at once, and the expiry alone keeps others off
-while the holder works and renews (one UPDATE each, as is the release). On SQLite (one worker) the same code runs without the lock
-clause. Leases use the real wall clock (process liveness), not the simulated `now` of the jobs.
+while the holder works and renews (one UPDATE each, as is the release). On SQLite (one worker)
+the same code runs without the lock clause. Leases use the real wall clock (process liveness), not the simulated `now` of the jobs.
 """
 from __future__ import annotations
 
@@ -51,8 +51,7 @@ def claim(services, portal_id: int, owner: str, kind: str = PORTAL, ttl: dt.time
     now = clock()
     free = (_lease.c.owner.is_(None) | (_lease.c.owner == owner) | _lease.c.expires_at.is_(None)
             | (_lease.c.expires_at <= now))
-    locked = _UNLOCKED
-    unlocked = select(locked.c.portal_id).where(locked.c.portal_id == portal_id, locked.c.kind == kind) \
+    unlocked = select(_UNLOCKED.c.portal_id).where(_UNLOCKED.c.portal_id == portal_id, _UNLOCKED.c.kind == kind) \
         .with_for_update(skip_locked=True)
     with services.engine.begin() as conn:
         won = conn.execute(update(_lease).where(_row(kind, portal_id), free, _lease.c.portal_id.in_(unlocked))

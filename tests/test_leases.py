@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-import time
 
 import pytest
 
@@ -46,19 +45,28 @@ def test_release_frees_only_our_own(services, portal_id):
     assert leases.claim(services, portal_id, "w2", clock=at(T0))
 
 
-def test_holding_context_renews_and_reports_loss(services, portal_id):
-    ttl = dt.timedelta(seconds=0.6)
+def _moved_clock(monkeypatch):
+    """leases.utcnow, as holding() and keep() read it, moved forward by what the test sets."""
+    offset = [dt.timedelta(0)]
+    real = leases.utcnow
+    monkeypatch.setattr(leases, "utcnow", lambda: real() + offset[0])
+    return offset, real
+
+
+def test_holding_context_renews_and_reports_loss(services, portal_id, monkeypatch):
+    offset, real = _moved_clock(monkeypatch)
+    ttl = dt.timedelta(minutes=5)
     with leases.holding(services, portal_id, "w1", ttl=ttl) as keep:
         assert keep is not None
-        time.sleep(0.25)  # past a third of the lease: keep() renews it
+        offset[0] = dt.timedelta(minutes=2)  # past a third of the lease: keep() renews it
         keep()  # renewing our own lease works
         with services.sessions() as session:
-            assert session.get(Lease, (portal_id, "portal")).expires_at > leases.utcnow() + dt.timedelta(seconds=0.45)
+            assert session.get(Lease, (portal_id, "portal")).expires_at > real() + dt.timedelta(minutes=6)
         with leases.holding(services, portal_id, "w2") as other:
             assert other is None  # taken
         # Someone steals it after expiry: keep() says so instead of working on.
-        leases.claim(services, portal_id, "w3", clock=lambda: leases.utcnow() + dt.timedelta(hours=1))
-        time.sleep(0.25)
+        leases.claim(services, portal_id, "w3", clock=lambda: real() + dt.timedelta(hours=1))
+        offset[0] = dt.timedelta(minutes=4)
         with pytest.raises(leases.LeaseLost):
             keep()
     # Released on exit only if still ours: w3 keeps it.
@@ -117,14 +125,19 @@ def test_a_worker_without_the_ping_meets_a_closed_connection_once(settings, port
 def test_keep_renews_only_once_a_third_of_the_lease_has_passed(services, portal_id, monkeypatch):
     """keep() between every chunk would be a statement each; before a third of the lease has
     passed nothing can have taken it, so keep() waits until then (a long run still renews)."""
+    offset, _ = _moved_clock(monkeypatch)
     calls = []
-    real = leases.renew
-    monkeypatch.setattr(leases, "renew", lambda *a, **k: calls.append(1) or real(*a, **k))
-    with leases.holding(services, portal_id, "w1", ttl=dt.timedelta(seconds=0.6)) as keep:
+    real_renew = leases.renew
+    monkeypatch.setattr(leases, "renew", lambda *a, **k: calls.append(1) or real_renew(*a, **k))
+    with leases.holding(services, portal_id, "w1", ttl=dt.timedelta(minutes=3)) as keep:
+        offset[0] = dt.timedelta(seconds=59)
         for _ in range(5):
             keep()
         assert calls == []
-        time.sleep(0.25)
+        offset[0] = dt.timedelta(seconds=61)
         keep()
         keep()
         assert calls == [1]
+        offset[0] = dt.timedelta(seconds=122)  # a third after that renewal: renewed again
+        keep()
+        assert calls == [1, 1]

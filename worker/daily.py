@@ -116,7 +116,7 @@ def run_daily(services, portal_id: int, now: dt.datetime, *, client=None, keep=N
         summary = DailySummary.from_dict(job.summary)
         summary.writes_sent += tally.writes
         summary.messages_sent += tally.messages
-        pending = engine_pending(session, portal_id)
+        pending = left_to_send(session, portal_id)
         job.summary = {**job.summary, **summary.to_dict()}
         if not pending:
             job.status, job.finished_at = "done", utcnow()
@@ -128,7 +128,7 @@ def run_daily(services, portal_id: int, now: dt.datetime, *, client=None, keep=N
     return summary
 
 
-def engine_pending(session, portal_id: int) -> int:
+def left_to_send(session, portal_id: int) -> int:
     writes = session.scalar(select(func.count()).select_from(Outbox).where(
         Outbox.portal_id == portal_id, Outbox.status.in_(("pending", "sending")))) or 0
     messages = session.scalar(select(func.count()).select_from(NotificationLog).where(

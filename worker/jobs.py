@@ -137,8 +137,9 @@ def portal_unit(services, portal_id: int, now: dt.datetime, owner: str | None, r
         if keep is None:
             report.add("skipped_portals")
             return None
+        # Due by the portal's clock (its context goes on to the run), unless the caller says.
         due = _due_context(services, portal_id, now) if daily is None else None
-        want_daily = due is not None if daily is None else daily
+        want_daily = daily if daily is not None else due is not None
         pending = events.has_pending(services, portal_id)
         if not want_daily and not pending:
             return None

@@ -74,7 +74,9 @@ def access_token(services, portal_id: int) -> str:
 def usable_token(services, portal: Portal) -> str | None:
     """The access token of a portal row already read, or None when the row cannot give one (the
     portal needs re-authorization, is uninstalled, has no token): access_token() then says why."""
-    if portal.status in (PORTAL_NEEDS_REAUTH, PORTAL_UNINSTALLED):
+    try:
+        _ensure_usable(portal)
+    except PortalAuthError:
         return None
     return services.cipher.decrypt(portal.access_token_enc) or None
 

@@ -17,7 +17,7 @@ from sqlalchemy import select, union
 
 from addon.bitrix.errors import PortalError, is_temporary
 from addon.notifications import notification_command
-from addon.outbox import store_answers
+from addon.outbox import SEND_CHUNK, store_answers
 from addon.models import (PORTAL_ACTIVE, PORTAL_UNINSTALLED, NotificationLog, Outbox, Portal, RobotTimer,
                           StoredEvent, naive_utc, utcnow)
 from addon.robots.calls import RobotCall
@@ -27,7 +27,6 @@ from addon.robots.run import ROBOT_PENDING, Run
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5
-SEND_CHUNK = 50
 
 
 def parse_call(event: StoredEvent) -> RobotCall:
@@ -78,7 +77,7 @@ def send_robot_writes(services, client, portal_id: int) -> int:
         while True:
             with services.sessions() as session:
                 query = select(model).where(model.portal_id == portal_id, model.status == ROBOT_PENDING) \
-                    .order_by(model.id).limit(SEND_CHUNK)
+                    .order_by(model.id).limit(SEND_CHUNK)  # the one batch size of both queues
                 if not services.settings.is_sqlite:
                     query = query.with_for_update(skip_locked=True)
                 rows = session.scalars(query).all()
