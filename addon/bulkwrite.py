@@ -22,7 +22,8 @@ def write_back(session: Session, model, rows: list, names: Iterable[str]) -> Non
     for r in rows:
         alike.setdefault(tuple(getattr(r, name) for name in names), []).append(r.id)
     for r in rows:
-        session.expunge(r)
+        if hasattr(r, "_sa_instance_state"):  # an ORM object (not a plain record such as outbox.PlannedWrite)
+            session.expunge(r)
     if len(alike) * 4 <= len(rows):  # few endings (a quarter of the rows or less): one UPDATE each
         for values, ids in alike.items():
             session.execute(table.update().where(table.c.id.in_(ids)).values(dict(zip(names, values))))

@@ -71,6 +71,61 @@ def plan_status_write(session: Session, ctx: PortalContext, row: TrackedEntity, 
     return plan_write(session, ctx.portal_id, key, values["method"], values["params"], job_run_id, check)
 
 
+class PlannedWrite:
+    """A write just inserted as "sending" by plan_and_hold: what sending and marking it need,
+    without loading the Outbox row back as an ORM object."""
+
+    __slots__ = ("id", "method", "params", "status", "sent_at", "error", "attempts")
+
+    def __init__(self, row_id: int, method: str, params: dict) -> None:
+        self.id, self.method, self.params = row_id, method, params
+        self.status, self.sent_at, self.error, self.attempts = "sending", None, None, 0
+
+
+def nothing_waiting(session: Session, portal_id: int) -> bool:
+    """No planned write of the portal is pending or being sent (one indexed probe)."""
+    return session.scalar(select(Outbox.id).where(Outbox.portal_id == portal_id,
+                                                  Outbox.status.in_(("pending", "sending"))).limit(1)) is None
+
+
+def insert_sending(session: Session, values: list[dict[str, Any]]) -> list[PlannedWrite]:
+    """Insert planned writes already marked "sending", in one statement, and return them for
+    send_planned. Only for a caller whose portal has nothing else waiting (nothing_waiting, under
+    the portal's lease): the writes are then the next to go, in their order, and a crash before
+    they are answered leaves them "sending", to be checked against the portal like any
+    interrupted batch."""
+    if not values:
+        return []
+    table = Outbox.__table__
+    ids = session.execute(table.insert().returning(table.c.id, sort_by_parameter_order=True),
+                          [{**v, "status": "sending"} for v in values]).scalars().all()
+    return [PlannedWrite(row_id, v["method"], v["params"]) for row_id, v in zip(ids, values)]
+
+
+def send_planned(services, client, planned: list[PlannedWrite]) -> tuple[int, int]:
+    """Send writes insert_sending stored (committed), SEND_CHUNK a batch, each batch's marks
+    committed as soon as it is answered. Stops at a transient failure: the rest stay "sending"
+    and the next send_outbox checks them first. Returns (sent, transient)."""
+    sent = 0
+    for start in range(0, len(planned), SEND_CHUNK):
+        rows = planned[start:start + SEND_CHUNK]
+        answer = client.batch({str(r.id): (r.method, r.params) for r in rows})
+        with services.sessions() as session:
+            done, transient = store_answers(session, Outbox, rows, answer, retry_status="pending",
+                                            max_attempts=services.settings.send_attempts)
+            session.commit()
+        sent += done
+        if transient:
+            unsent = [r.id for r in planned[start + SEND_CHUNK:]]
+            if unsent:  # never sent: plain pending, no check against the portal needed
+                with services.sessions() as session:
+                    session.execute(Outbox.__table__.update().where(Outbox.__table__.c.id.in_(unsent))
+                                    .values(status="pending"))
+                    session.commit()
+            return sent, transient
+    return sent, 0
+
+
 def send_outbox(services, client, portal_id: int, limit: int | None = None) -> int:
     """Send pending planned writes, 50 a batch. Each batch is marked "sending" (committed) before
     it goes and "sent" as soon as it is answered; a batch found still "sending" was interrupted

@@ -201,7 +201,12 @@ def _decay_in_chunks(services, ctx: PortalContext, job_id: int, day: dt.date, cl
             # The chunk in one statement a table: ORM objects per row cost more CPU than the run's waits.
             bulkwrite.write_back(session, TrackedEntity, rows, _CHUNK_COLUMNS)
             bulkwrite.insert_rows(session, StatusHistory, history)
-            bulkwrite.insert_rows(session, Outbox, writes)
+            # With nothing older waiting, the chunk's writes are the next to go: stored as being sent
+            # and sent from here, not read back. Otherwise they queue behind the older ones, in order.
+            planned = outbox.insert_sending(session, writes) if writes and outbox.nothing_waiting(
+                session, ctx.portal_id) else None
+            if planned is None:
+                bulkwrite.insert_rows(session, Outbox, writes)
             journal.record_changes(session, changes)
             job = session.get(JobRun, job_id)
             done = dict(job.summary or {})
@@ -218,7 +223,10 @@ def _decay_in_chunks(services, ctx: PortalContext, job_id: int, day: dt.date, cl
             keep()
         if lost and needs_org and org is None:
             org = load_org(client)
-        tally.writes += outbox.send_outbox(services, client, ctx.portal_id)
+        if planned is not None:
+            tally.writes += outbox.send_planned(services, client, planned)[0]
+        elif writes:
+            tally.writes += outbox.send_outbox(services, client, ctx.portal_id)
         if between is not None:
             between()
         if last:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -88,7 +90,8 @@ class BatchCalls:
                 out.errors[key] = error_for(methods[key])
 
         try:
-            envelope = _run_async(self._batch_async({"halt": 1 if halt else 0, "cmd": chunk}, idempotent))
+            params = {"halt": 1 if halt else 0, "cmd": chunk}
+            envelope = _run_async(lambda own: self._batch_async(params, idempotent, own), self)
         except _Redirected as redirect:
             # The portal changed its domain (settings/how-to-call-rest-api/change-domen.md): the
             # batch ran nowhere; send it once more, POST and body intact, to the new address.
@@ -142,7 +145,7 @@ class BatchCalls:
         if BLOCK_KEY in self.parked:
             self._note_time("batch", {})
 
-    async def _batch_async(self, params: dict, idempotent: bool) -> dict:
+    async def _batch_async(self, params: dict, idempotent: bool, batch_state: "_BatchState") -> dict:
         import aiohttp  # lazy, as in _run_chunk
         from fast_bitrix24 import BitrixAsync  # lazy, as in batch_command
 
@@ -182,14 +185,20 @@ class BatchCalls:
                 error.uncertain = True  # a write batch answered 5xx may have been applied in part
             raise _Refused(error)
 
-        # No read timeout on the session: a timeout there is retried by the library; wait_for's is not.
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=HTTP_TIMEOUT[0])
-        async with aiohttp.ClientSession(raise_for_status=check_status, timeout=timeout) as http:
-            bitrix = BitrixAsync(self.client_endpoint, token_func=token_func, verbose=False, client=http,
-                                 request_pool_size=max(int(self.settings.portal_burst), 1),
-                                 requests_per_second=float(self.settings.portal_rps))
-            bitrix.srh.session = _NoRedirects(http)  # after __init__: its type check wants the session itself
-            return await asyncio.wait_for(bitrix.call("batch", params, raw=True), self._read_timeout())
+        http = batch_state.session()
+        bitrix = BitrixAsync(self.client_endpoint, token_func=token_func, verbose=False, client=http,
+                             request_pool_size=max(int(self.settings.portal_burst), 1),
+                             requests_per_second=float(self.settings.portal_rps))
+        bitrix.srh.session = _NoRedirects(http, check_status)  # after __init__: its type check wants the session
+        return await asyncio.wait_for(bitrix.call("batch", params, raw=True), self._read_timeout())
+
+    def close_batches(self) -> None:
+        """Close the sessions and loops the client's batches kept (every thread's)."""
+        _close_states(self.__dict__.get("_batch_states") or {})
+
+    def close(self) -> None:
+        self.close_batches()
+        super().close()
 
     def get_many(self, method: str, ids, id_param: str = "id") -> dict[int, dict | PortalError]:
         """`method` (a *.get) for every ID, batched 50 per call; a missing one maps to its error."""
@@ -208,13 +217,15 @@ class BatchCalls:
 class _NoRedirects:
     """The aiohttp session as fast-bitrix24 sees it, with redirects off: aiohttp follows a 302 to
     a POST as a GET without the body (the batch would run empty at the new address), so the
-    redirect comes back to check_status and the chunk is sent again as it was."""
+    redirect comes back to check_status and the chunk is sent again as it was. The batch's own
+    status check goes with each request (the session is shared by the client's batches)."""
 
-    def __init__(self, session):
+    def __init__(self, session, check_status):
         self._session = session
+        self._check_status = check_status
 
     def post(self, *args, **kwargs):
-        return self._session.post(*args, allow_redirects=False, **kwargs)
+        return self._session.post(*args, allow_redirects=False, raise_for_status=self._check_status, **kwargs)
 
     def __getattr__(self, name):
         return getattr(self._session, name)
@@ -242,26 +253,85 @@ def _copy(error: PortalError, method: str) -> PortalError:
     return copy
 
 
-def _run_async(coroutine):
-    """Run a coroutine on a private loop. Unlike asyncio.run this leaves the thread's current
-    event loop alone (a caller's loop, or one fast-bitrix24's sync wrapper set, stays theirs).
-    Called from a thread whose loop is running (an async caller), it runs in a helper thread."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return _run_on_private_loop(coroutine)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="nezabyt-batch") as pool:
-        return pool.submit(_run_on_private_loop, coroutine).result()
+class _BatchState:
+    """One thread's event loop and aiohttp session for a client's batches."""
 
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.http = None
 
-def _run_on_private_loop(coroutine):
-    loop = asyncio.new_event_loop()
-    try:
-        return loop.run_until_complete(coroutine)
-    finally:
+    def session(self):
+        """The session, opened on the first batch and kept (with the loop and its keep-alive
+        connection) until close(): a portal's run sends its batches one after another, and a new
+        loop, session and connection for each cost more CPU than the batch itself."""
+        import aiohttp  # lazy, as in _run_chunk
+
+        if self.http is None or self.http.closed:
+            # No read timeout on the session: a timeout there is retried by the library; wait_for's is not.
+            self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=HTTP_TIMEOUT[0]))
+        return self.http
+
+    def run(self, coroutine):
+        if self.loop is None or self.loop.is_closed():
+            self.loop = asyncio.new_event_loop()
+        return self.loop.run_until_complete(coroutine)
+
+    def close(self) -> None:
+        loop, http, self.loop, self.http = self.loop, self.http, None, None
+        if loop is None or loop.is_closed():
+            return
         try:
+            if http is not None and not http.closed:
+                loop.run_until_complete(http.close())
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.run_until_complete(loop.shutdown_default_executor())
         finally:
             loop.close()
 
+
+_STATE_LOCK = threading.Lock()
+
+
+def _close_states(states: dict[int, _BatchState]) -> None:
+    with _STATE_LOCK:
+        kept = list(states.values())
+        states.clear()
+    for own in kept:
+        own.close()
+
+
+def _thread_batch_state(client) -> _BatchState:
+    """The calling thread's loop and session of this client (a client may serve several threads)."""
+    me = threading.get_ident()
+    with _STATE_LOCK:
+        states = client.__dict__.get("_batch_states")
+        if states is None:
+            # A client dropped without close() still closes what it kept, when it is collected.
+            states = client.__dict__["_batch_states"] = {}
+            weakref.finalize(client, _close_states, states)
+        own = states.get(me)
+        if own is None:
+            own = states[me] = _BatchState()
+        return own
+
+
+def _run_async(make: Callable[[_BatchState], Any], client):
+    """Run the coroutine `make(state)` on the calling thread's loop of the client (kept in its
+    state). Unlike asyncio.run this leaves the thread's current event loop alone (a caller's loop,
+    or one fast-bitrix24's sync wrapper set, stays theirs). Called from a thread whose loop is
+    running (an async caller), it runs on a fresh loop and session in a helper thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        state = _thread_batch_state(client)
+        return state.run(make(state))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="nezabyt-batch") as pool:
+        return pool.submit(_run_on_private_loop, make).result()
+
+
+def _run_on_private_loop(make: Callable[[_BatchState], Any]):
+    state = _BatchState()
+    try:
+        return state.run(make(state))
+    finally:
+        state.close()

@@ -42,20 +42,26 @@ def test_each_chunk_is_committed_and_sent_before_the_next_is_read(harness, small
     h.install()
     all_due(h, 30)
     seen = []
-    real = outbox.send_outbox
+    real_outbox, real_planned = outbox.send_outbox, outbox.send_planned
 
     def watching(services, client, portal_id, limit=None):
-        seen.append((decay_lines(h), len(h.calls("crm.contact.update", in_batch=True))))
-        return real(services, client, portal_id, limit)
+        seen.append(("outbox", decay_lines(h), len(h.calls("crm.contact.update", in_batch=True))))
+        return real_outbox(services, client, portal_id, limit)
+
+    def watching_planned(services, client, planned):
+        seen.append(("planned", decay_lines(h), len(h.calls("crm.contact.update", in_batch=True))))
+        return real_planned(services, client, planned)
 
     monkeypatch.setattr(outbox, "send_outbox", watching)
+    monkeypatch.setattr(outbox, "send_planned", watching_planned)
     summary = h.daily(at(DAY0, 9))
     assert summary.decayed == 30 and summary.writes_sent == 30
-    # flush, then one send per chunk of 7 (the last chunk has 2), then the digest's send.
-    decayed_at_send = [d for d, _ in seen]
-    assert decayed_at_send[1:6] == [7, 14, 21, 28, 30]
+    # flush, then one send per chunk of 7 (the last chunk has 2), sent as planned (nothing older
+    # waits), then the digest's send.
+    assert [k for k, _, _ in seen] == ["outbox"] + ["planned"] * 5 + ["outbox"]
+    assert [d for _, d, _ in seen][1:6] == [7, 14, 21, 28, 30]
     # Each send found the previous chunk's writes already at the portal.
-    assert [w for _, w in seen][1:6] == [0, 7, 14, 21, 28]
+    assert [w for _, _, w in seen][1:6] == [0, 7, 14, 21, 28]
     assert max(writes_per_client(h).values()) == 1
     with h.services.sessions() as s:
         job = s.scalars(select(JobRun).where(JobRun.kind == "daily")).one()
@@ -77,21 +83,25 @@ def test_a_crash_between_chunks_then_a_rerun_equals_an_uninterrupted_run(portal_
     expected_writes = writes_per_client(reference)
     assert len(expected_writes) > 3 * CHUNK
 
-    real = outbox.send_outbox
+    real, real_planned = outbox.send_outbox, outbox.send_planned
     calls = Counter()
 
-    def dying(services, client, portal_id, limit=None):
+    def dying(*args, send=real):
         calls["send"] += 1
         if calls["send"] == 4:  # the flush, chunks 1 and 2 sent; chunk 3 committed, not sent
             raise Crash
-        return real(services, client, portal_id, limit)
+        return send(*args)
 
     monkeypatch.setattr(outbox, "send_outbox", dying)
+    monkeypatch.setattr(outbox, "send_planned", lambda *args: dying(*args, send=real_planned))
     with pytest.raises(Crash):
         victim.daily(at(DAY0, 9, 30))
     assert 0 < len(writes_per_client(victim)) < len(expected_writes)
     assert victim.dp.notifications == []  # the digest comes after the last chunk
+    with victim.services.sessions() as s:  # chunk 3 was stored as being sent: the rerun checks it first
+        assert s.scalar(select(func.count()).select_from(Outbox).where(Outbox.status == "sending")) == CHUNK
     monkeypatch.setattr(outbox, "send_outbox", real)
+    monkeypatch.setattr(outbox, "send_planned", real_planned)
 
     summary = victim.daily(at(DAY0, 9, 45))
     assert outcome(victim) == expected
@@ -163,3 +173,71 @@ def test_the_default_pace_never_overruns_the_portals_bucket():
         assert took <= (400 - 48) / 2.0 + 1.0  # at the portal's rate: no time given away
     # The whole 50 with no margin is refused as soon as the first request was the slowest on its way.
     assert sum(run(2.0, 50, seed)[0] for seed in range(5)) > 0
+
+
+def test_a_chunk_queues_behind_older_waiting_writes_and_is_sent_after_them(harness, small_chunks, monkeypatch):
+    """A write left waiting from before (its send failed) goes first: the chunk's writes are stored
+    pending behind it and sent in order; once nothing waits, the next chunk is sent as planned."""
+    h = harness
+    h.dp.seed(departments=1, managers=2, contacts=10, companies=0, months_of_calls=0, deals=0, rng_seed=5)
+    h.install()
+    all_due(h, 10)
+    with h.services.sessions() as s:
+        outbox.plan_write(s, h.portal_id, "older:1", "crm.contact.update", {"id": 1, "fields": {"COMMENTS": "older"}})
+        s.commit()
+    seen = []
+    real_outbox, real_planned = outbox.send_outbox, outbox.send_planned
+
+    def watching(services, client, portal_id, limit=None):
+        seen.append("outbox")
+        if len(seen) == 1:
+            return 0  # the run's first flush does not get through: the older write still waits
+        return real_outbox(services, client, portal_id, limit)
+
+    monkeypatch.setattr(outbox, "send_outbox", watching)
+    monkeypatch.setattr(outbox, "send_planned", lambda *args: seen.append("planned") or real_planned(*args))
+    summary = h.daily(at(DAY0, 9))
+    assert summary.decayed == 10
+    assert seen == ["outbox", "outbox", "planned", "outbox"]
+    to_1 = [c["params"]["fields"] for c in h.calls("crm.contact.update", in_batch=True)
+            if str(c["params"].get("id")) == "1"]
+    assert len(to_1) == 2 and to_1[0] == {"COMMENTS": "older"} and "COMMENTS" not in to_1[1]
+    assert max(writes_per_client(h).values()) == 1
+    with h.services.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Outbox).where(Outbox.status != "sent")) == 0
+
+
+def test_a_refused_batch_of_planned_writes_leaves_the_unsent_rest_pending(harness, monkeypatch):
+    """The portal refuses the second batch before running it (the rate limit): that batch stays
+    pending for a retry, the batches after it were never sent and go back to pending (no check
+    against the portal needed), and the run's last send delivers them all, each once."""
+    from addon.bitrix.batch import BatchCalls, BatchResult
+    from addon.bitrix.errors import error_of
+
+    h = harness
+    h.dp.seed(departments=1, managers=2, contacts=12, companies=0, months_of_calls=0, deals=0, rng_seed=5)
+    h.install()
+    all_due(h, 12)
+    monkeypatch.setattr(outbox, "SEND_CHUNK", 4)
+    real_batch, batches = BatchCalls.batch, Counter()
+    states = []
+
+    def refusing_second(client, commands, halt=False):
+        if any(m == "crm.contact.update" for m, _ in commands.values()):
+            batches["writes"] += 1
+            if batches["writes"] == 2:
+                with h.services.sessions() as s:
+                    states.append(Counter(s.scalars(select(Outbox.status))))
+                error = error_of({"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"},
+                                 503, "batch")
+                return BatchResult(errors={k: error for k in commands})
+        return real_batch(client, commands, halt)
+
+    monkeypatch.setattr(BatchCalls, "batch", refusing_second)
+    summary = h.daily(at(DAY0, 9))
+    assert summary.decayed == 12 and summary.writes_sent == 12
+    assert states == [Counter({"sent": 4, "sending": 8})]  # stored as being sent, the first batch marked
+    assert h.calls("crm.contact.get", in_batch=True) == []  # nothing needed checking
+    assert writes_per_client(h) == {("crm.contact.update", str(i)): 1 for i in range(1, 13)}
+    with h.services.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Outbox).where(Outbox.status != "sent")) == 0
