@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from addon.bitrix.errors import BLOCKED, PAYMENT, MethodParked, is_permanent
-from addon.bulkwrite import write_back
+from addon.bulkwrite import among, write_back
 from addon.engine import STATUS_FIELD, PortalContext, first_value
 from addon.models import Outbox, TrackedEntity, utcnow
 from addon.rules.messages import COMMENT_LIMIT, cut_message
@@ -97,9 +97,14 @@ def insert_sending(session: Session, values: list[dict[str, Any]]) -> list[Plann
     if not values:
         return []
     table = Outbox.__table__
-    ids = session.execute(table.insert().returning(table.c.id, sort_by_parameter_order=True),
-                          [{**v, "status": "sending"} for v in values]).scalars().all()
-    return [PlannedWrite(row_id, v["method"], v["params"]) for row_id, v in zip(ids, values)]
+    # A plain executemany and one short read back, not INSERT ... RETURNING: psycopg would parse
+    # the many-row statement that RETURNING makes on every run.
+    session.execute(table.insert(), [{**v, "status": "sending"} for v in values])
+    by_key = {v["key"]: v for v in values}
+    ids = session.execute(select(table.c.id, table.c.key).where(
+        table.c.portal_id == values[0]["portal_id"], table.c.status == "sending",
+        table.c.job_run_id == values[0]["job_run_id"]).order_by(table.c.id)).all()
+    return [PlannedWrite(row_id, by_key[key]["method"], by_key[key]["params"]) for row_id, key in ids if key in by_key]
 
 
 def send_planned(services, client, planned: list[PlannedWrite]) -> tuple[int, int]:
@@ -119,8 +124,8 @@ def send_planned(services, client, planned: list[PlannedWrite]) -> tuple[int, in
             unsent = [r.id for r in planned[start + SEND_CHUNK:]]
             if unsent:  # never sent: plain pending, no check against the portal needed
                 with services.sessions() as session:
-                    session.execute(Outbox.__table__.update().where(Outbox.__table__.c.id.in_(unsent))
-                                    .values(status="pending"))
+                    table = Outbox.__table__
+                    session.execute(table.update().where(among(session, table.c.id, unsent)).values(status="pending"))
                     session.commit()
             return sent, transient
     return sent, 0
@@ -145,7 +150,8 @@ def send_outbox(services, client, portal_id: int, limit: int | None = None) -> i
             rows = [r for r in rows if r.status != "sent"]
             if rows:
                 # One UPDATE for the batch; the loaded rows take the new status as their committed value.
-                session.execute(Outbox.__table__.update().where(Outbox.__table__.c.id.in_([r.id for r in rows]))
+                table = Outbox.__table__
+                session.execute(table.update().where(among(session, table.c.id, [r.id for r in rows]))
                                 .values(status="sending"))
                 for r in rows:
                     set_committed_value(r, "status", "sending")

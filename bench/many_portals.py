@@ -173,6 +173,9 @@ class Fleet:
             out, err = p.communicate(timeout=WORKER_TIMEOUT)
             if p.returncode != 0:
                 raise SystemExit(f"worker failed ({p.returncode}):\n{out}\n{err[-3000:]}")
+            if os.environ.get("NEZABYT_BENCH_WORKER_LOG"):  # each worker's log, appended, to study a pass
+                with open(os.environ["NEZABYT_BENCH_WORKER_LOG"], "a", encoding="utf-8") as f:
+                    f.write(err)
             peaks.append(int(re.findall(r"^VMHWM_KB (\d+)$", err, re.M)[-1]) / 1024)
             outs.append(out.strip())
         return time.perf_counter() - t0, peaks, outs

@@ -10,7 +10,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import select
 
 from addon.db import alembic_config
-from addon.bulkwrite import write_back
+from addon.bulkwrite import among, write_back
 from addon.models import Base, Portal, TrackedEntity
 from tests.factories import make_portal, make_tracked
 
@@ -93,3 +93,24 @@ def test_write_back_stores_alike_and_different_rows_and_leaves_the_session(servi
         rows = s.scalars(select(TrackedEntity).order_by(TrackedEntity.entity_id)).all()
         assert [r.due_on for r in rows] == [day + dt.timedelta(days=i) for i in range(1, 13)]
         assert all(r.status == "cooling" and r.updated_at >= stamps[r.id] for r in rows)
+
+
+def test_among_matches_what_in_matches_with_one_parameter_on_postgresql(services):
+    """bulkwrite.among: the rows of IN, any count of values; on PostgreSQL the statement carries
+    one array parameter (a short text the driver parses once), elsewhere a plain IN."""
+    with services.sessions.begin() as s:
+        portal = make_portal(s)
+        for i in range(1, 131):
+            make_tracked(s, portal.id, i, status="active")
+    wanted = list(range(2, 131, 2))
+    with services.sessions() as s:
+        by_in = s.scalars(select(TrackedEntity.entity_id).where(TrackedEntity.entity_id.in_(wanted))).all()
+        clause = among(s, TrackedEntity.entity_id, wanted)
+        by_among = s.scalars(select(TrackedEntity.entity_id).where(clause)).all()
+        assert sorted(by_among) == sorted(by_in) == wanted
+        assert s.scalars(select(TrackedEntity.entity_id).where(among(s, TrackedEntity.entity_id, []))).all() == []
+        compiled = select(TrackedEntity.id).where(clause).compile(s.get_bind())
+        if services.settings.is_sqlite:
+            assert "IN" in str(compiled)
+        else:
+            assert "ANY" in str(compiled) and len(compiled.params) == 1

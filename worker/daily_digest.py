@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 
 from addon import engine, journal, notifications, outbox, rules
+from addon.bulkwrite import among
 from addon.bitrix import directory
 from addon.engine import PortalContext
 from addon.models import JobRun, StatusHistory, TrackedEntity
@@ -154,7 +155,7 @@ def _rows_for(session, portal_id: int, keys) -> dict[tuple[str, int], Any]:
                     TrackedEntity.id, TrackedEntity.entity_type, TrackedEntity.entity_id, TrackedEntity.status,
                     TrackedEntity.title, TrackedEntity.assigned_by_id).where(
                     TrackedEntity.portal_id == portal_id, TrackedEntity.entity_type == kind,
-                    TrackedEntity.entity_id.in_(ids[start:start + 500]))):
+                    among(session, TrackedEntity.entity_id, ids[start:start + 500]))):
                 out[(kind, row.entity_id)] = row
     return out
 
