@@ -114,3 +114,25 @@ def test_among_matches_what_in_matches_with_one_parameter_on_postgresql(services
             assert "IN" in str(compiled)
         else:
             assert "ANY" in str(compiled) and len(compiled.params) == 1
+
+
+def test_write_back_of_differing_rows_keeps_nulls_times_and_untouched_columns(services):
+    """The by-row path (on PostgreSQL one UPDATE over arrays): a column all NULL, timestamps and
+    numbers arrive as given; columns not named stay as they were."""
+    day, when = dt.date(2026, 3, 2), dt.datetime(2026, 3, 2, 9, 30, 15)
+    with services.sessions.begin() as s:
+        portal = make_portal(s)
+        for i in range(1, 8):
+            make_tracked(s, portal.id, i, status="active", title=f"client {i}")
+    with services.sessions() as s:
+        rows = s.scalars(select(TrackedEntity).order_by(TrackedEntity.entity_id)).all()
+        for r in rows:
+            r.due_on, r.previous_status = day + dt.timedelta(days=r.entity_id), None
+            r.written_at, r.open_deals = when + dt.timedelta(seconds=r.entity_id), r.entity_id
+        write_back(s, TrackedEntity, rows, ("due_on", "previous_status", "written_at", "open_deals"))
+        s.commit()
+    with services.sessions() as s:
+        got = [(r.due_on, r.previous_status, r.written_at, r.open_deals, r.title, r.status)
+               for r in s.scalars(select(TrackedEntity).order_by(TrackedEntity.entity_id))]
+    assert got == [(day + dt.timedelta(days=i), None, when + dt.timedelta(seconds=i), i, f"client {i}", "active")
+                   for i in range(1, 8)]
