@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from sqlalchemy import JSON, any_, bindparam, column, func
+from sqlalchemy import JSON, any_, bindparam, column, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
@@ -61,5 +61,17 @@ def write_back(session: Session, model, rows: list, names: Iterable[str]) -> Non
 def insert_rows(session: Session, model, values: list[dict[str, Any]]) -> None:
     """Store many rows of `model` in one executemany INSERT (Core: no ORM objects to flush). The
     values carry every column the table's Python defaults would fill."""
-    if values:
-        session.execute(model.__table__.insert(), values)
+    if not values:
+        return
+    table = model.__table__
+    names = list(values[0])
+    if (session.get_bind().dialect.name == "postgresql" and len(values) > 1
+            and not any(isinstance(table.c[name].type, JSON) for name in names)
+            and all(len(v) == len(names) and all(name in v for name in names) for v in values)):
+        # One INSERT ... SELECT FROM unnest(arrays): a parameter per column (see write_back).
+        given = func.unnest(*(bindparam(None, [v[name] for v in values], type_=ARRAY(table.c[name].type),
+                                        unique=True) for name in names)).table_valued(
+            *(column(f"v_{name}") for name in names)).render_derived(name="given")
+        session.execute(table.insert().from_select(names, select(*given.c)))
+        return
+    session.execute(table.insert(), values)

@@ -136,3 +136,25 @@ def test_write_back_of_differing_rows_keeps_nulls_times_and_untouched_columns(se
                for r in s.scalars(select(TrackedEntity).order_by(TrackedEntity.entity_id))]
     assert got == [(day + dt.timedelta(days=i), None, when + dt.timedelta(seconds=i), i, f"client {i}", "active")
                    for i in range(1, 8)]
+
+
+def test_insert_rows_stores_every_row_as_given_in_order_with_the_tables_defaults(services):
+    """bulkwrite.insert_rows (on PostgreSQL one INSERT ... SELECT over arrays): every row, NULLs
+    kept, ids in the order given, and a column left out takes its Python default."""
+    from addon.bulkwrite import insert_rows
+    from addon.models import StatusHistory
+
+    with services.sessions.begin() as s:
+        portal_id = make_portal(s).id
+    day = dt.date(2026, 3, 2)
+    values = [{"portal_id": portal_id, "entity_type": "contact", "entity_id": i, "from_status": None if i % 2 else "HOT",
+               "to_status": "WARM", "changed_on": day - dt.timedelta(days=i), "cause": "decay", "by_user_id": None,
+               "assigned_by_id": i, "note": None} for i in range(1, 9)]
+    with services.sessions() as s:
+        insert_rows(s, StatusHistory, values)
+        s.commit()
+    with services.sessions() as s:
+        got = s.scalars(select(StatusHistory).order_by(StatusHistory.id)).all()
+    assert [(r.entity_id, r.from_status, r.changed_on, r.assigned_by_id, r.note) for r in got] == [
+        (v["entity_id"], v["from_status"], v["changed_on"], v["assigned_by_id"], None) for v in values]
+    assert all(r.recorded_at is not None for r in got)
