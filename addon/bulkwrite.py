@@ -19,6 +19,20 @@ def among(session: Session, column, values) -> Any:
     return column.in_(values)
 
 
+def _arrays_fit(session: Session, table, names) -> bool:
+    """PostgreSQL, and no JSON column among `names`: the rows can travel as one array a column."""
+    return session.get_bind().dialect.name == "postgresql" and not any(
+        isinstance(table.c[name].type, JSON) for name in names)
+
+
+def _unnest(columns, arrays):
+    """`unnest(:a, :b, ...) AS given(v_a, v_b, ...)`: the arrays as rows, each typed by its column
+    (psycopg is told `::DATE[]` and so on, so an array of NULLs keeps its type)."""
+    return func.unnest(*(bindparam(None, array, type_=ARRAY(c.type), unique=True)
+                         for c, array in zip(columns, arrays))).table_valued(
+        *(column(f"v_{c.name}") for c in columns)).render_derived(name="given")
+
+
 def write_back(session: Session, model, rows: list, names: Iterable[str]) -> None:
     """Write the named columns of loaded rows back in few statements, and take the rows out of the
     session so no per-object flush repeats it (a unit-of-work flush of a chunk's objects costs more
@@ -40,16 +54,12 @@ def write_back(session: Session, model, rows: list, names: Iterable[str]) -> Non
             session.execute(table.update().where(among(session, table.c.id, ids)).values(dict(zip(names, values))))
         return
     ordered = [(row_id, values) for values, ids in alike.items() for row_id in ids]
-    if session.get_bind().dialect.name == "postgresql" and not any(
-            isinstance(table.c[name].type, JSON) for name in names):
+    if _arrays_fit(session, table, names):
         # One UPDATE ... FROM unnest(arrays): a parameter per column, not per row and column
         # (binding each row's values cost more CPU than the statement).
-        columns = [table.c.id, *(table.c[name] for name in names)]
         arrays = [[row_id for row_id, _ in ordered]] + [[values[i] for _, values in ordered]
                                                         for i in range(len(names))]
-        given = func.unnest(*(bindparam(None, array, type_=ARRAY(c.type), unique=True)  # typed: ::DATE[] ...
-                              for c, array in zip(columns, arrays))).table_valued(
-            *(column(f"v_{c.name}") for c in columns)).render_derived(name="given")
+        given = _unnest([table.c.id, *(table.c[name] for name in names)], arrays)
         session.execute(table.update().where(table.c.id == given.c.v_id).values(
             {name: given.c[f"v_{name}"] for name in names}))
         return
@@ -65,13 +75,9 @@ def insert_rows(session: Session, model, values: list[dict[str, Any]]) -> None:
         return
     table = model.__table__
     names = list(values[0])
-    if (session.get_bind().dialect.name == "postgresql" and len(values) > 1
-            and not any(isinstance(table.c[name].type, JSON) for name in names)
-            and all(len(v) == len(names) and all(name in v for name in names) for v in values)):
+    if len(values) > 1 and _arrays_fit(session, table, names) and all(v.keys() == values[0].keys() for v in values):
         # One INSERT ... SELECT FROM unnest(arrays): a parameter per column (see write_back).
-        given = func.unnest(*(bindparam(None, [v[name] for v in values], type_=ARRAY(table.c[name].type),
-                                        unique=True) for name in names)).table_valued(
-            *(column(f"v_{name}") for name in names)).render_derived(name="given")
+        given = _unnest([table.c[name] for name in names], [[v[name] for v in values] for name in names])
         session.execute(table.insert().from_select(names, select(*given.c)))
         return
     session.execute(table.insert(), values)

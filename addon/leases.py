@@ -4,7 +4,8 @@ A lease is a row (portal, kind) holding an owner and an expiry. It is claimed by
 subquery takes the row `FOR UPDATE SKIP LOCKED` (PostgreSQL), so two workers never wait on each
 other and never both win; the transaction ends at once, and the expiry alone keeps others off
 while the holder works and renews (one UPDATE each, as is the release). On SQLite (one worker)
-the same code runs without the lock clause. Leases use the real wall clock (process liveness), not the simulated `now` of the jobs.
+the same code runs without the lock clause. Leases use the real wall clock (process liveness),
+not the simulated `now` of the jobs.
 """
 from __future__ import annotations
 

@@ -13,12 +13,13 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from addon.bitrix.errors import BLOCKED, PAYMENT, MethodParked, is_permanent
-from addon.bulkwrite import among, write_back
+from addon.bulkwrite import among, insert_rows, write_back
 from addon.engine import STATUS_FIELD, PortalContext, first_value
 from addon.models import Outbox, TrackedEntity, utcnow
 from addon.rules.messages import COMMENT_LIMIT, cut_message
 
 SEND_CHUNK = 50
+WAITING = ("pending", "sending")  # the statuses of a planned write not yet answered
 
 
 def status_update(ctx: PortalContext, entity_type: str, entity_id: int, code: str | None,
@@ -72,7 +73,7 @@ def plan_status_write(session: Session, ctx: PortalContext, row: TrackedEntity, 
 
 
 class PlannedWrite:
-    """A write just inserted as "sending" by plan_and_hold: what sending and marking it need,
+    """A write just inserted as "sending" by insert_sending: what sending and marking it need,
     without loading the Outbox row back as an ORM object."""
 
     __slots__ = ("id", "method", "params", "status", "sent_at", "error", "attempts")
@@ -85,7 +86,7 @@ class PlannedWrite:
 def nothing_waiting(session: Session, portal_id: int) -> bool:
     """No planned write of the portal is pending or being sent (one indexed probe)."""
     return session.scalar(select(Outbox.id).where(Outbox.portal_id == portal_id,
-                                                  Outbox.status.in_(("pending", "sending"))).limit(1)) is None
+                                                  Outbox.status.in_(WAITING)).limit(1)) is None
 
 
 def insert_sending(session: Session, values: list[dict[str, Any]]) -> list[PlannedWrite]:
@@ -97,9 +98,9 @@ def insert_sending(session: Session, values: list[dict[str, Any]]) -> list[Plann
     if not values:
         return []
     table = Outbox.__table__
-    # A plain executemany and one short read back, not INSERT ... RETURNING: psycopg would parse
-    # the many-row statement that RETURNING makes on every run.
-    session.execute(table.insert(), [{**v, "status": "sending"} for v in values])
+    # Inserted, then one short read back, not INSERT ... RETURNING: psycopg would parse the
+    # many-row statement that RETURNING makes on every run.
+    insert_rows(session, Outbox, [{**v, "status": "sending"} for v in values])
     by_key = {v["key"]: v for v in values}
     ids = session.execute(select(table.c.id, table.c.key).where(
         table.c.portal_id == values[0]["portal_id"], table.c.status == "sending",
@@ -109,8 +110,9 @@ def insert_sending(session: Session, values: list[dict[str, Any]]) -> list[Plann
 
 def send_planned(services, client, planned: list[PlannedWrite]) -> tuple[int, int]:
     """Send writes insert_sending stored (committed), SEND_CHUNK a batch, each batch's marks
-    committed as soon as it is answered. Stops at a transient failure: the rest stay "sending"
-    and the next send_outbox checks them first. Returns (sent, transient)."""
+    committed as soon as it is answered. Stops at a transient failure: the batches after it were
+    never sent and go back to plain pending (a write of that batch that may have arrived stays
+    "sending", for send_outbox to check first). Returns (sent, transient)."""
     sent = 0
     for start in range(0, len(planned), SEND_CHUNK):
         rows = planned[start:start + SEND_CHUNK]
@@ -141,7 +143,7 @@ def send_outbox(services, client, portal_id: int, limit: int | None = None) -> i
     while True:
         with services.sessions() as session:
             rows = session.scalars(select(Outbox).where(Outbox.portal_id == portal_id,
-                                                        Outbox.status.in_(("pending", "sending")))
+                                                        Outbox.status.in_(WAITING))
                                    .order_by(Outbox.id).limit(SEND_CHUNK)).all()
             if not rows:
                 return sent

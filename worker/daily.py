@@ -132,7 +132,7 @@ def run_daily(services, portal_id: int, now: dt.datetime, *, client=None, keep=N
 
 def left_to_send(session, portal_id: int) -> int:
     writes = session.scalar(select(func.count()).select_from(Outbox).where(
-        Outbox.portal_id == portal_id, Outbox.status.in_(("pending", "sending")))) or 0
+        Outbox.portal_id == portal_id, Outbox.status.in_(outbox.WAITING))) or 0
     messages = session.scalar(select(func.count()).select_from(NotificationLog).where(
         NotificationLog.portal_id == portal_id, NotificationLog.status == "pending")) or 0
     return writes + messages

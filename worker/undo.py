@@ -200,7 +200,7 @@ def _settle(services, ctx: PortalContext, undo_run_id: int, entry_id: int, by_us
             settled = 0
             for key, change in keys.items():
                 write = writes.get(key)
-                if write is None or write.status in ("pending", "sending"):
+                if write is None or write.status in outbox.WAITING:
                     continue  # a passing refusal: sent again by the next pass
                 settled += 1
                 row = rows.get((change.entity_type, change.entity_id))

@@ -192,12 +192,9 @@ class BatchCalls:
         bitrix.srh.session = _NoRedirects(http, check_status)  # after __init__: its type check wants the session
         return await asyncio.wait_for(bitrix.call("batch", params, raw=True), self._read_timeout())
 
-    def close_batches(self) -> None:
-        """Close the sessions and loops the client's batches kept (every thread's)."""
-        _close_states(self.__dict__.get("_batch_states") or {})
-
     def close(self) -> None:
-        self.close_batches()
+        """Close the sessions and loops the client's batches kept (every thread's), then the rest."""
+        _close_states(self.__dict__.get("_batch_states") or {})
         super().close()
 
     def get_many(self, method: str, ids, id_param: str = "id") -> dict[int, dict | PortalError]:
