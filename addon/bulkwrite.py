@@ -2,9 +2,10 @@
 Core statements, no ORM flush; helpers here never commit."""
 from __future__ import annotations
 
+import json
 from typing import Any, Iterable
 
-from sqlalchemy import JSON, any_, bindparam, column, func, select
+from sqlalchemy import JSON, Text, any_, bindparam, cast, column, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
@@ -19,18 +20,36 @@ def among(session: Session, column, values) -> Any:
     return column.in_(values)
 
 
-def _arrays_fit(session: Session, table, names) -> bool:
-    """PostgreSQL, and no JSON column among `names`: the rows can travel as one array a column."""
-    return session.get_bind().dialect.name == "postgresql" and not any(
-        isinstance(table.c[name].type, JSON) for name in names)
+def _arrays_fit(session: Session) -> bool:
+    """PostgreSQL: the rows can travel as one array a column (JSON columns as their text)."""
+    return session.get_bind().dialect.name == "postgresql"
 
 
-def _unnest(columns, arrays):
+def _unnest(session: Session, columns, arrays):
     """`unnest(:a, :b, ...) AS given(v_a, v_b, ...)`: the arrays as rows, each typed by its column
-    (psycopg is told `::DATE[]` and so on, so an array of NULLs keeps its type)."""
-    return func.unnest(*(bindparam(None, array, type_=ARRAY(c.type), unique=True)
-                         for c, array in zip(columns, arrays))).table_valued(
-        *(column(f"v_{c.name}") for c in columns)).render_derived(name="given")
+    (psycopg is told `::DATE[]` and so on, so an array of NULLs keeps its type). A JSON column
+    travels as TEXT[] of each value serialized as SQLAlchemy would (the engine's serializer; None
+    is JSON null unless the column stores it as SQL NULL); `_given_value` casts it back."""
+    params = []
+    for c, array in zip(columns, arrays):
+        if isinstance(c.type, JSON):
+            dump = session.get_bind().dialect._json_serializer or json.dumps
+            params.append(bindparam(None, [_json_text(c.type, v, dump) for v in array], type_=ARRAY(Text), unique=True))
+        else:
+            params.append(bindparam(None, array, type_=ARRAY(c.type), unique=True))
+    return func.unnest(*params).table_valued(*(column(f"v_{c.name}") for c in columns)).render_derived(name="given")
+
+
+def _json_text(type_: JSON, value, dump) -> str | None:
+    if value is None or value is JSON.NULL:
+        return None if (value is None and type_.none_as_null) else "null"
+    return dump(value)
+
+
+def _given_value(given, c):
+    """The unnest column of `c`, cast back to JSON where it came as text."""
+    v = given.c[f"v_{c.name}"]
+    return cast(v, c.type) if isinstance(c.type, JSON) else v
 
 
 def write_back(session: Session, model, rows: list, names: Iterable[str]) -> None:
@@ -54,14 +73,14 @@ def write_back(session: Session, model, rows: list, names: Iterable[str]) -> Non
             session.execute(table.update().where(among(session, table.c.id, ids)).values(dict(zip(names, values))))
         return
     ordered = [(row_id, values) for values, ids in alike.items() for row_id in ids]
-    if _arrays_fit(session, table, names):
+    if _arrays_fit(session):
         # One UPDATE ... FROM unnest(arrays): a parameter per column, not per row and column
         # (binding each row's values cost more CPU than the statement).
         arrays = [[row_id for row_id, _ in ordered]] + [[values[i] for _, values in ordered]
                                                         for i in range(len(names))]
-        given = _unnest([table.c.id, *(table.c[name] for name in names)], arrays)
+        given = _unnest(session, [table.c.id, *(table.c[name] for name in names)], arrays)
         session.execute(table.update().where(table.c.id == given.c.v_id).values(
-            {name: given.c[f"v_{name}"] for name in names}))
+            {name: _given_value(given, table.c[name]) for name in names}))
         return
     statement = table.update().where(table.c.id == bindparam("row_id")).values(
         {name: bindparam(name) for name in names})
@@ -75,9 +94,10 @@ def insert_rows(session: Session, model, values: list[dict[str, Any]]) -> None:
         return
     table = model.__table__
     names = list(values[0])
-    if len(values) > 1 and _arrays_fit(session, table, names) and all(v.keys() == values[0].keys() for v in values):
+    if len(values) > 1 and _arrays_fit(session) and all(v.keys() == values[0].keys() for v in values):
         # One INSERT ... SELECT FROM unnest(arrays): a parameter per column (see write_back).
-        given = _unnest([table.c[name] for name in names], [[v[name] for v in values] for name in names])
-        session.execute(table.insert().from_select(names, select(*given.c)))
+        columns = [table.c[name] for name in names]
+        given = _unnest(session, columns, [[v[name] for v in values] for name in names])
+        session.execute(table.insert().from_select(names, select(*(_given_value(given, c) for c in columns))))
         return
     session.execute(table.insert(), values)

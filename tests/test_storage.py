@@ -158,3 +158,23 @@ def test_insert_rows_stores_every_row_as_given_in_order_with_the_tables_defaults
     assert [(r.entity_id, r.from_status, r.changed_on, r.assigned_by_id, r.note) for r in got] == [
         (v["entity_id"], v["from_status"], v["changed_on"], v["assigned_by_id"], None) for v in values]
     assert all(r.recorded_at is not None for r in got)
+
+
+def test_insert_rows_keeps_json_columns_as_given(services):
+    """JSON columns travel through the arrays too (on PostgreSQL as text, cast back): dicts with
+    nesting, NULLs and non-ASCII text, and an empty dict, each in its row."""
+    from addon.bulkwrite import insert_rows
+    from addon.models import Outbox
+
+    with services.sessions.begin() as s:
+        portal_id = make_portal(s).id
+    params = [{"id": i, "fields": {"UF_STATUS": "Тёплый", "list": [i, None, True]}} for i in range(1, 7)] + [{}]
+    values = [{"portal_id": portal_id, "key": f"k{i}", "method": "crm.contact.update", "params": p,
+               "status": "pending", "job_run_id": None, "created_at": dt.datetime(2026, 3, 2, 9, 0),
+               "attempts": 0} for i, p in enumerate(params)]
+    with services.sessions() as s:
+        insert_rows(s, Outbox, values)
+        s.commit()
+    with services.sessions() as s:
+        rows = s.scalars(select(Outbox).order_by(Outbox.id)).all()
+        assert [(r.key, r.params) for r in rows] == [(v["key"], v["params"]) for v in values]
