@@ -15,13 +15,13 @@ def among(session: Session, column, values) -> Any:
     statement's text on every run once it has over 50 parameters, which costs more CPU than the
     query; one array keeps the text short, parsed once and cached. Elsewhere a plain IN."""
     values = list(values)
-    if session.get_bind().dialect.name == "postgresql":
+    if _postgresql(session):
         return column == any_(bindparam(None, values, type_=ARRAY(column.type), unique=True))
     return column.in_(values)
 
 
-def _arrays_fit(session: Session) -> bool:
-    """PostgreSQL: the rows can travel as one array a column (JSON columns as their text)."""
+def _postgresql(session: Session) -> bool:
+    """Where values travel as arrays: `among`'s ids, and write_back's and insert_rows' columns."""
     return session.get_bind().dialect.name == "postgresql"
 
 
@@ -56,8 +56,8 @@ def write_back(session: Session, model, rows: list, names: Iterable[str]) -> Non
     """Write the named columns of loaded rows back in few statements, and take the rows out of the
     session so no per-object flush repeats it (a unit-of-work flush of a chunk's objects costs more
     CPU than the UPDATE). Rows that end alike (a batch's "sent" marks) share one UPDATE ... WHERE
-    id IN; rows that differ go in one executemany UPDATE by id. The named columns must be all the
-    caller changed on them."""
+    id IN; rows that differ go in one UPDATE ... FROM unnest(arrays) on PostgreSQL, an executemany
+    UPDATE by id elsewhere. The named columns must be all the caller changed on them."""
     if not rows:
         return
     names = tuple(names)
@@ -73,7 +73,7 @@ def write_back(session: Session, model, rows: list, names: Iterable[str]) -> Non
             session.execute(table.update().where(among(session, table.c.id, ids)).values(dict(zip(names, values))))
         return
     ordered = [(row_id, values) for values, ids in alike.items() for row_id in ids]
-    if _arrays_fit(session):
+    if _postgresql(session):
         # One UPDATE ... FROM unnest(arrays): a parameter per column, not per row and column
         # (binding each row's values cost more CPU than the statement).
         arrays = [[row_id for row_id, _ in ordered]] + [[values[i] for _, values in ordered]
@@ -88,13 +88,14 @@ def write_back(session: Session, model, rows: list, names: Iterable[str]) -> Non
 
 
 def insert_rows(session: Session, model, values: list[dict[str, Any]]) -> None:
-    """Store many rows of `model` in one executemany INSERT (Core: no ORM objects to flush). The
-    values carry every column the table's Python defaults would fill."""
+    """Store many rows of `model` in one INSERT (Core: no ORM objects to flush): over arrays on
+    PostgreSQL, an executemany elsewhere. The values carry every column the table's Python
+    defaults would fill."""
     if not values:
         return
     table = model.__table__
     names = list(values[0])
-    if len(values) > 1 and _arrays_fit(session) and all(v.keys() == values[0].keys() for v in values):
+    if len(values) > 1 and _postgresql(session) and all(v.keys() == values[0].keys() for v in values):
         # One INSERT ... SELECT FROM unnest(arrays): a parameter per column (see write_back).
         columns = [table.c[name] for name in names]
         given = _unnest(session, columns, [[v[name] for v in values] for name in names])

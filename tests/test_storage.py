@@ -7,7 +7,7 @@ from pathlib import Path
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from addon.db import alembic_config
 from addon.bulkwrite import among, write_back
@@ -172,9 +172,21 @@ def test_insert_rows_keeps_json_columns_as_given(services):
     values = [{"portal_id": portal_id, "key": f"k{i}", "method": "crm.contact.update", "params": p,
                "status": "pending", "job_run_id": None, "created_at": dt.datetime(2026, 3, 2, 9, 0),
                "attempts": 0} for i, p in enumerate(params)]
-    with services.sessions() as s:
-        insert_rows(s, Outbox, values)
-        s.commit()
+    inserts = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith("INSERT INTO outbox"):
+            inserts.append(executemany)
+
+    event.listen(services.engine, "before_cursor_execute", seen)
+    try:
+        with services.sessions() as s:
+            insert_rows(s, Outbox, values)
+            s.commit()
+    finally:
+        event.remove(services.engine, "before_cursor_execute", seen)
+    # One statement: an executemany on SQLite, one INSERT over arrays on PostgreSQL.
+    assert inserts == ([True] if services.settings.is_sqlite else [False])
     with services.sessions() as s:
         rows = s.scalars(select(Outbox).order_by(Outbox.id)).all()
         assert [(r.key, r.params) for r in rows] == [(v["key"], v["params"]) for v in values]
