@@ -22,7 +22,7 @@ from addon.services import build_services, services_scope
 from worker.daily_summary import DailySummary, daily_key
 from worker.debug import lookup
 from worker.imports import apply_import
-from worker.jobs import active_portals, portal_cycle, run_once
+from worker.jobs import active_portals, portal_cycle, run_once, settle_gc
 from worker.reconcile import reconcile_portal
 from worker.reindex import reindex
 from worker.schedule import build_scheduler
@@ -63,6 +63,7 @@ def worker_command(ctx: click.Context, once: bool, now_text: str | None) -> None
         return
     configure_logging()  # text lines, or JSON with LOG_FORMAT=json; quiets the chatty libraries
     with services_scope(pre_ping=False) as services:  # addon.db.make_engine: why the worker does not ping
+        settle_gc()
         if once:
             with beating(services):  # the heartbeat `nezabyt doctor` looks for, during the pass too
                 report = run_once(services, _now(now_text))
