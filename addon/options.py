@@ -6,6 +6,7 @@ fills defaults for anything missing, so adding an option never needs a data migr
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 import string
 from dataclasses import asdict, dataclass, field, replace
@@ -107,12 +108,19 @@ def template_problem(text: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=512)
+def _parsed(text: str) -> tuple[tuple[str, str | None, str | None, str | None], ...]:
+    """A template's pieces, parsed once (a digest fills the same few templates for every line).
+    A template that cannot be parsed raises ValueError each time, as the parser does."""
+    return tuple(string.Formatter().parse(text))
+
+
 def fill_template(text: str, values: dict[str, str]) -> str:
     """`text` with each plain `{name}` replaced by values[name] (`{{` and `}}` are braces), by
     substitution: never an attribute, index, format spec or conversion. ValueError for anything
     template_problem refuses, or a name missing from `values`."""
     out = []
-    for literal, name, spec, conversion in string.Formatter().parse(text):
+    for literal, name, spec, conversion in _parsed(text):
         out.append(literal)
         if name is None:
             continue
@@ -148,10 +156,16 @@ class Options:
 
     # --- the ladder -------------------------------------------------------------------------
     def status(self, code: str) -> StatusDef | None:
+        return self._by_code.get(code)
+
+    @functools.cached_property
+    def _by_code(self) -> dict[str, StatusDef]:
+        """The statuses by code (the first of a code, as a scan would find it); kept on the
+        instance, which is frozen, so it cannot go stale."""
+        by_code: dict[str, StatusDef] = {}
         for s in self.statuses:
-            if s.code == code:
-                return s
-        return None
+            by_code.setdefault(s.code, s)
+        return by_code
 
     @property
     def codes(self) -> tuple[str, ...]:

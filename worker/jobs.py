@@ -144,8 +144,9 @@ def portal_unit(services, portal_id: int, now: dt.datetime, owner: str | None, r
         pending = events.has_pending(services, portal_id)
         if not want_daily and not pending:
             return None
+        budget = pace.budget_state(services, portal_id)
         with portal_client(services, portal_id) as client:
-            if pace.plan_is_stale(services, portal_id):
+            if budget.plan_stale:
                 try:
                     pace.read_plan(services, portal_id, client)
                 except PortalError as exc:  # the standard plan's limits hold until it answers
@@ -166,7 +167,8 @@ def portal_unit(services, portal_id: int, now: dt.datetime, owner: str | None, r
                 except DailySliceOver:
                     return AGAIN
                 report.add("daily_runs")
-    pace.note_error(services, portal_id, None)
+    if budget.has_error:  # its work went through: the error noted before is over
+        pace.note_error(services, portal_id, None)
     return None
 
 

@@ -21,9 +21,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable
 
-from sqlalchemy import bindparam, case, create_engine, event, literal_column, text, update
+from sqlalchemy import bindparam, case, create_engine, event, literal_column, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.pool import NullPool
 
@@ -183,11 +184,23 @@ def read_plan(services, portal_id: int, client) -> tuple[float, int]:
     return store_plan(services, portal_id, client.call("app.info"))
 
 
-def plan_is_stale(services, portal_id: int) -> bool:
+@dataclass(frozen=True)
+class BudgetState:
+    """What a worker's unit reads of the portal's budget row before its work (one statement)."""
+
+    plan_stale: bool  # no plan read yet, or read over a day ago: ask app.info again
+    has_error: bool  # a last error is noted: the unit clears it once its work went through
+
+
+def budget_state(services, portal_id: int) -> BudgetState:
+    t = PortalBudget.__table__
     with services.sessions() as session:
-        row = session.get(PortalBudget, portal_id)
-        return row is None or row.plan_read_at is None or (
-            (utcnow() - row.plan_read_at).total_seconds() > PLAN_MAX_AGE_SECONDS)
+        row = session.execute(select(t.c.plan_read_at, t.c.last_error).where(t.c.portal_id == portal_id)).first()
+    if row is None:
+        return BudgetState(plan_stale=True, has_error=False)
+    read_at, last_error = row
+    stale = read_at is None or (utcnow() - read_at).total_seconds() > PLAN_MAX_AGE_SECONDS
+    return BudgetState(plan_stale=stale, has_error=last_error is not None)
 
 
 def note_error(services, portal_id: int, error: str | None) -> None:
