@@ -133,18 +133,17 @@ class SharedPace:
         A request reserve() put by for this thread is taken instead, at its own time."""
         ahead = getattr(self._ahead, "times", None)
         if ahead:
-            wait = ahead.popleft() - time.monotonic()
-            if wait > 0:
-                self._sleep(wait)
-                return wait
-            return 0.0
+            return self._pause(ahead.popleft() - time.monotonic())
         if self._fallback is not None:
             return self._fallback.acquire()
         row = self._row(1)
         if row is None:
             return self._fallback.acquire()
         level, rps, cap = row
-        wait = (float(level) - float(cap)) / max(float(rps), 0.01)
+        return self._pause((float(level) - float(cap)) / max(float(rps), 0.01))
+
+    def _pause(self, wait: float) -> float:
+        """Sleep `wait` seconds if it is positive; the time waited."""
         if wait > 0:
             self._sleep(wait)
             return wait
