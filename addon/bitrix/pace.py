@@ -133,17 +133,18 @@ class SharedPace:
         A request reserve() put by for this thread is taken instead, at its own time."""
         ahead = getattr(self._ahead, "times", None)
         if ahead:
-            return self._pause(ahead.popleft() - time.monotonic())
+            wait = ahead.popleft() - time.monotonic()
+            if wait > 0:
+                self._sleep(wait)
+                return wait
+            return 0.0
         if self._fallback is not None:
             return self._fallback.acquire()
         row = self._row(1)
         if row is None:
             return self._fallback.acquire()
         level, rps, cap = row
-        return self._pause((float(level) - float(cap)) / max(float(rps), 0.01))
-
-    def _pause(self, wait: float) -> float:
-        """Sleep `wait` seconds if it is positive; the time waited."""
+        wait = (float(level) - float(cap)) / max(float(rps), 0.01)
         if wait > 0:
             self._sleep(wait)
             return wait

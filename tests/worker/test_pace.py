@@ -8,7 +8,6 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import event
 
 from addon.bitrix import pace
 from addon.models import PortalBudget
@@ -82,10 +81,8 @@ def test_requests_reserved_ahead_wait_the_turns_one_by_one_would(services, harne
     fresh(46.0)
     ahead = pace.SharedPace(services, h.portal_id, sleep=reserved.append)
     statements: list[str] = []
-
-    def listen(conn, cursor, sql, *rest) -> None:
-        statements.append(sql)
-
+    listen = lambda conn, cursor, sql, *rest: statements.append(sql)  # noqa: E731
+    from sqlalchemy import event
     event.listen(ahead._engine, "before_cursor_execute", listen)
     try:
         ahead.reserve(5)
