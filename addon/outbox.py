@@ -6,7 +6,6 @@ committed, and send_outbox commits each batch's marks as soon as it is answered.
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any
 
 from sqlalchemy import select
@@ -114,12 +113,6 @@ def send_planned(services, client, planned: list[PlannedWrite]) -> tuple[int, in
     committed as soon as it is answered. Stops at a transient failure: the batches after it were
     never sent and go back to plain pending (a write of that batch that may have arrived stays
     "sending", for send_outbox to check first). Returns (sent, transient)."""
-    ahead = getattr(client, "calls_ahead", None)  # a portal client: its pace counts the batches at once
-    with ahead(-(-len(planned) // SEND_CHUNK)) if ahead is not None else nullcontext():
-        return _send_planned(services, client, planned)
-
-
-def _send_planned(services, client, planned: list[PlannedWrite]) -> tuple[int, int]:
     sent = 0
     for start in range(0, len(planned), SEND_CHUNK):
         rows = planned[start:start + SEND_CHUNK]

@@ -21,11 +21,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
-from sqlalchemy import Integer, bindparam, case, create_engine, event, literal_column, select, text, update
+from sqlalchemy import bindparam, case, create_engine, event, literal_column, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.pool import NullPool
 
@@ -121,27 +120,26 @@ class SharedPace:
         now = _db_now(engine.dialect.name)
         t = PortalBudget.__table__
         drained = t.c.level - (now - t.c.stamp) * t.c.rps * scale
-        count = bindparam("n", type_=Integer)
         self._reserve = (update(t).where(t.c.portal_id == bindparam("pid"))
-                         .values(level=case((drained > 0, drained), else_=0.0) + count, stamp=now,
-                                 calls=t.c.calls + count)
+                         .values(level=case((drained > 0, drained), else_=0.0) + 1, stamp=now, calls=t.c.calls + 1)
                          .returning(t.c.level, t.c.rps * scale, t.c.burst + margin))
-        self._ahead = threading.local()  # this thread's requests reserved by reserve(), each a monotonic time
 
     def acquire(self) -> float:
-        """Reserve one request in the portal's bucket and wait for its turn. Returns the time waited.
-        A request reserve() put by for this thread is taken instead, at its own time."""
-        ahead = getattr(self._ahead, "times", None)
-        if ahead:
-            wait = ahead.popleft() - time.monotonic()
-            if wait > 0:
-                self._sleep(wait)
-                return wait
-            return 0.0
+        """Reserve one request in the portal's bucket and wait for its turn. Returns the time waited."""
         if self._fallback is not None:
             return self._fallback.acquire()
-        row = self._row(1)
-        if row is None:
+        try:
+            row = self._take()
+            if row is None:
+                ensure_row(self.services, self.portal_id)
+                row = self._take()
+        except OperationalError as exc:
+            # SQLite busy past the timeout: keep calling under this process's own pace rather than
+            # failing the job (one web and one worker process, as SQLite deployments run).
+            log.warning("portal %s: the shared pace is unavailable (%s); pacing in this process", self.portal_id,
+                        exc.orig)
+            self._fallback = portal_pace(f"portal:{self.portal_id}", self.services.settings.portal_rps,
+                                         self.services.settings.portal_burst)
             return self._fallback.acquire()
         level, rps, cap = row
         wait = (float(level) - float(cap)) / max(float(rps), 0.01)
@@ -150,54 +148,13 @@ class SharedPace:
             return wait
         return 0.0
 
-    def reserve(self, n: int) -> None:
-        """Reserve this thread's next `n` requests in one statement, for work that sends them one
-        after another (a run's batches): each later acquire() takes the next and waits, if the
-        bucket is full, until that request's own turn, as acquire() would have. Counting them at
-        once only counts them early (the bucket drains the same from the moment it holds them), so
-        the copy errs on the full side. forfeit() drops the ones not used: counted and unsent, they
-        only make the bucket look fuller for a while."""
-        if n < 2 or self._fallback is not None:
-            return
-        row = self._row(n)
-        if row is None:
-            return  # the fallback took over: each request acquires its own
-        level, rps, cap = float(row[0]), max(float(row[1]), 0.01), float(row[2])
-        start = time.monotonic()
-        # The k-th of the n (k = 0 first) is the one that brought the bucket to level - (n - 1 - k).
-        self._ahead.times = deque(start + max(0.0, (level - (n - 1 - k) - cap) / rps) for k in range(n))
-
-    def forfeit(self) -> None:
-        """Drop what reserve() put by for this thread and was not used."""
-        self._ahead.times = None
-
-    def _row(self, n: int):
-        """Count n requests in the bucket: (level after them, drain rate, cap), or None when the
-        shared pace became unavailable and this process paces on its own from now on."""
-        try:
-            row = self._take(n)
-            if row is None:
-                ensure_row(self.services, self.portal_id)
-                row = self._take(n)
-        except OperationalError as exc:
-            # SQLite busy past the timeout: keep calling under this process's own pace rather than
-            # failing the job (one web and one worker process, as SQLite deployments run).
-            log.warning("portal %s: the shared pace is unavailable (%s); pacing in this process", self.portal_id,
-                        exc.orig)
-            self._fallback = portal_pace(f"portal:{self.portal_id}", self.services.settings.portal_rps,
-                                         self.services.settings.portal_burst)
-            return None
-        return row
-
-    def _take(self, n: int = 1):
+    def _take(self):
         with self._engine.begin() as conn:
-            return conn.execute(self._reserve, {"pid": self.portal_id, "n": n}).first()
+            return conn.execute(self._reserve, {"pid": self.portal_id}).first()
 
     def limited(self) -> None:
         """The portal answered 503 QUERY_LIMIT_EXCEEDED: note it for `worker status`, and count the
-        bucket as full (the portal's word beats our copy: another app on our address, a clock).
-        Requests reserved ahead go too: their turns were computed on the copy."""
-        self.forfeit()
+        bucket as full (the portal's word beats our copy: another app on our address, a clock)."""
         with self._engine.begin() as conn:
             conn.execute(text("UPDATE portal_budget SET limited_at = :at, level = CASE WHEN level < burst "
                               "THEN burst ELSE level END WHERE portal_id = :pid"),

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 import weakref
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
@@ -152,21 +151,6 @@ class Rest:
 
     def _acquire(self) -> None:
         self.stats.waited += self.pace.acquire()
-
-    @contextmanager
-    def calls_ahead(self, n: int):
-        """For work that will send `n` requests one after another from this thread (a run's write
-        batches): the portal's shared pace counts them in one statement, not one each
-        (addon.bitrix.pace.SharedPace.reserve); what is left unsent is dropped at the end."""
-        reserve = getattr(self.pace, "reserve", None)
-        if reserve is None:  # an in-process pace: nothing to save
-            yield
-            return
-        reserve(n)
-        try:
-            yield
-        finally:
-            self.pace.forfeit()
 
     def _read_timeout(self) -> float:
         if self.deadline is None:

@@ -55,68 +55,6 @@ def test_the_bucket_waits_its_turn_at_the_plans_pace(services, harness):
         assert s.get(PortalBudget, h.portal_id).calls >= 292
 
 
-def test_requests_reserved_ahead_wait_the_turns_one_by_one_would(services, harness):
-    """reserve(n): a run's batches counted in one statement, each then waiting for its own turn
-    (as n acquire() calls would); what is left unsent is dropped, and a 503 drops it too."""
-    h = harness
-    h.install()
-    services.settings = dataclasses.replace(services.settings, portal_rps=2.0, portal_burst=48)
-
-    def fresh(level: float) -> None:
-        with services.sessions() as s:
-            row = s.get(PortalBudget, h.portal_id)
-            row.level, row.stamp, row.calls = level, time.time(), 0  # stamp: the database's epoch clock
-            s.commit()
-
-    def calls() -> int:
-        with services.sessions() as s:
-            return s.get(PortalBudget, h.portal_id).calls
-
-    one_by_one: list[float] = []
-    fresh(46.0)
-    single = pace.SharedPace(services, h.portal_id, sleep=one_by_one.append)
-    for _ in range(5):
-        single.acquire()
-    reserved: list[float] = []
-    fresh(46.0)
-    ahead = pace.SharedPace(services, h.portal_id, sleep=reserved.append)
-    statements: list[str] = []
-    listen = lambda conn, cursor, sql, *rest: statements.append(sql)  # noqa: E731
-    from sqlalchemy import event
-    event.listen(ahead._engine, "before_cursor_execute", listen)
-    try:
-        ahead.reserve(5)
-        for _ in range(5):
-            ahead.acquire()
-    finally:
-        event.remove(ahead._engine, "before_cursor_execute", listen)
-    assert len([q for q in statements if q.lstrip().upper().startswith("UPDATE")]) == 1
-    assert calls() == 5
-    # 46 + 5 against a cap of 48: the last three wait 0.5 s apart, as they do one by one.
-    assert len(reserved) == len(one_by_one) == 3
-    assert reserved == pytest.approx(one_by_one, abs=0.05)
-    # Unsent ones are dropped: the next request is counted again.
-    fresh(0.0)
-    ahead.reserve(4)
-    ahead.acquire()
-    ahead.forfeit()
-    ahead.acquire()
-    assert calls() == 5
-    # A 503 (the portal's word) drops what was reserved on our copy.
-    fresh(0.0)
-    ahead.reserve(3)
-    ahead.limited()
-    ahead.acquire()
-    assert calls() == 4
-    # Each thread has its own reservation.
-    fresh(0.0)
-    ahead.reserve(3)
-    other = threading.Thread(target=ahead.acquire)
-    other.start()
-    other.join()
-    assert calls() == 4
-
-
 def test_two_processes_share_one_budget_and_never_overrun_the_portal(harness, settings):
     h = harness
     h.install()
